@@ -1,0 +1,39 @@
+"""tpufit: the TPUEstimator way of training, for any Keras 3 model.
+
+Wrap a model in `TPUModel` and call the `fit` / `evaluate` / `predict` you
+know; they run as looped device programs fed by a static-shape, padded infeed,
+with exact results.
+"""
+
+__version__ = "0.1.0"
+
+try:
+    import tensorflow as _tf  # noqa: F401
+except ImportError as _error:  # pragma: no cover - exercised in a bare venv only.
+    from tpufit.errors import MissingTensorFlowError
+
+    raise MissingTensorFlowError(
+        "tpufit needs TensorFlow, which is not installed. Install tpufit with the "
+        "TensorFlow build for your hardware: `pip install tpufit[cpu]` "
+        "(tensorflow-cpu), `pip install tpufit[gpu]` (tensorflow with CUDA) or "
+        "`pip install tpufit[tpu]` (tensorflow-tpu)."
+    ) from _error
+
+from tpufit.config import RunConfig
+from tpufit.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    NotCompiledError,
+    TPUFitError,
+)
+from tpufit.model import TPUModel
+
+__all__ = [
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "NotCompiledError",
+    "RunConfig",
+    "TPUFitError",
+    "TPUModel",
+    "__version__",
+]

@@ -1,0 +1,86 @@
+"""The one place tpufit touches Keras internals (attributes with a leading `_`).
+
+Keras's compiled metrics give `metrics=[...]` no sample weight at all, so a
+padding row would count in them; and the per-output loss trackers of a
+multi-output model weight every batch by its static size, padding included.
+Exact evaluation of padded batches needs both fixed, and no public API reaches
+them. Everything here is checked by `tests/test_keras_shim.py`, which fails
+loudly if a Keras release moves these names.
+"""
+
+from __future__ import annotations
+
+import keras
+
+_UNSUPPORTED = (
+    "tpufit relies on Keras 3 internals that this Keras version does not have "
+    f"(keras=={keras.__version__}). Install a Keras version tpufit supports "
+    "(keras>=3.10,<4)."
+)
+
+
+def _compile_metrics(model: keras.Model):
+    try:
+        return model._compile_metrics
+    except AttributeError as error:
+        raise RuntimeError(_UNSUPPORTED) from error
+
+
+def update_compiled_metrics(
+    model: keras.Model, y, y_pred, sample_weight, mask
+) -> None:
+    """Updates the metrics given to `compile`, counting only real rows.
+
+    Does what `keras.Model.compute_metrics` does for the compiled metrics, with
+    one difference: `metrics=[...]` are weighted by `mask`, and
+    `weighted_metrics=[...]` by `sample_weight * mask` (`sample_weight` already
+    includes the mask when given), so padding rows count in neither.
+
+    Args:
+        model: A compiled Keras model.
+        y: Targets, in the structure the model was compiled for.
+        y_pred: The model's outputs.
+        sample_weight: Per-row weights times the mask, or per-output weights.
+        mask: 1-D float tensor, 1.0 for real rows.
+    """
+    compiled = _compile_metrics(model)
+    if compiled is None:
+        return
+    if not compiled.built:
+        compiled.build(y, y_pred)
+    flat_y = compiled._flatten_y(y)
+    flat_pred = compiled._flatten_y(y_pred)
+    flat_weights = compiled._flatten_y(sample_weight)
+    if len(flat_weights) < len(flat_y):
+        flat_weights = [flat_weights[0]] * len(flat_y)
+    for metric, y_t, y_p in zip(compiled._flat_metrics, flat_y, flat_pred):
+        if metric:
+            metric.update_state(y_t, y_p, sample_weight=mask)
+    for metric, y_t, y_p, weight in zip(
+        compiled._flat_weighted_metrics, flat_y, flat_pred, flat_weights
+    ):
+        if metric:
+            metric.update_state(y_t, y_p, sample_weight=weight)
+
+
+def output_loss_trackers(model: keras.Model) -> list[keras.metrics.Mean]:
+    """Returns the per-output loss trackers of a multi-output model (maybe none).
+
+    Keras weights each batch's update of these by the batch's static size, so
+    after padded batches their `count` holds the padding rows too.
+    """
+    try:
+        compile_loss = model._compile_loss
+    except AttributeError as error:
+        raise RuntimeError(_UNSUPPORTED) from error
+    if compile_loss is None:
+        return []
+    return [m for m in compile_loss.metrics if isinstance(m, keras.metrics.Mean)]
+
+
+def loss_tracker(model: keras.Model) -> keras.metrics.Mean:
+    """Returns the `Mean` metric behind the `loss` entry of a compiled model's logs."""
+    try:
+        return model._loss_tracker
+    except AttributeError as error:
+        raise RuntimeError(_UNSUPPORTED) from error

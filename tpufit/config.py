@@ -1,0 +1,69 @@
+"""`RunConfig`: the settings of a `TPUModel`, validated once when made."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from tpufit import errors
+
+JIT_CHOICES = ("auto", True, False)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How a `TPUModel` runs its device programs.
+
+    Args:
+        iterations_per_loop: Steps each device program (loop) runs before
+            returning to the host, a positive int. The last loop of an epoch
+            or of a step budget shrinks so that exactly the requested steps run.
+        model_dir: Directory for the run's files (checkpoints), or `None`.
+        jit_compile: `"auto"` compiles the step with XLA wherever the model
+            and strategy allow it and falls back (with one warning) elsewhere;
+            `True` requires XLA; `False` never uses it.
+        seed: Seed of the per-epoch shuffle of array inputs; `None` draws one
+            from Keras's global seed state.
+
+    Example:
+        >>> config = RunConfig(iterations_per_loop=50)
+        >>> config.iterations_per_loop
+        50
+    """
+
+    iterations_per_loop: int = 100
+    model_dir: str | os.PathLike | None = None
+    jit_compile: bool | str = "auto"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.iterations_per_loop) or self.iterations_per_loop < 1:
+            raise errors.invalid_argument(
+                "iterations_per_loop",
+                self.iterations_per_loop,
+                "a positive int (the number of steps each device loop runs), "
+                "e.g. iterations_per_loop=100",
+            )
+        if self.model_dir is not None and not isinstance(
+            self.model_dir, (str, os.PathLike)
+        ):
+            raise errors.invalid_type(
+                "model_dir", self.model_dir, "a path (str or os.PathLike) or None"
+            )
+        if self.jit_compile not in JIT_CHOICES or self.jit_compile in (0, 1) and (
+            not isinstance(self.jit_compile, bool)
+        ):
+            raise errors.invalid_argument(
+                "jit_compile", self.jit_compile, '"auto", True or False'
+            )
+        if self.seed is not None and not _is_int(self.seed):
+            raise errors.invalid_type("seed", self.seed, "an int or None")
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """Returns a copy with `changes` applied and validated."""
+        return dataclasses.replace(self, **changes)

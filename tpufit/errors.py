@@ -1,0 +1,71 @@
+"""The errors tpufit raises: each says what happened, what would work, and what it got.
+
+Every class also derives from the matching built-in (`ValueError`, `TypeError`,
+`RuntimeError`), so `except ValueError:` in user code keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TPUFitError(Exception):
+    """Base class of every error tpufit raises on purpose."""
+
+
+class InvalidArgumentError(TPUFitError, ValueError):
+    """An argument has the right type but a value tpufit cannot use."""
+
+
+class InvalidTypeError(TPUFitError, TypeError):
+    """An argument has a type tpufit cannot use."""
+
+
+class NotCompiledError(TPUFitError, RuntimeError):
+    """`fit` or `evaluate` was called before `compile`."""
+
+
+class MissingTensorFlowError(TPUFitError, ImportError):
+    """TensorFlow is not installed."""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def invalid_argument(
+    name: str, received: Any, expected: str, *, what: str | None = None
+) -> InvalidArgumentError:
+    """Builds the `InvalidArgumentError` for argument `name`.
+
+    Args:
+        name: The argument's name as the user wrote it.
+        received: The value the user passed (shown shortened).
+        expected: What would work, as a phrase ("a positive int").
+        what: What went wrong, when more than "invalid value".
+
+    Returns:
+        The error, ready to raise.
+    """
+    what = what or f"Invalid `{name}`"
+    return InvalidArgumentError(
+        f"{what}: expected {expected}. Received: {name}={_short(received)}"
+    )
+
+
+def invalid_type(name: str, received: Any, expected: str) -> InvalidTypeError:
+    """Builds the `InvalidTypeError` for argument `name`.
+
+    Args:
+        name: The argument's name as the user wrote it.
+        received: The value the user passed.
+        expected: What would work, as a phrase.
+
+    Returns:
+        The error, ready to raise.
+    """
+    return InvalidTypeError(
+        f"Invalid type for `{name}`: expected {expected}. "
+        f"Received: {name}={_short(received)} of type {type(received).__name__}"
+    )

@@ -1,0 +1,259 @@
+"""Any user data → a stream of static-shape global batches with their signals.
+
+Keras's data adapters hand the step batches of whatever size the data ends
+with; a looped, compiled program wants one static shape. The infeed owns that
+difference. It yields `(data, signals)` elements, where `data` is the user's
+structure (`(x,)`, `(x, y)` or `(x, y, sample_weight)` for arrays; whatever a
+`tf.data.Dataset` yields) and `signals` are the per-row mask and stopping
+signal of `padding.py`. Splitting batches over replicas is `tf.distribute`'s
+job (`strategy.experimental_distribute_dataset`), done by the runner.
+
+Two layouts:
+
+- *padded* (models on Keras's own steps, and every `predict`): each pass over
+  the data ends with a batch padded to full size;
+- *unpadded* (models with their own `train_step` / `test_step`): the full
+  batches form the stream, and the partial last batch of each pass is a
+  separate one-element `tail` stream, run by a program of its own.
+
+Training streams repeat pass after pass (reshuffling arrays each pass), so one
+iterator serves a whole `fit`; evaluation and prediction streams make one pass
+and then repeat a stop batch, so a loop that reads past the data stops cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tpufit import errors, padding
+
+_INFINITE = tf.data.INFINITE_CARDINALITY
+_UNKNOWN = tf.data.UNKNOWN_CARDINALITY
+
+
+@dataclasses.dataclass(frozen=True)
+class Infeed:
+    """A stream of `(data, signals)` global batches and what is known of it.
+
+    Attributes:
+        dataset: The stream; endless (train) or one pass then stop batches.
+        batch_size: The global batch size, the static first dimension.
+        steps_per_pass: Batches in one pass over the data (not counting the
+            tail), or `None` when unknown (the stop signal ends the pass).
+        tail: For the unpadded layout, the partial last batch of each pass as
+            an endless stream of one batch per pass; else `None`.
+    """
+
+    dataset: tf.data.Dataset
+    batch_size: int
+    steps_per_pass: int | None
+    tail: tf.data.Dataset | None = None
+
+
+def _to_tensor_ready(value):
+    if isinstance(value, list):
+        return tuple(_to_tensor_ready(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(_to_tensor_ready(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_tensor_ready(v) for k, v in value.items()}
+    array = np.asarray(value)
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(keras.config.floatx(), copy=False)
+    return array
+
+
+def pack_arrays(x, y=None, sample_weight=None) -> tuple:
+    """Returns Keras's `(x,)`, `(x, y)` or `(x, y, sample_weight)` as numpy arrays.
+
+    Lists become tuples (so multi-input lists are not stacked into one tensor)
+    and floating arrays take Keras's `floatx`, as Keras's array adapter does.
+    """
+    parts = [x] if y is None and sample_weight is None else [x, y]
+    if sample_weight is not None:
+        parts.append(sample_weight)
+    return tuple(_to_tensor_ready(part) for part in parts)
+
+
+def num_rows(data) -> int:
+    """Returns the number of rows of a packed array structure."""
+    return int(tf.nest.flatten(data)[0].shape[0])
+
+
+def _permutation(num: int, seed: int | None, pass_index: tf.Tensor) -> tf.Tensor:
+    order = tf.range(num, dtype=tf.int64)
+    if seed is None:
+        return order
+    return tf.random.experimental.stateless_shuffle(
+        order, seed=tf.stack([tf.constant(seed, tf.int64), pass_index])
+    )
+
+
+def _array_options() -> tf.data.Options:
+    options = tf.data.Options()
+    # Arrays are in memory on every worker: shard them by element, not by file.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return options
+
+
+def _stop_batches(data_spec, batch_size: int) -> tf.data.Dataset:
+    def zeros(spec: tf.TensorSpec):
+        shape = [batch_size] + [d if d is not None else 1 for d in spec.shape[1:]]
+        return tf.zeros(shape, spec.dtype)
+
+    data = tf.nest.map_structure(zeros, data_spec)
+    return tf.data.Dataset.from_tensors((data, padding.stop_signals(batch_size))).repeat()
+
+
+def from_arrays(
+    data: tuple,
+    batch_size: int,
+    *,
+    endless: bool,
+    padded: bool,
+    shuffle_seed: int | None = None,
+    drop_remainder: bool = False,
+) -> Infeed:
+    """Builds the infeed of in-memory arrays.
+
+    Args:
+        data: `(x,)`, `(x, y)` or `(x, y, sample_weight)` from `pack_arrays`.
+        batch_size: The global batch size.
+        endless: Repeat pass after pass (training); else one pass, then stop
+            batches (evaluation, prediction).
+        padded: Pad the partial last batch; else give it as the `tail` stream.
+        shuffle_seed: Reshuffle the rows each pass with this seed; `None`
+            keeps the input order.
+        drop_remainder: Drop the partial last batch of each pass altogether.
+
+    Returns:
+        The `Infeed`.
+    """
+    rows = num_rows(data)
+    full = rows // batch_size
+    remainder = 0 if drop_remainder else rows - full * batch_size
+    padded = padded and remainder > 0
+    used = rows if padded else full * batch_size
+    passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
+    arrays = tf.data.Dataset.from_tensors(data).repeat()
+
+    def pass_batches(pass_index):
+        order = _permutation(rows, shuffle_seed, pass_index)[:used]
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(arrays_, indices):
+        if padded:
+            indices, signals = padding.pad_indices(indices, batch_size)
+        else:
+            signals = padding.make_signals(batch_size, batch_size)
+        batch = tf.nest.map_structure(lambda a: tf.gather(a, indices), arrays_)
+        return batch, signals
+
+    indices = passes.flat_map(pass_batches)
+    dataset = tf.data.Dataset.zip((arrays, indices)).map(
+        gather, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if used == 0:
+        # Only the tail has rows; an endless stream of empty passes would spin.
+        dataset = _stop_batches(dataset.element_spec[0], batch_size)
+    tail = None
+    if remainder and not padded:
+        tail_rows = remainder
+
+        def tail_batch(arrays_, pass_index):
+            order = _permutation(rows, shuffle_seed, pass_index)[rows - tail_rows :]
+            batch = tf.nest.map_structure(lambda a: tf.gather(a, order), arrays_)
+            return batch, padding.make_signals(tail_rows, tail_rows)
+
+        tail = tf.data.Dataset.zip((arrays, passes)).map(tail_batch)
+        tail = tail.with_options(_array_options()).prefetch(1)
+    if not endless and used:
+        dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
+    dataset = dataset.with_options(_array_options()).prefetch(tf.data.AUTOTUNE)
+    steps = full + (1 if padded else 0)
+    return Infeed(dataset, batch_size, steps, tail)
+
+
+def dataset_batch_size(dataset: tf.data.Dataset) -> int:
+    """Returns the batch size of a batched dataset: static, else its first batch's."""
+    first_dim = tf.nest.flatten(dataset.element_spec)[0].shape
+    if first_dim.rank and first_dim[0] is not None:
+        return int(first_dim[0])
+    for element in dataset.take(1):
+        return int(tf.shape(tf.nest.flatten(element)[0])[0])
+    raise errors.invalid_argument(
+        "x", dataset, "a dataset that yields at least one batch", what="Empty dataset"
+    )
+
+
+def count_batches(dataset: tf.data.Dataset) -> int | None:
+    """Returns the number of batches, counting them once if TF does not know.
+
+    Returns `None` for an endless dataset.
+    """
+    cardinality = int(dataset.cardinality())
+    if cardinality == _INFINITE:
+        return None
+    if cardinality == _UNKNOWN:
+        return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
+    return cardinality
+
+
+def from_dataset(
+    dataset: tf.data.Dataset,
+    *,
+    endless: bool,
+    padded: bool,
+    batch_size: int | None = None,
+) -> Infeed:
+    """Builds the infeed of a user's batched `tf.data.Dataset`.
+
+    Args:
+        dataset: Yields batches (`x`, `(x, y)` or `(x, y, sample_weight)`).
+        endless: Repeat the dataset pass after pass (training); else one pass,
+            then stop batches.
+        padded: Re-batch to one static size and pad the last batch; else pass
+            the batches through as they are (for a model's own steps).
+        batch_size: The static size to use; by default the dataset's own.
+
+    Returns:
+        The `Infeed`; `steps_per_pass` is `None` when TF cannot tell the
+        dataset's length without reading it (evaluation and prediction then
+        run to the stop signal).
+    """
+    batch_size = batch_size or dataset_batch_size(dataset)
+    cardinality = int(dataset.cardinality())
+    steps = cardinality if cardinality >= 0 else None
+    if padded:
+        first_dim = tf.nest.flatten(dataset.element_spec)[0].shape
+        if first_dim.rank == 0 or first_dim[0] != batch_size:
+            # Batches of varying size: re-cut them so that only the last is short.
+            dataset = dataset.rebatch(batch_size)
+            steps = None
+        dataset = dataset.map(
+            lambda *data: padding.pad_batch(data if len(data) > 1 else data[0], batch_size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        dataset = dataset.map(
+            lambda *data: (
+                data if len(data) > 1 else data[0],
+                padding.make_signals(
+                    tf.shape(tf.nest.flatten(data)[0])[0],
+                    tf.shape(tf.nest.flatten(data)[0])[0],
+                ),
+            )
+        )
+    if endless:
+        if steps is None:
+            steps = count_batches(dataset)
+        dataset = dataset.repeat()
+    else:
+        dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
+    return Infeed(dataset.prefetch(tf.data.AUTOTUNE), batch_size, steps)

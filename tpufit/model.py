@@ -1,0 +1,549 @@
+"""`TPUModel`: the Keras-style front door.
+
+It checks arguments (before any device work), builds the infeed and the
+looped device program for the mode, runs the loops through `runner.py`, and
+returns what Keras returns: a `History` from `fit`, scalars from `evaluate`,
+numpy arrays from `predict`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tpufit import (
+    _keras_shim,
+    errors,
+    infeed,
+    padding,
+    programs,
+    runner,
+    validation,
+)
+from tpufit import steps as step_fns
+from tpufit.config import JIT_CHOICES, RunConfig
+from tpufit.strategy import place_model, resolve_strategy
+
+_DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays.
+
+
+def _to_python(value: Any) -> Any:
+    array = np.asarray(value)
+    return float(array) if array.ndim == 0 else array
+
+
+def _last_logs(outfeed_logs: dict) -> dict:
+    return {name: _to_python(values[-1]) for name, values in outfeed_logs.items()}
+
+
+def _verbosity(verbose: Any) -> int:
+    return 1 if verbose == "auto" else int(verbose)
+
+
+class TPUModel:
+    """Runs a Keras 3 model's `fit` / `evaluate` / `predict` as looped device programs.
+
+    Args:
+        model: Any Keras 3 model (Sequential, functional or subclassed). It
+            may be built inside or outside the strategy's scope; when outside
+            (and the strategy is not TensorFlow's default), tpufit rebuilds it
+            under the strategy and copies the weights back after every `fit`.
+        strategy: A `tf.distribute.Strategy`, or `None` / `"auto"` to pick a
+            TPU, else several GPUs, else the default device.
+        iterations_per_loop: Steps each device loop runs before returning to
+            the host.
+        model_dir: Directory for the run's files, or `None`.
+        config: A `RunConfig`; `iterations_per_loop` and `model_dir` given
+            here override its values.
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> tm = TPUModel(model, iterations_per_loop=10)
+        >>> tm.compile(optimizer="adam", loss="mse")
+        >>> history = tm.fit(np.ones((64, 4)), np.ones((64, 2)), batch_size=16,
+        ...                  verbose=0)
+        >>> tm.global_step
+        4
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        strategy: tf.distribute.Strategy | str | None = None,
+        iterations_per_loop: int = 100,
+        model_dir: str | None = None,
+        config: RunConfig | None = None,
+    ) -> None:
+        self.model = validation.check_keras_model(model)
+        if config is None:
+            config = RunConfig(iterations_per_loop=iterations_per_loop, model_dir=model_dir)
+        elif not isinstance(config, RunConfig):
+            raise errors.invalid_type("config", config, "a tpufit.RunConfig or None")
+        else:
+            changes: dict[str, Any] = {}
+            if iterations_per_loop != 100:
+                changes["iterations_per_loop"] = iterations_per_loop
+            if model_dir is not None:
+                changes["model_dir"] = model_dir
+            config = config.replace(**changes)
+        self.config = config
+        self.strategy = resolve_strategy(strategy)
+        self._model = place_model(model, self.strategy)
+        self._compiled = False
+        self._programs: dict[tuple[str, bool], programs.LoopProgram] = {}
+        self._metrics_built = False
+        self._steps_trained = 0
+
+    @property
+    def global_step(self) -> int:
+        """Steps trained so far by this `TPUModel`."""
+        return self._steps_trained
+
+    @property
+    def traces(self) -> dict[str, int]:
+        """How many times each mode's loop program was traced (for checking retraces)."""
+        counts: dict[str, int] = {}
+        for (mode, _), program in self._programs.items():
+            counts[mode] = counts.get(mode, 0) + program.traces
+        return counts
+
+    def compile(self, *args: Any, jit_compile: bool | str = "auto", **kwargs: Any) -> None:
+        """Compiles the model, with Keras's arguments and meanings.
+
+        Args:
+            *args: Passed to the model's `compile` (Keras's, or the model's
+                own when it defines one, e.g. a GAN taking two optimizers).
+            jit_compile: `"auto"` (XLA for the step wherever it compiles, with
+                one warning where it does not), `True` or `False`.
+            **kwargs: Passed to the model's `compile`: `optimizer`, `loss`,
+                `metrics`, `loss_weights`, `weighted_metrics`, ...
+        """
+        if jit_compile not in JIT_CHOICES:
+            raise errors.invalid_argument("jit_compile", jit_compile, '"auto", True or False')
+        self.config = self.config.replace(jit_compile=jit_compile)
+        optimizer = kwargs.get("optimizer")
+        if isinstance(optimizer, keras.optimizers.Optimizer) and not (
+            self.strategy.extended.variable_created_in_scope(optimizer.iterations.value)
+        ):
+            # Its variables would not be mirrored: recreate it under the strategy.
+            with self.strategy.scope():
+                kwargs["optimizer"] = type(optimizer).from_config(optimizer.get_config())
+        with self.strategy.scope():
+            self._model.compile(*args, **kwargs)
+        self._compiled = True
+        self._programs.clear()
+        self._metrics_built = False
+
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: int | str = "auto",
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        shuffle: bool = True,
+        class_weight: dict | None = None,
+        sample_weight: Any = None,
+        initial_epoch: int = 0,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
+        validation_batch_size: int | None = None,
+        validation_freq: int = 1,
+        *,
+        drop_remainder: bool = False,
+    ) -> keras.callbacks.History:
+        """Trains the model, as `keras.Model.fit` does, in loops of `iterations_per_loop` steps.
+
+        Every epoch sees every example: the last partial batch is padded with
+        zero-weight rows and counts as a step (`drop_remainder=True` drops it).
+        With `steps_per_epoch`, the data is cycled so every epoch runs exactly
+        that many steps.
+
+        Returns:
+            A `keras.callbacks.History` with one entry per epoch.
+        """
+        self._check_compiled("fit")
+        validation.check_epochs(epochs, initial_epoch)
+        validation.check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
+        validation.check_positive_int("validation_freq", validation_freq)
+        if class_weight is not None:
+            raise errors.invalid_argument(
+                "class_weight", class_weight, "None (class weights are not supported "
+                "yet; pass per-row weights as sample_weight)"
+            )
+        if validation_split:
+            x, y, sample_weight, validation_data = _split_validation(
+                x, y, sample_weight, validation_split, validation_data
+            )
+        padded = step_fns.uses_keras_steps(self._model, "train")
+        train_feed = self._infeed(
+            x, y, sample_weight, batch_size, mode="train", padded=padded,
+            shuffle=shuffle, drop_remainder=drop_remainder,
+        )
+        val_feed = None
+        if validation_data is not None:
+            val_feed = self._infeed(
+                *_unpack_validation(validation_data),
+                validation_batch_size or batch_size,
+                mode="eval",
+                padded=step_fns.uses_keras_steps(self._model, "eval"),
+            )
+        use_tail = train_feed.tail is not None and steps_per_epoch is None
+        epoch_steps = steps_per_epoch
+        if epoch_steps is None:
+            if train_feed.steps_per_pass is None:
+                raise errors.invalid_argument(
+                    "steps_per_epoch", None,
+                    "a positive int when the training dataset is endless",
+                )
+            epoch_steps = train_feed.steps_per_pass + (1 if use_tail else 0)
+        if epoch_steps == 0:
+            raise errors.invalid_argument(
+                "drop_remainder", drop_remainder,
+                "False, or more rows than batch_size: no full batch is left to train on",
+                what="The training data makes no batch",
+            )
+        self._sync_into_replicas()
+        self._prepare_state(train_feed, build_metrics=padded)
+        program = self._program("train", padded)
+        iterator = iter(self._distribute(train_feed.dataset))
+        tail_iterator = iter(self._distribute(train_feed.tail)) if use_tail else None
+        history = keras.callbacks.History()
+        callback_list = keras.callbacks.CallbackList(
+            list(callbacks or []) + [history],
+            add_progbar=_verbosity(verbose) != 0,
+            model=self.model,
+            verbose=_verbosity(verbose),
+            epochs=epochs,
+            steps=epoch_steps,
+        )
+        work = self._model
+        work.stop_training = False
+        self.model.stop_training = False
+        callback_list.on_train_begin()
+        epoch_logs: dict = {}
+        for epoch in range(initial_epoch, epochs):
+            work.reset_metrics()
+            callback_list.on_epoch_begin(epoch)
+            tracker = _LoopTracker(
+                callback_list.on_train_batch_begin, callback_list.on_train_batch_end
+            )
+            main_steps = epoch_steps - (1 if use_tail else 0)
+            done = runner.run_loops(
+                program, iterator,
+                total_steps=main_steps,
+                iterations_per_loop=self.config.iterations_per_loop,
+                before_loop=tracker.before_loop,
+                after_loop=tracker.after_loop,
+                stop_requested=self._stop_requested,
+            )
+            if tail_iterator is not None and not self._stop_requested():
+                tracker.before_loop(done, 1)
+                tracker.after_loop(done, program.run(tail_iterator, 1))
+            self._steps_trained += tracker.steps
+            epoch_logs = self._final_logs(tracker.logs, tracker.padding_rows)
+            if val_feed is not None and (epoch + 1) % validation_freq == 0:
+                val_logs = self._run_evaluation(val_feed, validation_steps, callback_list)
+                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            callback_list.on_epoch_end(epoch, epoch_logs)
+            if self._stop_requested():
+                break
+        callback_list.on_train_end(epoch_logs)
+        self._sync_out_of_replicas()
+        return history
+
+    def evaluate(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        verbose: int | str = "auto",
+        sample_weight: Any = None,
+        steps: int | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """Evaluates the model, as `keras.Model.evaluate` does, exactly.
+
+        Padding rows count nowhere: every metric and the loss equal what Keras
+        computes on the whole data in one batch.
+
+        Returns:
+            The loss and metrics: a scalar, a list in `metrics_names` order,
+            or a dict when `return_dict=True`.
+        """
+        self._check_compiled("evaluate")
+        validation.check_positive_int("steps", steps, allow_none=True)
+        padded = step_fns.uses_keras_steps(self._model, "eval")
+        feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
+        self._sync_into_replicas()
+        callback_list = keras.callbacks.CallbackList(
+            callbacks, add_progbar=_verbosity(verbose) != 0, model=self.model,
+            verbose=_verbosity(verbose), epochs=1, steps=steps or feed.steps_per_pass,
+        )
+        logs = self._run_evaluation(feed, steps, callback_list)
+        if return_dict:
+            return logs
+        return _flatten_in_order(self._model, logs)
+
+    def predict(
+        self,
+        x: Any,
+        batch_size: int | None = None,
+        verbose: int | str = "auto",
+        steps: int | None = None,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+    ) -> Any:
+        """Predicts, as `keras.Model.predict` does: exactly one output row per input row.
+
+        Returns:
+            Numpy arrays in the structure of the model's outputs.
+        """
+        validation.check_positive_int("steps", steps, allow_none=True)
+        feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True)
+        self._sync_into_replicas()
+        self._prepare_state(feed, build_metrics=False)
+        program = self._program("predict", True)
+        callback_list = keras.callbacks.CallbackList(
+            callbacks, add_progbar=_verbosity(verbose) != 0, model=self.model,
+            verbose=_verbosity(verbose), epochs=1, steps=steps or feed.steps_per_pass,
+        )
+        outputs: list = []
+        masks: list = []
+
+        def after_loop(first: int, result: programs.LoopResult) -> None:
+            predictions, mask = programs.stack_rows(result.outfeed)
+            outputs.append(predictions)
+            masks.append(mask)
+            callback_list.on_predict_batch_end(first + result.steps - 1, {})
+
+        callback_list.on_predict_begin()
+        runner.run_loops(
+            program, iter(self._distribute(feed.dataset)),
+            total_steps=steps or feed.steps_per_pass,
+            iterations_per_loop=self.config.iterations_per_loop,
+            before_loop=lambda first, _: callback_list.on_predict_batch_begin(first),
+            after_loop=after_loop,
+            stop_requested=lambda: False,
+        )
+        callback_list.on_predict_end()
+        return padding.drop_padding(outputs, masks)
+
+    def _check_compiled(self, method: str) -> None:
+        if not self._compiled:
+            raise errors.NotCompiledError(
+                f"`{method}` needs a compiled model: call `tm.compile(optimizer=..., "
+                f"loss=..., metrics=...)` first. Received: a TPUModel that was "
+                "never compiled"
+            )
+
+    def _stop_requested(self) -> bool:
+        return bool(self._model.stop_training or self.model.stop_training)
+
+    def _distribute(self, dataset: tf.data.Dataset):
+        return self.strategy.experimental_distribute_dataset(dataset)
+
+    def _infeed(
+        self, x, y, sample_weight, batch_size, *, mode: str, padded: bool,
+        shuffle: bool = False, drop_remainder: bool = False,
+    ) -> infeed.Infeed:
+        replicas = self.strategy.num_replicas_in_sync
+        if x is None:
+            raise errors.invalid_argument("x", x, "arrays, a dict/list of arrays or a tf.data.Dataset")
+        if validation.is_dataset(x):
+            validation.check_dataset_extras(y, sample_weight)
+            if batch_size is not None:
+                validation.check_batch_size(batch_size, replicas)
+            feed = infeed.from_dataset(
+                x, endless=mode == "train", padded=padded, batch_size=batch_size
+            )
+            validation.check_batch_size(feed.batch_size, replicas)
+            return feed
+        validation.check_arrays(x=x, y=y, sample_weight=sample_weight)
+        batch_size = _DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+        validation.check_batch_size(batch_size, replicas)
+        seed = None
+        if shuffle:
+            seed = self.config.seed
+            if seed is None:
+                seed = int(np.random.randint(0, 2**31 - 1))
+        return infeed.from_arrays(
+            infeed.pack_arrays(x, y, sample_weight),
+            batch_size,
+            endless=mode == "train",
+            padded=padded,
+            shuffle_seed=seed,
+            drop_remainder=drop_remainder,
+        )
+
+    def _program(self, mode: str, padded: bool) -> programs.LoopProgram:
+        key = (mode, padded)
+        if key not in self._programs:
+            work = self._model
+            if mode == "train":
+                step, reduce = step_fns.train_step_for(work, padded), programs.reduce_logs
+            elif mode == "eval":
+                step, reduce = step_fns.test_step_for(work, padded), programs.reduce_logs
+            else:
+                step, reduce = step_fns.predict_step_for(work), programs.gather_predictions
+            self._programs[key] = programs.LoopProgram(
+                self.strategy, step, reduce,
+                stops=mode != "train",
+                jit_compile=self.config.jit_compile,
+                name=mode,
+            )
+        return self._programs[key]
+
+    def _prepare_state(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
+        """Creates, before any loop is traced, every variable a step would create lazily.
+
+        A variable created inside a traced loop gets an initialisation `cond`,
+        which fails under `MirroredStrategy`; so the model, the optimizer's
+        slots and the compiled metrics' state are built eagerly here, on one
+        batch, and the metrics are reset.
+        """
+        work = self._model
+        build_metrics = build_metrics and self._compiled and not self._metrics_built
+        unbuilt = not work.built or not work.variables
+        if not (unbuilt or build_metrics):
+            return
+        element = next(iter(self._distribute(feed.dataset.take(1))))
+
+        def build(data, signals):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            y_pred = work(x, training=False)
+            if build_metrics:
+                weights = signals["mask"] if sample_weight is None else sample_weight
+                step_fns.call_compute_loss(work, x, y, y_pred, weights, training=False)
+                _keras_shim.update_compiled_metrics(work, y, y_pred, weights, signals["mask"])
+
+        with self.strategy.scope():
+            self.strategy.run(build, args=element)
+            if work.optimizer is not None and not work.optimizer.built:
+                work.optimizer.build(work.trainable_variables)
+        work.reset_metrics()
+        self._metrics_built = self._metrics_built or build_metrics
+
+    def _run_evaluation(self, feed: infeed.Infeed, eval_steps: int | None, callback_list) -> dict:
+        padded = step_fns.uses_keras_steps(self._model, "eval")
+        self._prepare_state(feed, build_metrics=padded)
+        program = self._program("eval", padded)
+        self._model.reset_metrics()
+        tracker = _LoopTracker(callback_list.on_test_batch_begin, callback_list.on_test_batch_end)
+        callback_list.on_test_begin()
+        runner.run_loops(
+            program, iter(self._distribute(feed.dataset)),
+            total_steps=eval_steps or feed.steps_per_pass,
+            iterations_per_loop=self.config.iterations_per_loop,
+            before_loop=tracker.before_loop,
+            after_loop=tracker.after_loop,
+            stop_requested=lambda: False,
+        )
+        if feed.tail is not None and eval_steps is None:
+            first = tracker.steps
+            tracker.before_loop(first, 1)
+            tracker.after_loop(first, program.run(iter(self._distribute(feed.tail)), 1))
+        logs = self._final_logs(tracker.logs, tracker.padding_rows)
+        callback_list.on_test_end(logs)
+        return logs
+
+    def _final_logs(self, last_logs: dict, padding_rows: float) -> dict:
+        """Returns the run's logs, read from the metrics across replicas when they match.
+
+        As Keras does, the metrics' own results replace the step's logs when
+        both name the same entries (a custom step may return other logs).
+        The per-output loss trackers counted padding rows in their `count`;
+        their exact value takes those rows out.
+        """
+        metric_logs = self._model.get_metrics_result()
+        if last_logs and set(last_logs) != set(metric_logs):
+            return {k: _to_python(v) for k, v in last_logs.items()}
+        logs = {k: _to_python(v) for k, v in metric_logs.items()}
+        if padding_rows:
+            for tracker in _keras_shim.output_loss_trackers(self._model):
+                if tracker.name in logs:
+                    count = float(tracker.count) - padding_rows
+                    logs[tracker.name] = float(tracker.total) / count if count else 0.0
+        return logs
+
+    def _sync_into_replicas(self) -> None:
+        if self._model is not self.model:
+            self._model.set_weights(self.model.get_weights())
+
+    def _sync_out_of_replicas(self) -> None:
+        if self._model is not self.model:
+            self.model.set_weights(self._model.get_weights())
+
+
+class _LoopTracker:
+    """Counts a run's steps, keeps its latest logs and padding rows, and fires batch events."""
+
+    def __init__(self, on_batch_begin, on_batch_end) -> None:
+        self._on_batch_begin = on_batch_begin
+        self._on_batch_end = on_batch_end
+        self.steps = 0
+        self.logs: dict = {}
+        self.padding_rows = 0.0
+
+    def before_loop(self, first: int, asked: int) -> None:
+        del asked
+        self._on_batch_begin(first)
+
+    def after_loop(self, first: int, result: programs.LoopResult) -> None:
+        self.steps += result.steps
+        self.padding_rows += float(np.sum(result.outfeed["padding_rows"]))
+        self.logs = _last_logs(result.outfeed["logs"])
+        self._on_batch_end(first + result.steps - 1, dict(self.logs))
+
+
+def _unpack_validation(validation_data: Any) -> tuple:
+    if validation.is_dataset(validation_data):
+        return validation_data, None, None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise errors.invalid_argument(
+            "validation_data", validation_data,
+            "a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val), or a tf.data.Dataset",
+        )
+    x, y, *rest = validation_data
+    return x, y, (rest[0] if rest else None)
+
+
+def _split_validation(x, y, sample_weight, split: float, validation_data):
+    if validation_data is not None or validation.is_dataset(x):
+        raise errors.invalid_argument(
+            "validation_split", split,
+            "0.0 when validation_data is given or x is a dataset",
+        )
+    if not 0.0 < split < 1.0:
+        raise errors.invalid_argument("validation_split", split, "a float in (0, 1)")
+    rows = validation.check_arrays(x=x, y=y, sample_weight=sample_weight)
+    cut = int(rows * (1.0 - split))
+
+    def head(v):
+        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[:cut], v)
+
+    def tail(v):
+        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[cut:], v)
+
+    return head(x), head(y), head(sample_weight), (tail(x), tail(y), tail(sample_weight))
+
+
+def _flatten_in_order(model: keras.Model, logs: dict) -> float | list[float]:
+    """Orders `logs` as Keras's `evaluate` does: by `metrics_names`, then the rest sorted."""
+    names = []
+    for metric in model.metrics:
+        sub_metrics = getattr(metric, "metrics", None)
+        if type(metric).__name__ == "CompileMetrics" and sub_metrics is not None:
+            names += [m.name for m in sub_metrics]
+        else:
+            names.append(metric.name)
+    results = [logs[n] for n in names if n in logs]
+    results += [logs[k] for k in sorted(logs) if k not in names]
+    return results[0] if len(results) == 1 else results

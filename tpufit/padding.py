@@ -1,0 +1,136 @@
+"""Padding, masks and stopping signals: small pure functions, tested on their own.
+
+Every batch that reaches a device program has the same static size `B`. A short
+batch (the end of the data) is filled up to `B` with copies of its own real rows
+(copies, not zeros, so that padding never feeds a NaN or an out-of-range index
+into the model) and travels with *signals*, one entry per row:
+
+- `mask`: 1.0 for a real row, 0.0 for padding;
+- `real_rows`: the number of real rows in the whole (global) batch, as a float,
+  repeated on every row so that each replica sees it after the batch is split;
+- `stop`: True on the batches appended after the data ends (TPUEstimator's
+  stopping signal); a program that reads one stops without running the step.
+
+Padding always sits at the tail of a global batch, so after the batch is split
+over replicas, each replica's real rows are a prefix of its rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+Signals = dict[str, tf.Tensor]
+
+
+def num_batches(num_rows: int, batch_size: int, drop_remainder: bool = False) -> int:
+    """Returns how many batches `num_rows` rows make.
+
+    Example:
+        >>> num_batches(1001, 64), num_batches(1001, 64, drop_remainder=True)
+        (16, 15)
+    """
+    if drop_remainder:
+        return num_rows // batch_size
+    return -(-num_rows // batch_size)
+
+
+def make_signals(real_rows: tf.Tensor, batch_size: int) -> Signals:
+    """Returns the signals of a batch of `batch_size` rows whose first `real_rows` are real."""
+    real_rows = tf.cast(real_rows, tf.int32)
+    positions = tf.range(batch_size, dtype=tf.int32)
+    return {
+        "mask": tf.cast(positions < real_rows, tf.float32),
+        "real_rows": tf.fill([batch_size], tf.cast(real_rows, tf.float32)),
+        "stop": tf.zeros([batch_size], tf.bool),
+    }
+
+
+def stop_signals(batch_size: int) -> Signals:
+    """Returns the signals of a stop batch: no real rows, `stop` set."""
+    signals = make_signals(0, batch_size)
+    signals["stop"] = tf.ones([batch_size], tf.bool)
+    return signals
+
+
+def fill_positions(real_rows: tf.Tensor, batch_size: int) -> tf.Tensor:
+    """Returns, for each of `batch_size` rows, which real row fills it.
+
+    Real rows keep their place; padding rows cycle through the real rows.
+
+    Example:
+        >>> fill_positions(3, 5).numpy().tolist()
+        [0, 1, 2, 0, 1]
+    """
+    return tf.range(batch_size, dtype=tf.int32) % tf.cast(real_rows, tf.int32)
+
+
+def pad_batch(batch, batch_size: int):
+    """Pads a nested batch of up to `batch_size` rows to exactly `batch_size` rows.
+
+    Args:
+        batch: A nested structure of tensors sharing their first dimension.
+        batch_size: The static size to pad to.
+
+    Returns:
+        `(padded_batch, signals)`; every tensor of `padded_batch` has the static
+        first dimension `batch_size`.
+    """
+    leaves = tf.nest.flatten(batch)
+    real_rows = tf.shape(leaves[0])[0]
+
+    def pad_all():
+        positions = fill_positions(real_rows, batch_size)
+        return [tf.gather(leaf, positions) for leaf in leaves]
+
+    padded = tf.cond(
+        tf.equal(real_rows, batch_size), lambda: [tf.identity(v) for v in leaves], pad_all
+    )
+    for leaf, value in zip(leaves, padded):
+        value.set_shape([batch_size] + leaf.shape.as_list()[1:])
+    return tf.nest.pack_sequence_as(batch, padded), make_signals(real_rows, batch_size)
+
+
+def pad_indices(indices: tf.Tensor, batch_size: int) -> tuple[tf.Tensor, Signals]:
+    """Pads a batch of row indices to `batch_size`, cycling the real ones.
+
+    Example:
+        >>> idx, signals = pad_indices(tf.constant([7, 9]), 4)
+        >>> idx.numpy().tolist(), signals["mask"].numpy().tolist()
+        ([7, 9, 7, 9], [1.0, 1.0, 0.0, 0.0])
+    """
+    real_rows = tf.shape(indices)[0]
+    padded = tf.gather(indices, fill_positions(real_rows, batch_size))
+    padded.set_shape([batch_size])
+    return padded, make_signals(real_rows, batch_size)
+
+
+def drop_padding(outputs, masks: Sequence[np.ndarray]):
+    """Stitches per-loop outputs together and drops the padding rows.
+
+    Args:
+        outputs: A list (one entry per loop) of nested structures of numpy
+            arrays whose first dimension is rows.
+        masks: A list (one per loop) of 1-D arrays, 1 for real rows.
+
+    Returns:
+        One nested structure of numpy arrays holding only the real rows, in order.
+    """
+    keep = np.concatenate([np.asarray(m) for m in masks]) > 0.5
+    return tf.nest.map_structure(
+        lambda *parts: np.concatenate(parts, axis=0)[keep], *outputs
+    )
+
+
+def nearest_valid_batch_sizes(batch_size: int, num_replicas: int) -> tuple[int, int]:
+    """Returns the multiples of `num_replicas` just below and just above `batch_size`.
+
+    Example:
+        >>> nearest_valid_batch_sizes(10, 4)
+        (8, 12)
+    """
+    below = max(num_replicas, batch_size // num_replicas * num_replicas)
+    above = -(-batch_size // num_replicas) * num_replicas
+    return below, above

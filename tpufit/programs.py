@@ -1,0 +1,211 @@
+"""The looped device programs: up to `n` steps per host call, and their outfeed.
+
+A program is one `tf.function` whose `tf.range` loop pulls a batch from the
+distributed iterator and runs the step under `strategy.run`, `n` times, the
+loop length being a tensor so a shorter last loop does not retrace. The step is
+its own `tf.function`, XLA-compiled where allowed, traced once and called from
+the loop. Each step's outputs are written to `TensorArray`s (the outfeed) and
+handed to the host when the loop returns: per-step losses and logs in train and
+eval, per-step predictions and masks in predict.
+
+There is no `tf.cond` around a training step: under `MirroredStrategy` a
+conditional step whose optimizer does a cross-replica `merge_call` fails
+(keras-team/keras#19246), so training loops always run exactly `n` steps, and
+the host sizes `n` from the known number of batches. Evaluation and prediction
+steps have no `merge_call`, so their loops also read the stopping signal and
+stop at the first stop batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tpufit import errors
+
+_MEAN = tf.distribute.ReduceOp.MEAN
+_SUM = tf.distribute.ReduceOp.SUM
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """What one loop hands to the host.
+
+    Attributes:
+        outfeed: Nested numpy arrays with one row per step that ran.
+        steps: How many steps ran (fewer than asked only at a stop batch).
+        stopped: Whether the loop read a stop batch.
+    """
+
+    outfeed: Any
+    steps: int
+    stopped: bool
+
+
+def _spec_key(element_spec) -> str:
+    return repr(element_spec)
+
+
+def _is_tpu(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, tf.distribute.TPUStrategy)
+
+
+class LoopProgram:
+    """One mode's looped device program.
+
+    Args:
+        strategy: The `tf.distribute` strategy the step runs under.
+        replica_step: `(data, signals) -> outputs`, run on each replica.
+        reduce: Maps the per-replica outputs (in cross-replica context) to
+            the values the outfeed collects.
+        stops: Whether the loop honours the stopping signal (not in training).
+        jit_compile: `True`, `False` or `"auto"` (see `RunConfig`).
+        name: The mode, for messages ("train", "eval", "predict").
+    """
+
+    def __init__(
+        self,
+        strategy: tf.distribute.Strategy,
+        replica_step: Callable,
+        reduce: Callable,
+        *,
+        stops: bool,
+        jit_compile: bool | str,
+        name: str,
+    ) -> None:
+        self._strategy = strategy
+        self._replica_step = replica_step
+        self._reduce = reduce
+        self._stops = stops
+        self._requested_jit = jit_compile
+        self.name = name
+        self.jit_compile: bool | None = None
+        self.traces = 0
+        self._output_specs: dict[Any, Any] = {}
+        self._step_fn: Any = None
+        self._loop_fn = tf.function(self._loop)
+
+    def _one_step(self, element):
+        data, signals = element
+        outputs = self._strategy.run(self._replica_step, args=(data, signals))
+        return self._reduce(self._strategy, outputs)
+
+    def _choose_jit(self, element_spec) -> bool:
+        requested = self._requested_jit
+        if requested is False or _is_tpu(self._strategy):
+            return False  # A TPU compiles every replica step with XLA anyway.
+        replicas = self._strategy.num_replicas_in_sync
+        if replicas > 1:
+            reason = (
+                f"the strategy runs {replicas} replicas in one program, and XLA "
+                "on CPU/GPU compiles a step for one device"
+            )
+        else:
+            step = tf.function(self._one_step, jit_compile=True)
+            try:
+                # Lowering to HLO finds unsupported ops without running anything.
+                example = tf.nest.map_structure(
+                    lambda s: tf.zeros(s.shape, s.dtype), element_spec
+                )
+                step.experimental_get_compiler_ir(example)(stage="hlo")
+                self._step_fn = step
+                return True
+            except Exception as error:  # noqa: BLE001 - any failure means "no XLA".
+                reason = f"XLA cannot compile it ({str(error).splitlines()[0][:300]})"
+        if requested is True:
+            raise errors.InvalidArgumentError(
+                f"jit_compile=True was asked for the {self.name} step, but {reason}. "
+                'Use jit_compile="auto" or False. Received: jit_compile=True'
+            )
+        warnings.warn(
+            f"tpufit: the {self.name} step runs without XLA: {reason}.", stacklevel=4
+        )
+        return False
+
+    def _prepare(self, element_spec) -> None:
+        key = _spec_key(element_spec)
+        if key not in self._output_specs:
+            if self.jit_compile is None:
+                self.jit_compile = self._choose_jit(element_spec)
+                if self._step_fn is None:
+                    self._step_fn = tf.function(self._one_step)
+            concrete = self._step_fn.get_concrete_function(element_spec)
+            self._output_specs[key] = tf.nest.map_structure(
+                lambda t: tf.TensorSpec(t.shape, t.dtype), concrete.structured_outputs
+            )
+
+    def _stop_requested(self, element) -> tf.Tensor:
+        stops = self._strategy.experimental_local_results(element[1]["stop"])
+        return tf.reduce_any(tf.stack([tf.reduce_any(s) for s in stops]))
+
+    def _loop(self, iterator, num_steps):
+        self.traces += 1
+        output_spec = self._output_specs[_spec_key(iterator.element_spec)]
+        arrays = tf.nest.map_structure(
+            lambda s: tf.TensorArray(
+                s.dtype, size=0, dynamic_size=True, element_shape=s.shape
+            ),
+            output_spec,
+        )
+        steps = tf.constant(0)
+        stopped = tf.constant(False)
+        for i in tf.range(num_steps):
+            element = next(iterator)
+            if self._stops and self._stop_requested(element):
+                stopped = tf.constant(True)
+                break
+            outputs = self._step_fn(element)
+            arrays = tf.nest.map_structure(lambda a, v: a.write(i, v), arrays, outputs)
+            steps = i + 1
+        return tf.nest.map_structure(lambda a: a.stack(), arrays), steps, stopped
+
+    def run(self, iterator, num_steps: int) -> LoopResult:
+        """Runs one loop of up to `num_steps` steps and returns its outfeed.
+
+        Args:
+            iterator: An iterator over the distributed infeed.
+            num_steps: How many steps to run (a tensor inside the program, so
+                any value reuses the same trace).
+
+        Returns:
+            The `LoopResult`.
+        """
+        self._prepare(iterator.element_spec)
+        outfeed, steps, stopped = self._loop_fn(iterator, tf.constant(num_steps, tf.int32))
+        steps = int(steps)
+        outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
+        return LoopResult(outfeed, steps, bool(stopped))
+
+
+def reduce_logs(strategy: tf.distribute.Strategy, outputs) -> dict:
+    """Reduces a train/eval step's replica outputs for the outfeed.
+
+    Logs are averaged over replicas (as Keras does); the per-step loss shares
+    are summed into the step's loss; the padding-row count is the same on
+    every replica.
+    """
+    logs, step_loss, padding_rows = outputs
+    return {
+        "logs": tf.nest.map_structure(
+            lambda v: strategy.reduce(_MEAN, v, axis=None), logs
+        ),
+        "loss": strategy.reduce(_SUM, step_loss, axis=None),
+        "padding_rows": strategy.reduce(_MEAN, padding_rows, axis=None),
+    }
+
+
+def gather_predictions(strategy: tf.distribute.Strategy, outputs):
+    """Concatenates a predict step's per-replica outputs and masks in replica order."""
+    return tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), outputs)
+
+
+def stack_rows(outfeed) -> Any:
+    """Merges the step axis into the row axis: `[steps, rows, ...] -> [steps*rows, ...]`."""
+    return tf.nest.map_structure(
+        lambda a: np.reshape(a, (-1,) + a.shape[2:]), outfeed
+    )

@@ -1,0 +1,58 @@
+"""The host-side driver: how many steps each loop runs, and what happens between loops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tpufit.programs import LoopProgram, LoopResult
+
+
+def loop_sizes(total_steps: int, iterations_per_loop: int) -> list[int]:
+    """Returns the length of each loop that runs exactly `total_steps` steps.
+
+    Example:
+        >>> loop_sizes(10, 4)
+        [4, 4, 2]
+    """
+    full, last = divmod(total_steps, iterations_per_loop)
+    return [iterations_per_loop] * full + ([last] if last else [])
+
+
+def run_loops(
+    program: LoopProgram,
+    iterator,
+    *,
+    total_steps: int | None,
+    iterations_per_loop: int,
+    before_loop: Callable[[int, int], None],
+    after_loop: Callable[[int, LoopResult], None],
+    stop_requested: Callable[[], bool],
+) -> int:
+    """Runs loops until `total_steps` ran, a stop batch came, or a stop was requested.
+
+    Args:
+        program: The device program to run.
+        iterator: Iterator over the distributed infeed.
+        total_steps: Steps to run, or `None` to run until the stopping signal.
+        iterations_per_loop: The most steps one loop runs.
+        before_loop: Called with `(index of the loop's first step, steps asked)`.
+        after_loop: Called with `(index of the loop's first step, result)`
+            after every loop that ran at least one step.
+        stop_requested: Asked after every loop; `True` ends the run there.
+
+    Returns:
+        The number of steps that ran.
+    """
+    done = 0
+    while total_steps is None or done < total_steps:
+        asked = iterations_per_loop
+        if total_steps is not None:
+            asked = min(asked, total_steps - done)
+        before_loop(done, asked)
+        result = program.run(iterator, asked)
+        if result.steps:
+            after_loop(done, result)
+        done += result.steps
+        if result.stopped or stop_requested():
+            break
+    return done

@@ -1,0 +1,180 @@
+"""What one replica does in one step, for each mode.
+
+A model that keeps Keras's own `train_step` / `test_step` (and `compute_loss`,
+`compute_metrics`) gets tpufit's *padded* steps: they do what Keras's steps do,
+but count only the real rows of a padded batch, so that the padded last batch
+gives exactly what Keras gives on the unpadded one. A model that overrides a
+step gets its own step, called with `data` exactly as the input yields it; its
+partial last batch runs unpadded instead (see `infeed.py`).
+
+Each train/eval replica step returns `(logs, step_loss, padding_rows)`: `logs`
+are the model's running metric results, `step_loss` is this replica's share of
+the step's loss (summed over replicas), `padding_rows` the padding rows of the
+global batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from tpufit import _keras_shim
+
+MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
+
+_STEP_METHODS = {
+    "train": ("train_step", "compute_loss", "compute_metrics"),
+    "eval": ("test_step", "compute_loss", "compute_metrics"),
+}
+
+
+def uses_keras_steps(model: keras.Model, mode: str) -> bool:
+    """Whether `model` keeps Keras's own step for `mode` ("train" or "eval").
+
+    Only then can a padded batch be masked exactly: the loss must also be one
+    whose reduction divides by the batch size, so padding can be rescaled away.
+    """
+    methods = _STEP_METHODS[mode]
+    if any(getattr(type(model), m) is not getattr(keras.Model, m) for m in methods):
+        return False
+    losses = [loss for loss in tf.nest.flatten(model.loss) if loss is not None]
+    return all(
+        getattr(loss, "reduction", MEAN_REDUCTIONS[0]) in MEAN_REDUCTIONS
+        for loss in losses
+    )
+
+
+def _weights(sample_weight, mask: tf.Tensor):
+    if sample_weight is None:
+        return mask
+
+    def times_mask(weight):
+        weight = tf.cast(weight, mask.dtype)
+        return weight * tf.reshape(mask, [-1] + [1] * (weight.shape.rank - 1))
+
+    return tf.nest.map_structure(times_mask, sample_weight)
+
+
+def call_compute_loss(model, x, y, y_pred, sample_weight, training):
+    # Keras allows a `compute_loss` override without `training`; call it as Keras does.
+    if "training" in inspect.signature(model.compute_loss).parameters:
+        return model.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+    return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+
+
+def _regularization(model: keras.Model) -> tf.Tensor:
+    # Regularisation does not depend on the rows, so it must not be rescaled.
+    losses = model.losses
+    if not losses:
+        return tf.constant(0.0, keras.config.floatx())
+    return tf.add_n(
+        [tf.reduce_sum(tf.cast(loss, keras.config.floatx())) for loss in losses]
+    )
+
+
+def _padded_loss(model, x, y, y_pred, weights, signals, training):
+    """Returns `(loss, tracked_loss)` for a padded batch on one replica.
+
+    `compute_loss` with zero weights on padding divides the data loss by the
+    padded size; multiplying the data part by (global batch / real rows) makes
+    it the mean over real rows, as Keras computes it on the unpadded batch.
+    `tracked_loss` is the replica's value for the loss tracker (unscaled for
+    distribution), to be weighted by `real_rows / num_replicas`.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    rows_here = tf.cast(tf.shape(signals["mask"])[0], tf.float32)
+    real_rows = signals["real_rows"][0]
+    rescale = tf.cast(rows_here * replicas / real_rows, keras.config.floatx())
+    loss = call_compute_loss(model, x, y, y_pred, weights, training)
+    regularization = _regularization(model)
+    data_loss = (loss - regularization) * rescale
+    tracked = data_loss * replicas + regularization
+    return data_loss + regularization, tracked
+
+
+def _outfeed(model: keras.Model, tracked_loss: tf.Tensor, signals):
+    """Returns `(logs, step_loss share, padding rows)` of one replica's step."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    rows = tf.cast(tf.shape(signals["mask"])[0] * replicas, tf.float32)
+    return (
+        model.get_metrics_result(),
+        tf.cast(tracked_loss, tf.float32) / replicas,
+        rows - signals["real_rows"][0],
+    )
+
+
+def _update_trackers(model, tracked_loss, y, y_pred, weights, signals) -> None:
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    _keras_shim.loss_tracker(model).update_state(
+        tracked_loss, sample_weight=signals["real_rows"][0] / replicas
+    )
+    _keras_shim.update_compiled_metrics(model, y, y_pred, weights, signals["mask"])
+
+
+def padded_train_step(model: keras.Model, data, signals):
+    """Keras's `train_step`, counting only the real rows of a padded batch."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    weights = _weights(sample_weight, signals["mask"])
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        loss, tracked = _padded_loss(model, x, y, y_pred, weights, signals, True)
+        scaled = model.optimizer.scale_loss(loss)
+    variables = model.trainable_weights
+    model.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+    _update_trackers(model, tracked, y, y_pred, weights, signals)
+    return _outfeed(model, tracked, signals)
+
+
+def padded_test_step(model: keras.Model, data, signals):
+    """Keras's `test_step`, counting only the real rows of a padded batch."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    weights = _weights(sample_weight, signals["mask"])
+    y_pred = model(x, training=False)
+    _, tracked = _padded_loss(model, x, y, y_pred, weights, signals, False)
+    _update_trackers(model, tracked, y, y_pred, weights, signals)
+    return _outfeed(model, tracked, signals)
+
+
+def _own_step(method: Callable):
+    def step(data, signals):
+        del signals  # The user's step sees its data exactly as the input yields it.
+        logs = method(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        step_loss = logs.get("loss") if isinstance(logs, dict) else None
+        if step_loss is None:
+            step_loss = tf.constant(float("nan"))
+        return logs, tf.cast(step_loss, tf.float32) / replicas, tf.constant(0.0)
+
+    return step
+
+
+def train_step_for(model: keras.Model, padded: bool) -> Callable:
+    """Returns the replica step `(data, signals) -> (logs, step_loss, padding_rows)` for training."""
+    if padded:
+        return lambda data, signals: padded_train_step(model, data, signals)
+    return _own_step(model.train_step)
+
+
+def test_step_for(model: keras.Model, padded: bool) -> Callable:
+    """Returns the replica step `(data, signals) -> (logs, step_loss, padding_rows)` for evaluation."""
+    if padded:
+        return lambda data, signals: padded_test_step(model, data, signals)
+    return _own_step(model.test_step)
+
+
+def predict_step_for(model: keras.Model) -> Callable:
+    """Returns the replica step `(data, signals) -> (outputs, mask)` for prediction.
+
+    Rows are independent in prediction, so even an overridden `predict_step`
+    runs on padded batches; the padding rows are dropped on the host.
+    """
+
+    def step(data, signals):
+        return model.predict_step(data), signals["mask"]
+
+    return step

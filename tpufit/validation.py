@@ -1,0 +1,116 @@
+"""Argument checks that run before any device work, each raising a `tpufit` error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tpufit import errors, padding
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_keras_model(model: Any) -> keras.Model:
+    """Returns `model` if it is a Keras 3 model."""
+    if not isinstance(model, keras.Model):
+        hint = ""
+        if type(model).__module__.startswith(("tf_keras", "tensorflow.python.keras")):
+            hint = " (this is a Keras 2 / tf.keras model; build it with `import keras`)"
+        raise errors.invalid_type("model", model, "a Keras 3 `keras.Model`" + hint)
+    return model
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """Checks that `value` is a positive int (or `None` when allowed)."""
+    if value is None and allow_none:
+        return
+    if not _is_int(value) or value < 1:
+        expected = "a positive int" + (" or None" if allow_none else "")
+        raise errors.invalid_argument(name, value, expected)
+
+
+def check_batch_size(batch_size: Any, num_replicas: int) -> None:
+    """Checks that the global `batch_size` is a positive int that splits over the replicas."""
+    check_positive_int("batch_size", batch_size)
+    if batch_size % num_replicas:
+        below, above = padding.nearest_valid_batch_sizes(batch_size, num_replicas)
+        raise errors.invalid_argument(
+            "batch_size",
+            batch_size,
+            f"a multiple of the {num_replicas} replicas, since the global batch "
+            f"is split evenly over them; the nearest valid sizes are {below} and "
+            f"{above}",
+            what="`batch_size` does not split over the replicas",
+        )
+
+
+def is_dataset(value: Any) -> bool:
+    """Whether `value` is a `tf.data.Dataset`."""
+    return isinstance(value, tf.data.Dataset)
+
+
+def _rows(value: Any) -> int | None:
+    shape = getattr(value, "shape", None)
+    if shape is None or len(shape) == 0:
+        return None
+    return int(shape[0])
+
+
+def check_arrays(**parts: Any) -> int:
+    """Checks that every array in `parts` (x, y, sample_weight) has the same rows.
+
+    Returns:
+        The number of rows.
+    """
+    lengths: dict[str, int] = {}
+    for name, value in parts.items():
+        if value is None:
+            continue
+        for i, leaf in enumerate(tf.nest.flatten(value)):
+            leaf = np.asarray(leaf) if not hasattr(leaf, "shape") else leaf
+            rows = _rows(leaf)
+            label = name if len(tf.nest.flatten(value)) == 1 else f"{name}[{i}]"
+            if rows is None:
+                raise errors.invalid_argument(
+                    name, leaf, "arrays with a first (batch) dimension",
+                    what=f"`{label}` is a scalar",
+                )
+            lengths[label] = rows
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{k} has {v} rows" for k, v in lengths.items())
+        raise errors.InvalidArgumentError(
+            f"The data arrays have different lengths: {listed}. Expected the same "
+            f"number of rows in x, y and sample_weight. Received: {listed}"
+        )
+    rows = next(iter(lengths.values()))
+    if rows == 0:
+        raise errors.invalid_argument(
+            "x", "0 rows", "at least one row of data", what="The data is empty"
+        )
+    return rows
+
+
+def check_dataset_extras(y: Any, sample_weight: Any) -> None:
+    """A dataset carries its own targets and weights: `y` and `sample_weight` must be None."""
+    for name, value in (("y", y), ("sample_weight", sample_weight)):
+        if value is not None:
+            raise errors.invalid_argument(
+                name,
+                value,
+                f"None when x is a tf.data.Dataset (the dataset yields (x, y) or "
+                f"(x, y, sample_weight) itself)",
+            )
+
+
+def check_epochs(epochs: Any, initial_epoch: Any) -> None:
+    """Checks `epochs` and `initial_epoch`."""
+    check_positive_int("epochs", epochs)
+    if not _is_int(initial_epoch) or not 0 <= initial_epoch < epochs:
+        raise errors.invalid_argument(
+            "initial_epoch", initial_epoch, f"an int in [0, epochs={epochs})"
+        )
