@@ -200,8 +200,17 @@ def reduce_logs(strategy: tf.distribute.Strategy, outputs) -> dict:
 
 
 def gather_predictions(strategy: tf.distribute.Strategy, outputs):
-    """Concatenates a predict step's per-replica outputs and masks in replica order."""
-    return tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), outputs)
+    """Concatenates a predict step's per-replica outputs and masks in replica order.
+
+    On one machine the replicas' local results are simply concatenated:
+    `strategy.gather` is a collective, and a collective inside the stop
+    signal's `cond` fails under `MirroredStrategy` like keras-team/keras#19246.
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), outputs)
+    return tf.nest.map_structure(
+        lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), outputs
+    )
 
 
 def stack_rows(outfeed) -> Any:
