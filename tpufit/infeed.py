@@ -145,7 +145,9 @@ def from_arrays(
 
     def pass_batches(pass_index):
         order = _permutation(rows, shuffle_seed, pass_index)[:used]
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+        return tf.data.Dataset.from_tensor_slices(order).batch(
+            batch_size, drop_remainder=not padded
+        )
 
     def gather(arrays_, indices):
         if padded:

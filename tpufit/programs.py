@@ -110,7 +110,7 @@ class LoopProgram:
             try:
                 # Lowering to HLO finds unsupported ops without running anything.
                 example = tf.nest.map_structure(
-                    lambda s: tf.zeros(s.shape, s.dtype), element_spec
+                    lambda s: tf.zeros([d or 1 for d in s.shape], s.dtype), element_spec
                 )
                 step.experimental_get_compiler_ir(example)(stage="hlo")
                 self._step_fn = step

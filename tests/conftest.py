@@ -1,0 +1,100 @@
+"""Shared fixtures: one tiny model and its data, and a way to run pytest in a child process.
+
+Setting `TPUFIT_TEST_REPLICAS=N` before TensorFlow starts splits the CPU into
+N logical devices, so multi-replica tests run under a real `MirroredStrategy`;
+`run_pytest_with_replicas` starts such a child run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_REPLICAS = int(os.environ.get("TPUFIT_TEST_REPLICAS", "1"))
+if _REPLICAS > 1:
+    _cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        _cpu, [tf.config.LogicalDeviceConfiguration()] * _REPLICAS
+    )
+
+import keras  # noqa: E402
+
+TESTS = Path(__file__).parent
+FEATURES = 6
+CLASSES = 3
+
+
+def replicas() -> int:
+    """The number of logical CPU devices this test process runs with."""
+    return _REPLICAS
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    """`MirroredStrategy` over every logical CPU, or the default strategy for one."""
+    if _REPLICAS == 1:
+        return tf.distribute.get_strategy()
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(_REPLICAS)])
+
+
+def tiny_model(seed: int = 0) -> keras.Model:
+    """The shared tiny classifier: 6 features -> 8 relu -> 3 logits, fixed weights."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
+
+
+def tiny_data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`rows` rows of float32 features and int labels for `tiny_model`."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, FEATURES)).astype("float32")
+    y = rng.integers(0, CLASSES, size=rows)
+    return x, y
+
+
+def compile_args() -> dict:
+    """The compile arguments shared by the tests: plain SGD for exact comparisons."""
+    return dict(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A plain Keras twin of `model` with the same weights (built on the default strategy)."""
+    with tf.distribute.get_strategy().scope():
+        twin = keras.models.clone_model(model)
+        twin.set_weights(model.get_weights())
+    return twin
+
+
+@pytest.fixture
+def model() -> keras.Model:
+    """A fresh `tiny_model`."""
+    return tiny_model()
+
+
+def run_pytest_with_replicas(test_file: str, replicas_: int, timeout: int = 600) -> None:
+    """Runs `test_file` in a child pytest whose TensorFlow has `replicas_` CPU devices."""
+    env = dict(os.environ, TPUFIT_TEST_REPLICAS=str(replicas_))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / test_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
