@@ -87,8 +87,11 @@ def model() -> keras.Model:
     return tiny_model()
 
 
-def run_pytest_with_replicas(test_file: str, replicas_: int, timeout: int = 600) -> None:
-    """Runs `test_file` in a child pytest whose TensorFlow has `replicas_` CPU devices."""
+def run_pytest_with_replicas(test_file: str, replicas_: int, timeout: int = 600) -> str:
+    """Runs `test_file` in a child pytest whose TensorFlow has `replicas_` CPU devices.
+
+    Fails unless the child ran its tests and all passed; returns its summary line.
+    """
     env = dict(os.environ, TPUFIT_TEST_REPLICAS=str(replicas_))
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / test_file)],
@@ -98,3 +101,6 @@ def run_pytest_with_replicas(test_file: str, replicas_: int, timeout: int = 600)
         timeout=timeout,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, summary
+    return summary

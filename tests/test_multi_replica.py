@@ -1,0 +1,136 @@
+"""Several replicas: four logical CPU devices under a real `MirroredStrategy`.
+
+The device split must happen before TensorFlow starts, so the outer test runs
+this file again in a child pytest with `TPUFIT_TEST_REPLICAS=4`; the inner
+tests run only there.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from conftest import (
+    CLASSES,
+    compile_args,
+    copy_model,
+    make_strategy,
+    replicas,
+    run_pytest_with_replicas,
+    tiny_data,
+    tiny_model,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tpufit
+
+inside = pytest.mark.skipif(replicas() == 1, reason="runs in the 4-replica child process")
+EXAMPLES = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.skipif(replicas() > 1, reason="this is the child process")
+def test_four_replicas_in_a_child_process():
+    summary = run_pytest_with_replicas("test_multi_replica.py", 4)
+    assert summary.startswith("7 passed"), summary
+
+
+def four_replica_model(built_inside_scope: bool):
+    strategy = make_strategy()
+    if built_inside_scope:
+        with strategy.scope():
+            model = tiny_model()
+    else:
+        model = tiny_model()
+    return model, tpufit.TPUModel(model, strategy=strategy, iterations_per_loop=3)
+
+
+@inside
+def test_the_child_process_has_four_replicas():
+    assert make_strategy().num_replicas_in_sync == 4
+
+
+@inside
+@EXAMPLES
+@given(rows=st.integers(1, 200), per_replica=st.integers(1, 12), loop=st.integers(1, 4))
+def test_predict_is_exact_and_in_order_over_four_replicas(rows, per_replica, loop):
+    model, tm = four_replica_model(built_inside_scope=True)
+    x, _ = tiny_data(rows, seed=rows)
+    tm = tpufit.TPUModel(model, strategy=tm.strategy, iterations_per_loop=loop)
+    predictions = tm.predict(x, batch_size=4 * per_replica, verbose=0)
+    assert predictions.shape == (rows, CLASSES)
+    np.testing.assert_allclose(predictions, model(x, training=False), atol=1e-5)
+
+
+@inside
+@EXAMPLES
+@given(rows=st.integers(1, 200), per_replica=st.integers(1, 12))
+def test_evaluate_over_four_replicas_equals_keras_in_one_batch(rows, per_replica):
+    model, tm = four_replica_model(built_inside_scope=True)
+    x, y = tiny_data(rows, seed=rows)
+    tm.compile(**compile_args())
+    ours = tm.evaluate(x, y, batch_size=4 * per_replica, return_dict=True, verbose=0)
+    reference = copy_model(model)
+    reference.compile(**compile_args())
+    theirs = reference.evaluate(x, y, batch_size=rows, return_dict=True, verbose=0)
+    for name, value in theirs.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-5, err_msg=name)
+
+
+@inside
+def test_training_over_four_replicas_matches_one_device_keras_step_for_step():
+    x, y = tiny_data(100)
+    model, tm = four_replica_model(built_inside_scope=False)
+    reference = copy_model(model)
+    tm.compile(**compile_args())
+    seen = []
+    callback = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(batch)
+    )
+    tm.fit(x, y, batch_size=32, epochs=2, shuffle=False, callbacks=[callback], verbose=0)
+    assert seen == [2, 3] * 2  # loops of 3 steps, then the padded fourth
+    assert tm.global_step == 8
+    reference.compile(**compile_args())
+    reference.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
+    for mine, theirs in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+@inside
+def test_model_built_outside_the_scope_gets_the_trained_weights_back():
+    x, y = tiny_data(64)
+    model, tm = four_replica_model(built_inside_scope=False)
+    before = [w.copy() for w in model.get_weights()]
+    tm.compile(**compile_args())
+    tm.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), tm.predict(x, batch_size=16, verbose=0), atol=1e-5
+    )
+
+
+@inside
+def test_batch_size_that_does_not_split_names_the_replicas_and_valid_sizes():
+    x, y = tiny_data(64)
+    _, tm = four_replica_model(built_inside_scope=True)
+    tm.compile(**compile_args())
+    with pytest.raises(tpufit.InvalidArgumentError) as raised:
+        tm.fit(x, y, batch_size=10, verbose=0)
+    message = str(raised.value)
+    assert "4 replicas" in message and "8" in message and "12" in message
+    assert tm.traces == {}
+
+
+@inside
+def test_loops_of_several_steps_do_not_retrace_over_four_replicas():
+    x, y = tiny_data(150)
+    _, tm = four_replica_model(built_inside_scope=True)
+    tm.compile(**compile_args())
+    tm.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    tm.evaluate(x[:37], y[:37], batch_size=16, verbose=0)
+    tm.evaluate(x, y, batch_size=16, verbose=0)
+    tm.predict(x[:9], batch_size=16, verbose=0)
+    tm.predict(x, batch_size=16, verbose=0)
+    assert tm.traces == {"train": 1, "eval": 1, "predict": 1}
