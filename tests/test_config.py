@@ -1,0 +1,126 @@
+"""Tests of tpufit/config.py: `RunConfig` defaults and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+import pytest
+
+import tpufit
+from tpufit import RunConfig
+
+
+def test_run_config_defaults():
+    config = RunConfig()
+    assert config.iterations_per_loop == 100
+    assert config.model_dir is None
+    assert config.jit_compile == "auto"
+    assert config.seed is None
+
+
+def test_run_config_keeps_valid_values():
+    config = RunConfig(
+        iterations_per_loop=1, model_dir=pathlib.Path("runs/a"), jit_compile=False,
+        seed=7,
+    )
+    assert config.iterations_per_loop == 1
+    assert config.model_dir == pathlib.Path("runs/a")
+    assert config.jit_compile is False
+    assert config.seed == 7
+    assert RunConfig(model_dir="runs/b", jit_compile=True).jit_compile is True
+
+
+def test_run_config_is_immutable():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RunConfig().iterations_per_loop = 5
+
+
+INVALID = [
+    ("iterations_per_loop", 0, "0"),
+    ("iterations_per_loop", -1, "-1"),
+    ("iterations_per_loop", 1.5, "1.5"),
+    ("iterations_per_loop", "10", "'10'"),
+    ("iterations_per_loop", True, "True"),
+    ("iterations_per_loop", None, "None"),
+    ("jit_compile", "yes", "'yes'"),
+    ("jit_compile", 1, "1"),
+    ("jit_compile", None, "None"),
+    ("model_dir", 3, "3"),
+    ("seed", "x", "'x'"),
+    ("seed", 1.0, "1.0"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "shown"), INVALID)
+def test_invalid_setting_raises_a_tpufit_error_naming_it_and_the_value(
+    name, value, shown
+):
+    with pytest.raises(tpufit.TPUFitError) as info:
+        RunConfig(**{name: value})
+    error = info.value
+    assert isinstance(error, (tpufit.InvalidArgumentError, tpufit.InvalidTypeError))
+    # The matching built-in still catches it.
+    if isinstance(error, tpufit.InvalidArgumentError):
+        assert isinstance(error, ValueError)
+    else:
+        assert isinstance(error, TypeError)
+    message = str(error)
+    assert f"`{name}`" in message
+    assert f"Received: {name}={shown}" in message
+    assert "expected" in message
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "10", True])
+def test_bad_iterations_per_loop_is_caught_by_except_value_or_type_error(value):
+    with pytest.raises((ValueError, TypeError)):
+        RunConfig(iterations_per_loop=value)
+
+
+def test_bad_iterations_per_loop_message_says_what_works():
+    with pytest.raises(tpufit.InvalidArgumentError, match="positive int"):
+        RunConfig(iterations_per_loop=0)
+
+
+def test_bad_types_are_type_errors():
+    with pytest.raises(TypeError):
+        RunConfig(model_dir=3)
+    with pytest.raises(TypeError):
+        RunConfig(seed="x")
+    with pytest.raises(ValueError):
+        RunConfig(jit_compile="yes")
+
+
+def test_replace_returns_a_changed_copy():
+    config = RunConfig(iterations_per_loop=10, seed=1)
+    changed = config.replace(iterations_per_loop=20)
+    assert changed.iterations_per_loop == 20
+    assert changed.seed == 1
+    assert config.iterations_per_loop == 10
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"iterations_per_loop": 0}, tpufit.InvalidArgumentError),
+        ({"jit_compile": "yes"}, tpufit.InvalidArgumentError),
+        ({"model_dir": 3}, tpufit.InvalidTypeError),
+        ({"seed": "x"}, tpufit.InvalidTypeError),
+    ],
+)
+def test_replace_validates_the_changes(changes, error):
+    with pytest.raises(error, match=next(iter(changes))):
+        RunConfig().replace(**changes)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config._is_int accepts only Python ints, while validation._is_int "
+    "(batch_size, epochs, steps) accepts numpy integers too: "
+    "RunConfig(iterations_per_loop=np.int64(10)) raises InvalidArgumentError",
+)
+def test_numpy_integers_are_accepted_like_python_ints():
+    config = RunConfig(iterations_per_loop=np.int64(10), seed=np.int32(3))
+    assert config.iterations_per_loop == 10
+    assert config.seed == 3

@@ -1,0 +1,201 @@
+"""Tests of tpufit/runner.py: loop accounting, stopping, and the calls between loops.
+
+`run_loops` only needs an object with `.run(iterator, n) -> LoopResult`, so the
+tests drive it with `StreamProgram`, a host-side stand-in for tpufit's
+`LoopProgram` that reads a Python iterator the way the device program reads
+the infeed: one element per step, stopping at the first stop element.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tpufit.programs import LoopResult
+from tpufit.runner import loop_sizes, run_loops
+
+FAST = settings(max_examples=100, deadline=None)
+STOP = "stop"
+
+
+def stream(data_steps: int | None):
+    """Batch ids 0, 1, ... then (if `data_steps` is given) stop batches forever."""
+    if data_steps is None:
+        return itertools.count()
+    return itertools.chain(range(data_steps), itertools.repeat(STOP))
+
+
+class StreamProgram:
+    """Runs up to `n` steps, each consuming one element; stops at a stop element."""
+
+    def __init__(self):
+        self.asked: list[int] = []
+
+    def run(self, iterator, n: int) -> LoopResult:
+        self.asked.append(n)
+        ran = []
+        for _ in range(n):
+            element = next(iterator)
+            if element == STOP:
+                return LoopResult(np.array(ran, np.int64), len(ran), True)
+            ran.append(element)
+        return LoopResult(np.array(ran, np.int64), len(ran), False)
+
+
+class Recorder:
+    """Collects what run_loops reports between loops."""
+
+    def __init__(self, stop_after_loops: int | None = None):
+        self.before: list[tuple[int, int]] = []
+        self.after: list[tuple[int, np.ndarray]] = []
+        self.stop_checks = 0
+        self.stop_after_loops = stop_after_loops
+
+    def before_loop(self, first: int, asked: int) -> None:
+        self.before.append((first, asked))
+
+    def after_loop(self, first: int, result: LoopResult) -> None:
+        self.after.append((first, result.outfeed))
+
+    def stop_requested(self) -> bool:
+        self.stop_checks += 1
+        return self.stop_after_loops is not None and (
+            self.stop_checks >= self.stop_after_loops
+        )
+
+
+def run(data_steps, total_steps, iterations_per_loop, recorder=None):
+    recorder = recorder or Recorder()
+    program = StreamProgram()
+    iterator = stream(data_steps)
+    done = run_loops(
+        program,
+        iterator,
+        total_steps=total_steps,
+        iterations_per_loop=iterations_per_loop,
+        before_loop=recorder.before_loop,
+        after_loop=recorder.after_loop,
+        stop_requested=recorder.stop_requested,
+    )
+    return done, program, recorder, iterator
+
+
+# --- loop_sizes --------------------------------------------------------------------
+
+
+def test_loop_sizes_of_the_issue_example():
+    assert loop_sizes(10, 4) == [4, 4, 2]
+
+
+@pytest.mark.parametrize(
+    ("total", "per_loop", "sizes"),
+    [(0, 4, []), (3, 4, [3]), (8, 4, [4, 4]), (5, 1, [1] * 5), (7, 100, [7])],
+)
+def test_loop_sizes_edge_cases(total, per_loop, sizes):
+    assert loop_sizes(total, per_loop) == sizes
+
+
+@FAST
+@given(total=st.integers(0, 5000), per_loop=st.integers(1, 300))
+def test_loop_sizes_run_exactly_the_total_in_loops_of_at_most_n(total, per_loop):
+    sizes = loop_sizes(total, per_loop)
+    assert sum(sizes) == total
+    assert all(1 <= size <= per_loop for size in sizes)
+    assert all(size == per_loop for size in sizes[:-1])
+    assert len(sizes) == -(-total // per_loop)
+
+
+# --- run_loops ---------------------------------------------------------------------
+
+
+def test_run_loops_runs_the_issue_example_as_4_4_2():
+    done, program, recorder, iterator = run(None, 10, 4)
+    assert done == 10
+    assert program.asked == [4, 4, 2]
+    assert recorder.before == [(0, 4), (4, 4), (8, 2)]
+    assert [first for first, _ in recorder.after] == [0, 4, 8]
+    np.testing.assert_array_equal(
+        np.concatenate([outfeed for _, outfeed in recorder.after]), np.arange(10)
+    )
+    assert next(iterator) == 10  # not one batch more was read
+
+
+@FAST
+@given(total=st.integers(0, 400), per_loop=st.integers(1, 64))
+def test_run_loops_asks_exactly_the_loop_sizes(total, per_loop):
+    done, program, recorder, iterator = run(None, total, per_loop)
+    assert done == total
+    assert program.asked == loop_sizes(total, per_loop)
+    firsts = [first for first, _ in recorder.before]
+    assert firsts == [sum(program.asked[:i]) for i in range(len(program.asked))]
+    assert [first for first, _ in recorder.after] == firsts
+    for first, outfeed in recorder.after:
+        np.testing.assert_array_equal(outfeed, np.arange(first, first + len(outfeed)))
+    assert next(iterator) == total
+
+
+def test_run_loops_stops_at_a_stop_batch_mid_loop():
+    done, program, recorder, _ = run(7, None, 3)
+    assert done == 7
+    assert program.asked == [3, 3, 3]
+    assert [first for first, _ in recorder.after] == [0, 3, 6]
+    np.testing.assert_array_equal(recorder.after[-1][1], [6])
+
+
+def test_run_loops_skips_after_loop_for_a_loop_that_ran_no_step():
+    done, program, recorder, _ = run(6, None, 3)
+    assert done == 6
+    assert program.asked == [3, 3, 3]
+    assert recorder.before == [(0, 3), (3, 3), (6, 3)]
+    assert [first for first, _ in recorder.after] == [0, 3]
+
+
+def test_run_loops_stops_when_the_data_ends_before_the_step_budget():
+    done, program, recorder, _ = run(5, 10, 4)
+    assert done == 5
+    assert program.asked == [4, 4]
+    assert [first for first, _ in recorder.after] == [0, 4]
+
+
+@FAST
+@given(data_steps=st.integers(0, 300), per_loop=st.integers(1, 64))
+def test_run_loops_without_a_budget_runs_until_the_data_stops(data_steps, per_loop):
+    done, program, recorder, _ = run(data_steps, None, per_loop)
+    assert done == data_steps
+    # Full loops while data lasts, then the loop that reads the stop batch.
+    assert len(program.asked) == data_steps // per_loop + 1
+    assert all(n == per_loop for n in program.asked)
+    ran = [outfeed for _, outfeed in recorder.after]
+    np.testing.assert_array_equal(
+        np.concatenate(ran) if ran else np.zeros(0), np.arange(data_steps)
+    )
+
+
+@pytest.mark.parametrize("total_steps", [None, 100])
+def test_run_loops_stops_when_a_stop_is_requested(total_steps):
+    recorder = Recorder(stop_after_loops=2)
+    done, program, recorder, iterator = run(None, total_steps, 4, recorder)
+    assert done == 8
+    assert program.asked == [4, 4]
+    assert recorder.stop_checks == 2
+    assert [first for first, _ in recorder.after] == [0, 4]
+    assert next(iterator) == 8
+
+
+def test_run_loops_asks_for_a_stop_after_every_loop():
+    recorder = Recorder()
+    done, program, recorder, _ = run(None, 10, 4, recorder)
+    assert done == 10
+    assert recorder.stop_checks == len(program.asked) == 3
+
+
+def test_run_loops_with_zero_steps_runs_nothing():
+    done, program, recorder, iterator = run(None, 0, 4)
+    assert done == 0
+    assert program.asked == []
+    assert recorder.before == [] and recorder.after == []
+    assert next(iterator) == 0
