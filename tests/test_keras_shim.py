@@ -1,0 +1,59 @@
+"""The Keras internals tpufit relies on still exist and behave as it expects.
+
+If a Keras release moves them, these tests fail first, with the name that moved.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from conftest import tiny_model
+
+from tpufit import _keras_shim
+
+
+def compiled_two_outputs() -> keras.Model:
+    inputs = keras.Input((4,))
+    model = keras.Model(
+        inputs,
+        {"a": keras.layers.Dense(2, name="a")(inputs), "b": keras.layers.Dense(1, name="b")(inputs)},
+    )
+    model.compile(
+        optimizer="sgd",
+        loss={"a": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "b": "mse"},
+        metrics={"a": ["accuracy"], "b": ["mae"]},
+        weighted_metrics={"a": ["accuracy"]},
+    )
+    return model
+
+
+def test_masked_rows_count_in_neither_metrics_nor_weighted_metrics():
+    model = tiny_model()
+    model.compile(optimizer="sgd", loss="mse", metrics=["mae"], weighted_metrics=["mse"])
+    y = tf.constant([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [9.0, 9.0, 9.0]])
+    y_pred = tf.zeros((3, 3))
+    mask = tf.constant([1.0, 1.0, 0.0])
+    _keras_shim.update_compiled_metrics(model, y, y_pred, mask, mask)
+    results = model.get_metrics_result()
+    assert float(results["mae"]) == 0.0
+    assert float(results["mse"]) == 0.0
+
+
+def test_per_output_loss_trackers_count_every_row_of_a_static_batch():
+    # tpufit takes padding rows back out of `count`, so it must count rows.
+    model = compiled_two_outputs()
+    x = tf.zeros((5, 4))
+    y = {"a": tf.zeros(5), "b": tf.zeros((5, 1))}
+    tf.function(lambda: model.compute_loss(x=x, y=y, y_pred=model(x)))()
+    trackers = _keras_shim.output_loss_trackers(model)
+    assert sorted(t.name for t in trackers) == ["a_loss", "b_loss"]
+    assert all(float(t.count) == 5.0 for t in trackers)
+    assert all(float(t.total) >= 0.0 for t in trackers)
+
+
+def test_loss_tracker_is_the_loss_entry_of_the_logs():
+    model = tiny_model()
+    model.compile(optimizer="sgd", loss="mse")
+    tracker = _keras_shim.loss_tracker(model)
+    tracker.update_state(3.0)
+    assert float(model.get_metrics_result()["loss"]) == 3.0
