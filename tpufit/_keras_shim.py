@@ -26,9 +26,7 @@ def _compile_metrics(model: keras.Model):
         raise RuntimeError(_UNSUPPORTED) from error
 
 
-def update_compiled_metrics(
-    model: keras.Model, y, y_pred, sample_weight, mask
-) -> None:
+def update_compiled_metrics(model: keras.Model, y, y_pred, sample_weight, mask) -> None:
     """Updates the metrics given to `compile`, counting only real rows.
 
     Does what `keras.Model.compute_metrics` does for the compiled metrics, with
@@ -53,11 +51,11 @@ def update_compiled_metrics(
     flat_weights = compiled._flatten_y(sample_weight)
     if len(flat_weights) < len(flat_y):
         flat_weights = [flat_weights[0]] * len(flat_y)
-    for metric, y_t, y_p in zip(compiled._flat_metrics, flat_y, flat_pred):
+    for metric, y_t, y_p in zip(compiled._flat_metrics, flat_y, flat_pred, strict=False):
         if metric:
             metric.update_state(y_t, y_p, sample_weight=mask)
     for metric, y_t, y_p, weight in zip(
-        compiled._flat_weighted_metrics, flat_y, flat_pred, flat_weights
+        compiled._flat_weighted_metrics, flat_y, flat_pred, flat_weights, strict=False
     ):
         if metric:
             metric.update_state(y_t, y_p, sample_weight=weight)

@@ -49,18 +49,16 @@ class RunConfig:
                 "a positive int (the number of steps each device loop runs), "
                 "e.g. iterations_per_loop=100",
             )
-        if self.model_dir is not None and not isinstance(
-            self.model_dir, (str, os.PathLike)
-        ):
+        if self.model_dir is not None and not isinstance(self.model_dir, (str, os.PathLike)):
             raise errors.invalid_type(
                 "model_dir", self.model_dir, "a path (str or os.PathLike) or None"
             )
-        if self.jit_compile not in JIT_CHOICES or self.jit_compile in (0, 1) and (
-            not isinstance(self.jit_compile, bool)
+        if (
+            self.jit_compile not in JIT_CHOICES
+            or self.jit_compile in (0, 1)
+            and (not isinstance(self.jit_compile, bool))
         ):
-            raise errors.invalid_argument(
-                "jit_compile", self.jit_compile, '"auto", True or False'
-            )
+            raise errors.invalid_argument("jit_compile", self.jit_compile, '"auto", True or False')
         if self.seed is not None and not _is_int(self.seed):
             raise errors.invalid_type("seed", self.seed, "an int or None")
 

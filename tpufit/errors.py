@@ -49,9 +49,7 @@ def invalid_argument(
         The error, ready to raise.
     """
     what = what or f"Invalid `{name}`"
-    return InvalidArgumentError(
-        f"{what}: expected {expected}. Received: {name}={_short(received)}"
-    )
+    return InvalidArgumentError(f"{what}: expected {expected}. Received: {name}={_short(received)}")
 
 
 def invalid_type(name: str, received: Any, expected: str) -> InvalidTypeError:

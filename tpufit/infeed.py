@@ -96,9 +96,7 @@ def _permutation(num: int, seed: int | None, pass_index: tf.Tensor) -> tf.Tensor
 def _array_options() -> tf.data.Options:
     options = tf.data.Options()
     # Arrays are in memory on every worker: shard them by element, not by file.
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA
-    )
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return options
 
 

@@ -175,8 +175,9 @@ class TPUModel:
         validation.check_positive_int("validation_freq", validation_freq)
         if class_weight is not None:
             raise errors.invalid_argument(
-                "class_weight", class_weight, "None (class weights are not supported "
-                "yet; pass per-row weights as sample_weight)"
+                "class_weight",
+                class_weight,
+                "None (class weights are not supported yet; pass per-row weights as sample_weight)",
             )
         if validation_split:
             x, y, sample_weight, validation_data = _split_validation(
@@ -184,8 +185,14 @@ class TPUModel:
             )
         padded = step_fns.uses_keras_steps(self._model, "train")
         train_feed = self._infeed(
-            x, y, sample_weight, batch_size, mode="train", padded=padded,
-            shuffle=shuffle, drop_remainder=drop_remainder,
+            x,
+            y,
+            sample_weight,
+            batch_size,
+            mode="train",
+            padded=padded,
+            shuffle=shuffle,
+            drop_remainder=drop_remainder,
         )
         val_feed = None
         if validation_data is not None:
@@ -200,13 +207,15 @@ class TPUModel:
         if epoch_steps is None:
             if train_feed.steps_per_pass is None:
                 raise errors.invalid_argument(
-                    "steps_per_epoch", None,
+                    "steps_per_epoch",
+                    None,
                     "a positive int when the training dataset is endless",
                 )
             epoch_steps = train_feed.steps_per_pass + (1 if use_tail else 0)
         if epoch_steps == 0:
             raise errors.invalid_argument(
-                "drop_remainder", drop_remainder,
+                "drop_remainder",
+                drop_remainder,
                 "False, or more rows than batch_size: no full batch is left to train on",
                 what="The training data makes no batch",
             )
@@ -237,7 +246,8 @@ class TPUModel:
             )
             main_steps = epoch_steps - (1 if use_tail else 0)
             done = runner.run_loops(
-                program, iterator,
+                program,
+                iterator,
                 total_steps=main_steps,
                 iterations_per_loop=self.config.iterations_per_loop,
                 before_loop=tracker.before_loop,
@@ -285,8 +295,12 @@ class TPUModel:
         feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
         self._sync_into_replicas()
         callback_list = keras.callbacks.CallbackList(
-            callbacks, add_progbar=_verbosity(verbose) != 0, model=self.model,
-            verbose=_verbosity(verbose), epochs=1, steps=steps or feed.steps_per_pass,
+            callbacks,
+            add_progbar=_verbosity(verbose) != 0,
+            model=self.model,
+            verbose=_verbosity(verbose),
+            epochs=1,
+            steps=steps or feed.steps_per_pass,
         )
         logs = self._run_evaluation(feed, steps, callback_list)
         if return_dict:
@@ -312,8 +326,12 @@ class TPUModel:
         self._prepare_state(feed, build_metrics=False)
         program = self._program("predict", True)
         callback_list = keras.callbacks.CallbackList(
-            callbacks, add_progbar=_verbosity(verbose) != 0, model=self.model,
-            verbose=_verbosity(verbose), epochs=1, steps=steps or feed.steps_per_pass,
+            callbacks,
+            add_progbar=_verbosity(verbose) != 0,
+            model=self.model,
+            verbose=_verbosity(verbose),
+            epochs=1,
+            steps=steps or feed.steps_per_pass,
         )
         outputs: list = []
         masks: list = []
@@ -326,7 +344,8 @@ class TPUModel:
 
         callback_list.on_predict_begin()
         runner.run_loops(
-            program, iter(self._distribute(feed.dataset)),
+            program,
+            iter(self._distribute(feed.dataset)),
             total_steps=steps or feed.steps_per_pass,
             iterations_per_loop=self.config.iterations_per_loop,
             before_loop=lambda first, _: callback_list.on_predict_batch_begin(first),
@@ -351,12 +370,22 @@ class TPUModel:
         return self.strategy.experimental_distribute_dataset(dataset)
 
     def _infeed(
-        self, x, y, sample_weight, batch_size, *, mode: str, padded: bool,
-        shuffle: bool = False, drop_remainder: bool = False,
+        self,
+        x,
+        y,
+        sample_weight,
+        batch_size,
+        *,
+        mode: str,
+        padded: bool,
+        shuffle: bool = False,
+        drop_remainder: bool = False,
     ) -> infeed.Infeed:
         replicas = self.strategy.num_replicas_in_sync
         if x is None:
-            raise errors.invalid_argument("x", x, "arrays, a dict/list of arrays or a tf.data.Dataset")
+            raise errors.invalid_argument(
+                "x", x, "arrays, a dict/list of arrays or a tf.data.Dataset"
+            )
         if validation.is_dataset(x):
             validation.check_dataset_extras(y, sample_weight)
             if batch_size is not None:
@@ -394,7 +423,9 @@ class TPUModel:
             else:
                 step, reduce = step_fns.predict_step_for(work), programs.gather_predictions
             self._programs[key] = programs.LoopProgram(
-                self.strategy, step, reduce,
+                self.strategy,
+                step,
+                reduce,
                 stops=mode != "train",
                 jit_compile=self.config.jit_compile,
                 name=mode,
@@ -439,7 +470,8 @@ class TPUModel:
         tracker = _LoopTracker(callback_list.on_test_batch_begin, callback_list.on_test_batch_end)
         callback_list.on_test_begin()
         runner.run_loops(
-            program, iter(self._distribute(feed.dataset)),
+            program,
+            iter(self._distribute(feed.dataset)),
             total_steps=eval_steps or feed.steps_per_pass,
             iterations_per_loop=self.config.iterations_per_loop,
             before_loop=tracker.before_loop,
@@ -508,7 +540,8 @@ def _unpack_validation(validation_data: Any) -> tuple:
         return validation_data, None, None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
         raise errors.invalid_argument(
-            "validation_data", validation_data,
+            "validation_data",
+            validation_data,
             "a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val), or a tf.data.Dataset",
         )
     x, y, *rest = validation_data
@@ -518,7 +551,8 @@ def _unpack_validation(validation_data: Any) -> tuple:
 def _split_validation(x, y, sample_weight, split: float, validation_data):
     if validation_data is not None or validation.is_dataset(x):
         raise errors.invalid_argument(
-            "validation_split", split,
+            "validation_split",
+            split,
             "0.0 when validation_data is given or x is a dataset",
         )
     if not 0.0 < split < 1.0:

@@ -88,7 +88,7 @@ def pad_batch(batch, batch_size: int):
     padded = tf.cond(
         tf.equal(real_rows, batch_size), lambda: [tf.identity(v) for v in leaves], pad_all
     )
-    for leaf, value in zip(leaves, padded):
+    for leaf, value in zip(leaves, padded, strict=True):
         value.set_shape([batch_size] + leaf.shape.as_list()[1:])
     return tf.nest.pack_sequence_as(batch, padded), make_signals(real_rows, batch_size)
 
@@ -119,9 +119,7 @@ def drop_padding(outputs, masks: Sequence[np.ndarray]):
         One nested structure of numpy arrays holding only the real rows, in order.
     """
     keep = np.concatenate([np.asarray(m) for m in masks]) > 0.5
-    return tf.nest.map_structure(
-        lambda *parts: np.concatenate(parts, axis=0)[keep], *outputs
-    )
+    return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0)[keep], *outputs)
 
 
 def nearest_valid_batch_sizes(batch_size: int, num_replicas: int) -> tuple[int, int]:

@@ -122,9 +122,7 @@ class LoopProgram:
                 f"jit_compile=True was asked for the {self.name} step, but {reason}. "
                 'Use jit_compile="auto" or False. Received: jit_compile=True'
             )
-        warnings.warn(
-            f"tpufit: the {self.name} step runs without XLA: {reason}.", stacklevel=4
-        )
+        warnings.warn(f"tpufit: the {self.name} step runs without XLA: {reason}.", stacklevel=4)
         return False
 
     def _prepare(self, element_spec) -> None:
@@ -147,9 +145,7 @@ class LoopProgram:
         self.traces += 1
         output_spec = self._output_specs[_spec_key(iterator.element_spec)]
         arrays = tf.nest.map_structure(
-            lambda s: tf.TensorArray(
-                s.dtype, size=0, dynamic_size=True, element_shape=s.shape
-            ),
+            lambda s: tf.TensorArray(s.dtype, size=0, dynamic_size=True, element_shape=s.shape),
             output_spec,
         )
         steps = tf.constant(0)
@@ -160,7 +156,7 @@ class LoopProgram:
                 stopped = tf.constant(True)
                 break
             outputs = self._step_fn(element)
-            arrays = tf.nest.map_structure(lambda a, v: a.write(i, v), arrays, outputs)
+            arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, outputs)
             steps = i + 1
         return tf.nest.map_structure(lambda a: a.stack(), arrays), steps, stopped
 
@@ -191,9 +187,7 @@ def reduce_logs(strategy: tf.distribute.Strategy, outputs) -> dict:
     """
     logs, step_loss, padding_rows = outputs
     return {
-        "logs": tf.nest.map_structure(
-            lambda v: strategy.reduce(_MEAN, v, axis=None), logs
-        ),
+        "logs": tf.nest.map_structure(lambda v: strategy.reduce(_MEAN, v, axis=None), logs),
         "loss": strategy.reduce(_SUM, step_loss, axis=None),
         "padding_rows": strategy.reduce(_MEAN, padding_rows, axis=None),
     }
@@ -215,6 +209,4 @@ def gather_predictions(strategy: tf.distribute.Strategy, outputs):
 
 def stack_rows(outfeed) -> Any:
     """Merges the step axis into the row axis: `[steps, rows, ...] -> [steps*rows, ...]`."""
-    return tf.nest.map_structure(
-        lambda a: np.reshape(a, (-1,) + a.shape[2:]), outfeed
-    )
+    return tf.nest.map_structure(lambda a: np.reshape(a, (-1,) + a.shape[2:]), outfeed)

@@ -41,10 +41,7 @@ def uses_keras_steps(model: keras.Model, mode: str) -> bool:
     if any(getattr(type(model), m) is not getattr(keras.Model, m) for m in methods):
         return False
     losses = [loss for loss in tf.nest.flatten(model.loss) if loss is not None]
-    return all(
-        getattr(loss, "reduction", MEAN_REDUCTIONS[0]) in MEAN_REDUCTIONS
-        for loss in losses
-    )
+    return all(getattr(loss, "reduction", MEAN_REDUCTIONS[0]) in MEAN_REDUCTIONS for loss in losses)
 
 
 def _weights(sample_weight, mask: tf.Tensor):
@@ -59,7 +56,7 @@ def _weights(sample_weight, mask: tf.Tensor):
 
 
 def call_compute_loss(model, x, y, y_pred, sample_weight, training):
-    # Keras allows a `compute_loss` override without `training`; call it as Keras does.
+    """Calls `model.compute_loss`; like Keras, leaves out `training` if an override lacks it."""
     if "training" in inspect.signature(model.compute_loss).parameters:
         return model.compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
@@ -72,9 +69,7 @@ def _regularization(model: keras.Model) -> tf.Tensor:
     losses = model.losses
     if not losses:
         return tf.constant(0.0, keras.config.floatx())
-    return tf.add_n(
-        [tf.reduce_sum(tf.cast(loss, keras.config.floatx())) for loss in losses]
-    )
+    return tf.add_n([tf.reduce_sum(tf.cast(loss, keras.config.floatx())) for loss in losses])
 
 
 def _padded_loss(model, x, y, y_pred, weights, signals, training):
@@ -125,7 +120,7 @@ def padded_train_step(model: keras.Model, data, signals):
         loss, tracked = _padded_loss(model, x, y, y_pred, weights, signals, True)
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_weights
-    model.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+    model.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables, strict=True))
     _update_trackers(model, tracked, y, y_pred, weights, signals)
     return _outfeed(model, tracked, signals)
 
@@ -154,14 +149,14 @@ def _own_step(method: Callable):
 
 
 def train_step_for(model: keras.Model, padded: bool) -> Callable:
-    """Returns the replica step `(data, signals) -> (logs, step_loss, padding_rows)` for training."""
+    """Returns the training replica step `(data, signals) -> (logs, step_loss, padding_rows)`."""
     if padded:
         return lambda data, signals: padded_train_step(model, data, signals)
     return _own_step(model.train_step)
 
 
 def test_step_for(model: keras.Model, padded: bool) -> Callable:
-    """Returns the replica step `(data, signals) -> (logs, step_loss, padding_rows)` for evaluation."""
+    """Returns the evaluation replica step `(data, signals) -> (logs, step_loss, padding_rows)`."""
     if padded:
         return lambda data, signals: padded_test_step(model, data, signals)
     return _own_step(model.test_step)

@@ -48,9 +48,7 @@ def resolve_strategy(strategy: tf.distribute.Strategy | str | None) -> tf.distri
     if isinstance(strategy, tf.distribute.Strategy):
         return strategy
     if strategy is not None and strategy != "auto":
-        raise errors.invalid_type(
-            "strategy", strategy, 'a tf.distribute.Strategy, "auto" or None'
-        )
+        raise errors.invalid_type("strategy", strategy, 'a tf.distribute.Strategy, "auto" or None')
     resolver = _tpu_resolver()
     if resolver is not None:
         return tf.distribute.TPUStrategy(resolver)

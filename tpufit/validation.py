@@ -77,7 +77,9 @@ def check_arrays(**parts: Any) -> int:
             label = name if len(tf.nest.flatten(value)) == 1 else f"{name}[{i}]"
             if rows is None:
                 raise errors.invalid_argument(
-                    name, leaf, "arrays with a first (batch) dimension",
+                    name,
+                    leaf,
+                    "arrays with a first (batch) dimension",
                     what=f"`{label}` is a scalar",
                 )
             lengths[label] = rows
@@ -102,8 +104,8 @@ def check_dataset_extras(y: Any, sample_weight: Any) -> None:
             raise errors.invalid_argument(
                 name,
                 value,
-                f"None when x is a tf.data.Dataset (the dataset yields (x, y) or "
-                f"(x, y, sample_weight) itself)",
+                "None when x is a tf.data.Dataset (the dataset yields (x, y) or "
+                "(x, y, sample_weight) itself)",
             )
 
 
