@@ -37,11 +37,15 @@ def replicas() -> int:
     return _REPLICAS
 
 
-def make_strategy() -> tf.distribute.Strategy:
-    """`MirroredStrategy` over every logical CPU, or the default strategy for one."""
-    if _REPLICAS == 1:
+def make_strategy(num_replicas: int | None = None) -> tf.distribute.Strategy:
+    """`MirroredStrategy` over the first `num_replicas` logical CPUs (default: all).
+
+    One replica gives TensorFlow's default strategy.
+    """
+    num_replicas = num_replicas or _REPLICAS
+    if num_replicas == 1:
         return tf.distribute.get_strategy()
-    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(_REPLICAS)])
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_replicas)])
 
 
 def tiny_model(seed: int = 0) -> keras.Model:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import tpufit
 
 inside = pytest.mark.skipif(replicas() == 1, reason="runs in the 4-replica child process")
-EXAMPLES = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.mark.slow
@@ -37,8 +37,8 @@ def test_four_replicas_in_a_child_process():
     assert summary.startswith("7 passed"), summary
 
 
-def four_replica_model(built_inside_scope: bool):
-    strategy = make_strategy()
+def four_replica_model(built_inside_scope: bool, num_replicas: int = 4):
+    strategy = make_strategy(num_replicas)
     if built_inside_scope:
         with strategy.scope():
             model = tiny_model()
@@ -54,24 +54,39 @@ def test_the_child_process_has_four_replicas():
 
 @inside
 @EXAMPLES
-@given(rows=st.integers(1, 200), per_replica=st.integers(1, 12), loop=st.integers(1, 4))
-def test_predict_is_exact_and_in_order_over_four_replicas(rows, per_replica, loop):
-    model, tm = four_replica_model(built_inside_scope=True)
+@given(
+    rows=st.integers(1, 200),
+    num_replicas=st.integers(1, 4),
+    per_replica=st.integers(1, 12),
+    loop=st.integers(1, 4),
+)
+def test_predict_is_exact_and_in_order_over_any_replica_count(
+    rows, num_replicas, per_replica, loop
+):
+    model, tm = four_replica_model(built_inside_scope=True, num_replicas=num_replicas)
     x, _ = tiny_data(rows, seed=rows)
     tm = tpufit.TPUModel(model, strategy=tm.strategy, iterations_per_loop=loop)
-    predictions = tm.predict(x, batch_size=4 * per_replica, verbose=0)
+    predictions = tm.predict(x, batch_size=num_replicas * per_replica, verbose=0)
     assert predictions.shape == (rows, CLASSES)
     np.testing.assert_allclose(predictions, model(x, training=False), atol=1e-5)
 
 
 @inside
 @EXAMPLES
-@given(rows=st.integers(1, 200), per_replica=st.integers(1, 12))
-def test_evaluate_over_four_replicas_equals_keras_in_one_batch(rows, per_replica):
-    model, tm = four_replica_model(built_inside_scope=True)
+@given(
+    rows=st.integers(1, 200),
+    num_replicas=st.integers(1, 4),
+    per_replica=st.integers(1, 12),
+    loop=st.integers(1, 4),
+)
+def test_evaluate_over_any_replica_count_equals_keras_in_one_batch(
+    rows, num_replicas, per_replica, loop
+):
+    model, tm = four_replica_model(built_inside_scope=True, num_replicas=num_replicas)
+    tm = tpufit.TPUModel(model, strategy=tm.strategy, iterations_per_loop=loop)
     x, y = tiny_data(rows, seed=rows)
     tm.compile(**compile_args())
-    ours = tm.evaluate(x, y, batch_size=4 * per_replica, return_dict=True, verbose=0)
+    ours = tm.evaluate(x, y, batch_size=num_replicas * per_replica, return_dict=True, verbose=0)
     reference = copy_model(model)
     reference.compile(**compile_args())
     theirs = reference.evaluate(x, y, batch_size=rows, return_dict=True, verbose=0)
