@@ -22,7 +22,9 @@ def test_run_config_defaults():
 
 def test_run_config_keeps_valid_values():
     config = RunConfig(
-        iterations_per_loop=1, model_dir=pathlib.Path("runs/a"), jit_compile=False,
+        iterations_per_loop=1,
+        model_dir=pathlib.Path("runs/a"),
+        jit_compile=False,
         seed=7,
     )
     assert config.iterations_per_loop == 1
@@ -54,9 +56,7 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("name", "value", "shown"), INVALID)
-def test_invalid_setting_raises_a_tpufit_error_naming_it_and_the_value(
-    name, value, shown
-):
+def test_invalid_setting_raises_a_tpufit_error_naming_it_and_the_value(name, value, shown):
     with pytest.raises(tpufit.TPUFitError) as info:
         RunConfig(**{name: value})
     error = info.value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import tpufit
@@ -58,9 +57,7 @@ def test_tpufit_error_is_not_a_value_or_type_error_itself():
 def test_invalid_argument_message_format():
     error = errors.invalid_argument("batch_size", 0, "a positive int")
     assert isinstance(error, errors.InvalidArgumentError)
-    assert str(error) == (
-        "Invalid `batch_size`: expected a positive int. Received: batch_size=0"
-    )
+    assert str(error) == ("Invalid `batch_size`: expected a positive int. Received: batch_size=0")
 
 
 def test_invalid_argument_message_starts_with_what_went_wrong():
@@ -68,8 +65,7 @@ def test_invalid_argument_message_starts_with_what_went_wrong():
         "batch_size", 10, "a multiple of 4", what="`batch_size` does not split"
     )
     assert str(error) == (
-        "`batch_size` does not split: expected a multiple of 4. "
-        "Received: batch_size=10"
+        "`batch_size` does not split: expected a multiple of 4. Received: batch_size=10"
     )
 
 
@@ -77,8 +73,7 @@ def test_invalid_type_message_format():
     error = errors.invalid_type("seed", "x", "an int or None")
     assert isinstance(error, errors.InvalidTypeError)
     assert str(error) == (
-        "Invalid type for `seed`: expected an int or None. "
-        "Received: seed='x' of type str"
+        "Invalid type for `seed`: expected an int or None. Received: seed='x' of type str"
     )
 
 
@@ -89,15 +84,15 @@ def test_received_value_is_shown_with_repr():
 
 @pytest.mark.parametrize("build", [errors.invalid_argument, errors.invalid_type])
 def test_long_received_values_are_shortened(build):
-    value = np.arange(10_000)
+    value = list(range(1000))
     message = str(build("x", value, "something"))
     shown = message.split("Received: x=")[1]
     if build is errors.invalid_type:
-        assert shown.endswith(" of type ndarray")
-        shown = shown[: -len(" of type ndarray")]
+        assert shown.endswith(" of type list")
+        shown = shown[: -len(" of type list")]
     assert len(shown) == 120
     assert shown.endswith("...")
-    assert shown.startswith("array([")
+    assert shown.startswith("[0, 1, 2, ")
 
 
 def test_short_received_values_are_shown_whole():

@@ -31,10 +31,7 @@ def _id_data(rows: int) -> tuple:
 
 def _take(dataset: tf.data.Dataset, count: int) -> list:
     """The first `count` elements, as numpy, read eagerly."""
-    return [
-        tf.nest.map_structure(lambda t: t.numpy(), element)
-        for element in dataset.take(count)
-    ]
+    return [tf.nest.map_structure(lambda t: t.numpy(), element) for element in dataset.take(count)]
 
 
 def _check_static_batch(element, batch: int) -> None:
@@ -93,6 +90,21 @@ def test_pack_arrays_casts_floats_to_floatx_and_keeps_ints():
 def test_pack_arrays_converts_nested_python_numbers_to_arrays():
     (x,) = infeed.pack_arrays({"a": np.array([[1.5], [2.5]])})
     assert isinstance(x["a"], np.ndarray)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pack_arrays(x) wraps a single array as (x,), but Keras's "
+    "keras.utils.pack_x_y_sample_weight(x) (what Keras's fit hands train_step) "
+    "gives the bare x, so a custom train_step written for Keras, e.g. the "
+    "keras.io VAE's `self.encoder(data)`, receives a 1-tuple under tpufit",
+)
+def test_pack_arrays_of_x_alone_matches_keras_packing():
+    x, _ = tiny_data(4)
+    (packed,) = tf.nest.flatten(infeed.pack_arrays(x), expand_composites=False)
+    keras_packed = keras.utils.pack_x_y_sample_weight(x)
+    assert type(infeed.pack_arrays(x)) is type(keras_packed)
+    np.testing.assert_array_equal(packed, keras_packed)
 
 
 @pytest.mark.xfail(
@@ -181,9 +193,7 @@ def _passes(feed, passes: int) -> list[list]:
 @given(**ROWS_AND_BATCH, seed=st.integers(0, 2**31 - 1))
 def test_endless_padded_stream_has_every_row_once_per_pass(rows, batch, seed):
     data = _id_data(rows)
-    feed = infeed.from_arrays(
-        data, batch, endless=True, padded=True, shuffle_seed=seed
-    )
+    feed = infeed.from_arrays(data, batch, endless=True, padded=True, shuffle_seed=seed)
     assert feed.steps_per_pass == math.ceil(rows / batch)
     for elements in _passes(feed, 2):
         ids = _real_ids(elements)
@@ -198,8 +208,7 @@ def test_endless_padded_stream_has_every_row_once_per_pass(rows, batch, seed):
 
 
 def test_endless_stream_reshuffles_each_pass_with_a_seed():
-    feed = infeed.from_arrays(_id_data(100), 16, endless=True, padded=True,
-                              shuffle_seed=3)
+    feed = infeed.from_arrays(_id_data(100), 16, endless=True, padded=True, shuffle_seed=3)
     orders = [_real_ids(elements) for elements in _passes(feed, 3)]
     for order in orders:
         np.testing.assert_array_equal(np.sort(order), np.arange(100))
@@ -210,12 +219,11 @@ def test_endless_stream_reshuffles_each_pass_with_a_seed():
 
 def test_endless_stream_order_depends_only_on_the_seed():
     def orders(seed):
-        feed = infeed.from_arrays(_id_data(50), 8, endless=True, padded=True,
-                                  shuffle_seed=seed)
+        feed = infeed.from_arrays(_id_data(50), 8, endless=True, padded=True, shuffle_seed=seed)
         return [_real_ids(elements) for elements in _passes(feed, 2)]
 
     first, again, other = orders(11), orders(11), orders(12)
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], other[0])
 
@@ -234,7 +242,11 @@ def test_endless_stream_without_seed_keeps_input_order_every_pass():
 @given(**ROWS_AND_BATCH, seed=st.one_of(st.none(), st.integers(0, 1000)))
 def test_drop_remainder_yields_only_full_batches(rows, batch, seed):
     feed = infeed.from_arrays(
-        _id_data(rows), batch, endless=True, padded=True, shuffle_seed=seed,
+        _id_data(rows),
+        batch,
+        endless=True,
+        padded=True,
+        shuffle_seed=seed,
         drop_remainder=True,
     )
     assert feed.steps_per_pass == rows // batch
@@ -260,7 +272,7 @@ def test_unpadded_stream_gives_full_batches_and_the_remainder_as_tail():
     main = _passes(feed, 3)
     tails = _take(feed.tail, 3)
     orders = []
-    for elements, tail in zip(main, tails):
+    for elements, tail in zip(main, tails, strict=True):
         for element in elements:
             _check_static_batch(element, 4)
             assert element[1]["mask"].all()
@@ -275,6 +287,13 @@ def test_unpadded_stream_gives_full_batches_and_the_remainder_as_tail():
     # Reshuffled each pass, the tail included.
     assert not np.array_equal(orders[0], orders[1])
     assert not np.array_equal(orders[1], orders[2])
+
+
+@pytest.mark.parametrize("endless", [True, False])
+def test_unpadded_full_batches_have_a_static_batch_dimension(endless):
+    feed = infeed.from_arrays(_id_data(10), 4, endless=endless, padded=False)
+    for spec in tf.nest.flatten(feed.dataset.element_spec):
+        assert spec.shape[0] == 4
 
 
 def test_unpadded_one_pass_gives_full_batches_then_stops_and_one_tail():
@@ -341,8 +360,7 @@ def test_dataset_with_a_partial_last_batch_is_padded_to_static_batches(rows, bat
 
 def test_dataset_shorter_than_the_given_batch_size_is_padded_to_it():
     x, _ = tiny_data(3)
-    feed = infeed.from_dataset(_id_dataset(3, 8), endless=False, padded=True,
-                               batch_size=8)
+    feed = infeed.from_dataset(_id_dataset(3, 8), endless=False, padded=True, batch_size=8)
     assert feed.batch_size == 8
     elements = _take(feed.dataset, 2)
     _check_static_batch(elements[0], 8)
@@ -353,9 +371,7 @@ def test_dataset_shorter_than_the_given_batch_size_is_padded_to_it():
 
 def test_dataset_with_static_batches_keeps_its_known_length():
     x, _ = tiny_data(12)
-    dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(12))).batch(
-        4, drop_remainder=True
-    )
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(12))).batch(4, drop_remainder=True)
     feed = infeed.from_dataset(dataset, endless=False, padded=True)
     assert feed.steps_per_pass == 3
     np.testing.assert_array_equal(_real_ids(_take(feed.dataset, 3)), np.arange(12))
@@ -416,9 +432,7 @@ def test_variable_size_batches_are_rebatched_to_the_static_size():
 
 def test_dataset_of_dicts_keeps_its_structure_when_padded():
     x, _ = tiny_data(5)
-    dataset = tf.data.Dataset.from_tensor_slices(
-        ({"features": x}, np.arange(5))
-    ).batch(2)
+    dataset = tf.data.Dataset.from_tensor_slices(({"features": x}, np.arange(5))).batch(2)
     feed = infeed.from_dataset(dataset, endless=False, padded=True)
     elements = _take(feed.dataset, 3)
     (last_x, last_ids), signals = elements[2]

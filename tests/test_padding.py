@@ -155,7 +155,7 @@ def _nested_batch(rows: int) -> dict:
 def test_pad_batch_leaves_a_full_batch_unchanged():
     batch = _nested_batch(5)
     padded, signals = padding.pad_batch(batch, 5)
-    for original, value in zip(tf.nest.flatten(batch), tf.nest.flatten(padded)):
+    for original, value in zip(tf.nest.flatten(batch), tf.nest.flatten(padded), strict=True):
         np.testing.assert_array_equal(value.numpy(), original.numpy())
     assert signals["mask"].numpy().tolist() == [1.0] * 5
     assert signals["real_rows"].numpy().tolist() == [5.0] * 5
@@ -182,12 +182,8 @@ def test_pad_batch_pads_a_short_batch_with_copies_of_its_real_rows(sizes):
     np.testing.assert_array_equal(row_ids[:real], np.arange(real))
     assert np.all((row_ids >= 0) & (row_ids < real))
     for key in ("features", "images"):
-        np.testing.assert_array_equal(
-            padded[key].numpy(), original[key].numpy()[row_ids]
-        )
-    np.testing.assert_array_equal(
-        padded["pair"][0].numpy(), original["pair"][0].numpy()[row_ids]
-    )
+        np.testing.assert_array_equal(padded[key].numpy(), original[key].numpy()[row_ids])
+    np.testing.assert_array_equal(padded["pair"][0].numpy(), original["pair"][0].numpy()[row_ids])
     expected_mask = np.r_[np.ones(real), np.zeros(batch - real)]
     np.testing.assert_array_equal(signals["mask"].numpy(), expected_mask)
     np.testing.assert_array_equal(signals["real_rows"].numpy(), np.full(batch, real))
@@ -244,9 +240,7 @@ def test_drop_padding_of_one_loop_of_plain_arrays():
 @FAST
 @given(
     loops=st.lists(
-        st.integers(1, 12).flatmap(
-            lambda rows: st.tuples(st.just(rows), st.integers(0, rows))
-        ),
+        st.integers(1, 12).flatmap(lambda rows: st.tuples(st.just(rows), st.integers(0, rows))),
         min_size=1,
         max_size=6,
     )
@@ -275,9 +269,7 @@ def test_nearest_valid_batch_sizes_of_the_issue_example():
 
 @FAST
 @given(batch_size=st.integers(1, 10_000), replicas=st.integers(1, 64))
-def test_nearest_valid_batch_sizes_are_the_closest_positive_multiples(
-    batch_size, replicas
-):
+def test_nearest_valid_batch_sizes_are_the_closest_positive_multiples(batch_size, replicas):
     below, above = padding.nearest_valid_batch_sizes(batch_size, replicas)
     assert below % replicas == 0 and above % replicas == 0
     assert below >= replicas  # never 0: a batch needs one row per replica

@@ -63,9 +63,7 @@ class Recorder:
 
     def stop_requested(self) -> bool:
         self.stop_checks += 1
-        return self.stop_after_loops is not None and (
-            self.stop_checks >= self.stop_after_loops
-        )
+        return self.stop_after_loops is not None and (self.stop_checks >= self.stop_after_loops)
 
 
 def run(data_steps, total_steps, iterations_per_loop, recorder=None):

@@ -1,4 +1,4 @@
-"""Tests of tpufit/validation.py: each check raises a tpufit error that says what to do."""
+"""Tests of tpufit/validation.py: each check raises a tpufit error saying what to do."""
 
 from __future__ import annotations
 
@@ -25,9 +25,7 @@ class NotAModel:
         return x
 
 
-@pytest.mark.parametrize(
-    "value", [NotAModel(), object(), tf.Module(), None, "model.keras"]
-)
+@pytest.mark.parametrize("value", [NotAModel(), object(), tf.Module(), None, "model.keras"])
 def test_non_keras_model_is_an_invalid_type_error_naming_model(value):
     with pytest.raises(tpufit.InvalidTypeError) as info:
         validation.check_keras_model(value)
@@ -41,9 +39,17 @@ def test_non_keras_model_is_an_invalid_type_error_naming_model(value):
 # --- check_positive_int / check_batch_size ------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "shown"), [(0, "0"), (-3, "-3"), (2.5, "2.5"),
-                                              ("64", "'64'"), (True, "True"),
-                                              (None, "None")])
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0, "0"),
+        (-3, "-3"),
+        (2.5, "2.5"),
+        ("64", "'64'"),
+        (True, "True"),
+        (None, "None"),
+    ],
+)
 def test_bad_batch_size_names_it_the_value_and_what_works(value, shown):
     with pytest.raises(tpufit.InvalidArgumentError) as info:
         validation.check_batch_size(value, 1)
