@@ -114,12 +114,6 @@ def test_replace_validates_the_changes(changes, error):
         RunConfig().replace(**changes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config._is_int accepts only Python ints, while validation._is_int "
-    "(batch_size, epochs, steps) accepts numpy integers too: "
-    "RunConfig(iterations_per_loop=np.int64(10)) raises InvalidArgumentError",
-)
 def test_numpy_integers_are_accepted_like_python_ints():
     config = RunConfig(iterations_per_loop=np.int64(10), seed=np.int32(3))
     assert config.iterations_per_loop == 10

@@ -58,7 +58,7 @@ def _check_rows_match_ids(elements: list, x: np.ndarray) -> None:
 def test_pack_arrays_builds_keras_data_tuples():
     x, y = tiny_data(4)
     weights = np.ones(4)
-    assert len(infeed.pack_arrays(x)) == 1
+    assert isinstance(infeed.pack_arrays(x), np.ndarray)
     assert len(infeed.pack_arrays(x, y)) == 2
     packed = infeed.pack_arrays(x, y, weights)
     assert len(packed) == 3
@@ -88,32 +88,18 @@ def test_pack_arrays_casts_floats_to_floatx_and_keeps_ints():
 
 
 def test_pack_arrays_converts_nested_python_numbers_to_arrays():
-    (x,) = infeed.pack_arrays({"a": np.array([[1.5], [2.5]])})
+    x = infeed.pack_arrays({"a": np.array([[1.5], [2.5]])})
     assert isinstance(x["a"], np.ndarray)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pack_arrays(x) wraps a single array as (x,), but Keras's "
-    "keras.utils.pack_x_y_sample_weight(x) (what Keras's fit hands train_step) "
-    "gives the bare x, so a custom train_step written for Keras, e.g. the "
-    "keras.io VAE's `self.encoder(data)`, receives a 1-tuple under tpufit",
-)
 def test_pack_arrays_of_x_alone_matches_keras_packing():
     x, _ = tiny_data(4)
-    (packed,) = tf.nest.flatten(infeed.pack_arrays(x), expand_composites=False)
+    (packed,) = tf.nest.flatten(infeed.pack_arrays(x))
     keras_packed = keras.utils.pack_x_y_sample_weight(x)
     assert type(infeed.pack_arrays(x)) is type(keras_packed)
     np.testing.assert_array_equal(packed, keras_packed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pack_arrays(x, sample_weight=w) packs y=None as a numpy object array; "
-    "from_arrays then fails inside TensorFlow ('Failed to convert a NumPy array "
-    "to a Tensor (Unsupported object type NoneType)') instead of working or "
-    "raising a tpufit error naming sample_weight / y",
-)
 def test_sample_weight_without_y_works_or_raises_a_tpufit_error():
     x, _ = tiny_data(5)
     try:
@@ -377,13 +363,6 @@ def test_dataset_with_static_batches_keeps_its_known_length():
     np.testing.assert_array_equal(_real_ids(_take(feed.dataset, 3)), np.arange(12))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="from_dataset sets steps_per_pass=None for every dataset whose batch "
-    "dimension is not static (it re-batches and forgets the count), although "
-    "TF knows the cardinality (3 here) and the docstring says None only when TF "
-    "cannot tell the length without reading it",
-)
 def test_one_pass_dataset_of_known_length_with_partial_batch_reports_its_steps():
     dataset = _id_dataset(10, 4)
     assert int(dataset.cardinality()) == 3
@@ -464,13 +443,6 @@ def test_unpadded_endless_dataset_repeats_with_its_length():
     assert [len(ids) for (_, ids), _ in elements] == [4, 4, 2] * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="from_dataset maps with `lambda *data: data if len(data) > 1 else "
-    "data[0]`, so a dataset yielding the 1-tuple (x,) reaches the user's step "
-    "as a bare x: the structure is changed, against 'data exactly as the user's "
-    "input yields it'",
-)
 def test_unpadded_dataset_keeps_one_element_tuples():
     x, _ = tiny_data(6)
     dataset = tf.data.Dataset.from_tensor_slices((x,)).batch(3)

@@ -16,7 +16,10 @@ def compiled_two_outputs() -> keras.Model:
     inputs = keras.Input((4,))
     model = keras.Model(
         inputs,
-        {"a": keras.layers.Dense(2, name="a")(inputs), "b": keras.layers.Dense(1, name="b")(inputs)},
+        {
+            "a": keras.layers.Dense(2, name="a")(inputs),
+            "b": keras.layers.Dense(1, name="b")(inputs),
+        },
     )
     model.compile(
         optimizer="sgd",

@@ -74,7 +74,7 @@ def test_training_matches_keras_step_for_step_including_the_partial_batch():
     reference.compile(**compile_args())
     ours = tm.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
     theirs = reference.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
-    for mine, keras_weight in zip(tm.model.get_weights(), reference.get_weights()):
+    for mine, keras_weight in zip(tm.model.get_weights(), reference.get_weights(), strict=False):
         np.testing.assert_allclose(mine, keras_weight, rtol=1e-5, atol=1e-6)
     for key in ("loss", "accuracy"):
         np.testing.assert_allclose(ours.history[key], theirs.history[key], rtol=1e-5)
@@ -83,9 +83,7 @@ def test_training_matches_keras_step_for_step_including_the_partial_batch():
 def test_fit_returns_history_with_validation_entries():
     x, y = tiny_data(200)
     tm = compiled()
-    history = tm.fit(
-        x, y, batch_size=32, epochs=3, validation_data=(x[:50], y[:50]), verbose=0
-    )
+    history = tm.fit(x, y, batch_size=32, epochs=3, validation_data=(x[:50], y[:50]), verbose=0)
     assert isinstance(history, keras.callbacks.History)
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert history.epoch == [0, 1, 2]
@@ -125,7 +123,9 @@ def test_evaluate_equals_keras_on_the_whole_data_in_one_batch(
     tm = tpufit.TPUModel(model, iterations_per_loop=iterations_per_loop)
     args = compile_args() | {"weighted_metrics": ["accuracy"]}
     tm.compile(**args)
-    ours = tm.evaluate(x, y, sample_weight=weights, batch_size=batch_size, return_dict=True, verbose=0)
+    ours = tm.evaluate(
+        x, y, sample_weight=weights, batch_size=batch_size, return_dict=True, verbose=0
+    )
     reference = copy_model(model)
     reference.compile(**args)
     theirs = reference.evaluate(
@@ -244,7 +244,7 @@ class OwnStepRegressor(keras.Model):
         with tf.GradientTape() as tape:
             y_pred, loss = self._step(data, True)
         grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=False))
         self.loss_tracker.update_state(loss)
         self.mae.update_state(data[1], y_pred)
         return {"loss": self.loss_tracker.result(), "mae": self.mae.result()}
@@ -279,7 +279,7 @@ def test_own_train_step_sees_data_as_given_and_partial_batch_unpadded():
     reference = own_step_model()
     reference.compile(optimizer=keras.optimizers.SGD(0.01))
     reference.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
-    for mine, theirs in zip(model.get_weights(), reference.get_weights()):
+    for mine, theirs in zip(model.get_weights(), reference.get_weights(), strict=False):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
     ours = tm.evaluate(x[:77], y[:77], batch_size=32, return_dict=True, verbose=0)
     theirs = reference.evaluate(x[:77], y[:77], batch_size=77, return_dict=True, verbose=0)
@@ -293,10 +293,18 @@ class TinyGAN(keras.Model):
     def __init__(self):
         super().__init__()
         self.discriminator = keras.Sequential(
-            [keras.Input((FEATURES,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]
+            [
+                keras.Input((FEATURES,)),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.Dense(1),
+            ]
         )
         self.generator = keras.Sequential(
-            [keras.Input((2,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(FEATURES)]
+            [
+                keras.Input((2,)),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.Dense(FEATURES),
+            ]
         )
         self.d_loss = keras.metrics.Mean(name="d_loss")
         self.g_loss = keras.metrics.Mean(name="g_loss")
@@ -319,14 +327,16 @@ class TinyGAN(keras.Model):
         fake = self.generator(keras.random.normal((rows, 2), seed=self.seeds))
         labels = keras.ops.concatenate([keras.ops.ones((rows, 1)), keras.ops.zeros((rows, 1))], 0)
         with tf.GradientTape() as tape:
-            d_loss = self.loss_fn(labels, self.discriminator(keras.ops.concatenate([fake, real], 0)))
+            d_loss = self.loss_fn(
+                labels, self.discriminator(keras.ops.concatenate([fake, real], 0))
+            )
         weights = self.discriminator.trainable_weights
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights))
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights, strict=False))
         with tf.GradientTape() as tape:
             fake = self.generator(keras.random.normal((rows, 2), seed=self.seeds))
             g_loss = self.loss_fn(keras.ops.zeros((rows, 1)), self.discriminator(fake))
         weights = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights))
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights, strict=False))
         self.d_loss.update_state(d_loss)
         self.g_loss.update_state(g_loss)
         return {"d_loss": self.d_loss.result(), "g_loss": self.g_loss.result()}
@@ -346,7 +356,9 @@ def test_gan_with_its_own_compile_and_two_optimizers_is_looped():
     history = tm.fit(tf.data.Dataset.from_tensor_slices(x).batch(32), epochs=2, verbose=0)
     assert int(gan.d_optimizer.iterations) == int(gan.g_optimizer.iterations) == 20
     assert set(history.history) == {"d_loss", "g_loss"}
-    assert any(not np.allclose(a, b) for a, b in zip(before, gan.generator.get_weights()))
+    assert any(
+        not np.allclose(a, b) for a, b in zip(before, gan.generator.get_weights(), strict=False)
+    )
 
 
 def test_tf_data_input_with_partial_batch_is_exact():
@@ -405,7 +417,9 @@ def test_jit_auto_falls_back_with_one_warning_naming_the_reason():
         warnings.simplefilter("always")
         predictions = tm.predict(x, batch_size=8, verbose=0)
     messages = [str(w.message) for w in caught if "tpufit" in str(w.message)]
-    assert len(messages) == 1 and "without XLA" in messages[0] and "XLA cannot compile" in messages[0]
+    assert (
+        len(messages) == 1 and "without XLA" in messages[0] and "XLA cannot compile" in messages[0]
+    )
     np.testing.assert_allclose(predictions, model(x), atol=1e-5)
     strict = tpufit.TPUModel(model)
     strict.compile(optimizer="sgd", loss="mse", jit_compile=True)
@@ -432,13 +446,37 @@ def weights_of(model):
     "call, error, words",
     [
         (lambda tm, x, y: tm.fit(x, y[:-1], verbose=0), tpufit.InvalidArgumentError, ["50", "49"]),
-        (lambda tm, x, y: tm.fit(x, y, batch_size=0, verbose=0), tpufit.InvalidArgumentError, ["batch_size=0"]),
-        (lambda tm, x, y: tm.fit(x, y, batch_size=2.5, verbose=0), tpufit.InvalidArgumentError, ["batch_size=2.5"]),
+        (
+            lambda tm, x, y: tm.fit(x, y, batch_size=0, verbose=0),
+            tpufit.InvalidArgumentError,
+            ["batch_size=0"],
+        ),
+        (
+            lambda tm, x, y: tm.fit(x, y, batch_size=2.5, verbose=0),
+            tpufit.InvalidArgumentError,
+            ["batch_size=2.5"],
+        ),
         (lambda tm, x, y: tm.fit(x[:0], y[:0], verbose=0), tpufit.InvalidArgumentError, ["empty"]),
-        (lambda tm, x, y: tm.fit(x, y, epochs=0, verbose=0), tpufit.InvalidArgumentError, ["epochs=0"]),
-        (lambda tm, x, y: tm.fit(x, y, batch_size=64, drop_remainder=True, verbose=0), tpufit.InvalidArgumentError, ["drop_remainder"]),
-        (lambda tm, x, y: tm.evaluate(x, y[:10], verbose=0), tpufit.InvalidArgumentError, ["50", "10"]),
-        (lambda tm, x, y: tm.predict(x, batch_size=-1, verbose=0), tpufit.InvalidArgumentError, ["batch_size=-1"]),
+        (
+            lambda tm, x, y: tm.fit(x, y, epochs=0, verbose=0),
+            tpufit.InvalidArgumentError,
+            ["epochs=0"],
+        ),
+        (
+            lambda tm, x, y: tm.fit(x, y, batch_size=64, drop_remainder=True, verbose=0),
+            tpufit.InvalidArgumentError,
+            ["drop_remainder"],
+        ),
+        (
+            lambda tm, x, y: tm.evaluate(x, y[:10], verbose=0),
+            tpufit.InvalidArgumentError,
+            ["50", "10"],
+        ),
+        (
+            lambda tm, x, y: tm.predict(x, batch_size=-1, verbose=0),
+            tpufit.InvalidArgumentError,
+            ["batch_size=-1"],
+        ),
     ],
 )
 def test_bad_input_fails_before_any_device_work_and_keeps_weights(call, error, words):
@@ -450,7 +488,7 @@ def test_bad_input_fails_before_any_device_work_and_keeps_weights(call, error, w
     for word in words:
         assert word in str(raised.value)
     assert tm.traces == {}
-    for a, b in zip(before, tm.model.get_weights()):
+    for a, b in zip(before, tm.model.get_weights(), strict=False):
         np.testing.assert_array_equal(a, b)
 
 
@@ -478,3 +516,42 @@ def test_a_model_that_is_not_keras_3_is_rejected():
 
 def test_version_is_exposed():
     assert tpufit.__version__.count(".") == 2
+
+
+class Autoencoder(keras.Model):
+    """Like the keras.io VAE: `fit(x)` with no targets, the step uses `data` as `x`."""
+
+    def __init__(self):
+        super().__init__()
+        self.code = keras.layers.Dense(2)
+        self.back = keras.layers.Dense(FEATURES)
+        self.tracker = keras.metrics.Mean(name="loss")
+        self.received: list[str] = []
+
+    def call(self, x):
+        return self.back(self.code(x))
+
+    def train_step(self, data):
+        self.received.append(type(data).__name__)
+        with tf.GradientTape() as tape:
+            loss = keras.ops.mean((self(data) - data) ** 2)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+        self.tracker.update_state(loss)
+        return {"loss": self.tracker.result()}
+
+    @property
+    def metrics(self):
+        return [self.tracker]
+
+
+def test_fit_without_targets_hands_the_step_bare_x_as_keras_does():
+    keras.utils.set_random_seed(0)
+    model = Autoencoder()
+    x, _ = tiny_data(40)
+    tm = tpufit.TPUModel(model, iterations_per_loop=2)
+    tm.compile(optimizer="adam")
+    history = tm.fit(x, batch_size=16, epochs=2, verbose=0)
+    assert model.received and all(name != "tuple" for name in model.received)
+    assert len(history.history["loss"]) == 2
+    assert tm.global_step == 6

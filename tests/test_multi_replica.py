@@ -109,7 +109,7 @@ def test_training_over_four_replicas_matches_one_device_keras_step_for_step():
     assert tm.global_step == 8
     reference.compile(**compile_args())
     reference.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
-    for mine, theirs in zip(model.get_weights(), reference.get_weights()):
+    for mine, theirs in zip(model.get_weights(), reference.get_weights(), strict=False):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
 
 
@@ -120,7 +120,7 @@ def test_model_built_outside_the_scope_gets_the_trained_weights_back():
     before = [w.copy() for w in model.get_weights()]
     tm.compile(**compile_args())
     tm.fit(x, y, batch_size=16, epochs=1, verbose=0)
-    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights(), strict=False))
     np.testing.assert_allclose(
         model.predict(x, verbose=0), tm.predict(x, batch_size=16, verbose=0), atol=1e-5
     )

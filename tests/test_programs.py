@@ -23,8 +23,12 @@ def one_pass(rows: int, batch_size: int):
 
 def test_one_trace_serves_every_loop_length_and_outfeeds_every_step():
     program = programs.LoopProgram(
-        STRATEGY, counting_step, programs.gather_predictions,
-        stops=True, jit_compile=False, name="predict",
+        STRATEGY,
+        counting_step,
+        programs.gather_predictions,
+        stops=True,
+        jit_compile=False,
+        name="predict",
     )
     iterator = iter(one_pass(rows=30, batch_size=4).dataset)
     lengths = []
@@ -38,8 +42,12 @@ def test_one_trace_serves_every_loop_length_and_outfeeds_every_step():
 
 def test_the_stop_signal_ends_the_loop_at_the_end_of_the_data():
     program = programs.LoopProgram(
-        STRATEGY, counting_step, programs.gather_predictions,
-        stops=True, jit_compile=False, name="predict",
+        STRATEGY,
+        counting_step,
+        programs.gather_predictions,
+        stops=True,
+        jit_compile=False,
+        name="predict",
     )
     iterator = iter(one_pass(rows=10, batch_size=4).dataset)
     result = program.run(iterator, 100)
@@ -52,8 +60,12 @@ def test_the_stop_signal_ends_the_loop_at_the_end_of_the_data():
 
 def test_a_training_program_ignores_stop_batches_and_runs_exactly_n_steps():
     program = programs.LoopProgram(
-        STRATEGY, counting_step, programs.gather_predictions,
-        stops=False, jit_compile=False, name="train",
+        STRATEGY,
+        counting_step,
+        programs.gather_predictions,
+        stops=False,
+        jit_compile=False,
+        name="train",
     )
     result = program.run(iter(one_pass(rows=4, batch_size=4).dataset), 3)
     assert not result.stopped and result.steps == 3
@@ -68,8 +80,12 @@ def per_step_losses(iterations_per_loop: int, total: int) -> np.ndarray:
     )
     model.optimizer.build(model.trainable_variables)
     program = programs.LoopProgram(
-        STRATEGY, steps.train_step_for(model, padded=True), programs.reduce_logs,
-        stops=False, jit_compile=True, name="train",
+        STRATEGY,
+        steps.train_step_for(model, padded=True),
+        programs.reduce_logs,
+        stops=False,
+        jit_compile=True,
+        name="train",
     )
     iterator = iter(feed.dataset)
     losses = []

@@ -49,7 +49,7 @@ def test_padded_train_step_on_a_padded_batch_equals_keras_on_the_real_rows():
     ours.optimizer.build(ours.trainable_variables)
     logs, step_loss, padding_rows = steps.padded_train_step(ours, (px, py), signals)
     keras_logs = theirs.train_on_batch(x, y, return_dict=True)
-    for mine, reference in zip(ours.get_weights(), theirs.get_weights()):
+    for mine, reference in zip(ours.get_weights(), theirs.get_weights(), strict=False):
         np.testing.assert_allclose(mine, reference, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(float(logs["loss"]), keras_logs["loss"], rtol=1e-5)
     np.testing.assert_allclose(float(step_loss), keras_logs["loss"], rtol=1e-5)

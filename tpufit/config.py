@@ -6,13 +6,15 @@ import dataclasses
 import os
 from typing import Any
 
+import numpy as np
+
 from tpufit import errors
 
 JIT_CHOICES = ("auto", True, False)
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,10 @@ class RunConfig:
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("iterations_per_loop", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, np.integer):
+                object.__setattr__(self, name, int(value))
         if not _is_int(self.iterations_per_loop) or self.iterations_per_loop < 1:
             raise errors.invalid_argument(
                 "iterations_per_loop",

@@ -67,16 +67,25 @@ def _to_tensor_ready(value):
     return array
 
 
-def pack_arrays(x, y=None, sample_weight=None) -> tuple:
-    """Returns Keras's `(x,)`, `(x, y)` or `(x, y, sample_weight)` as numpy arrays.
+def pack_arrays(x, y=None, sample_weight=None):
+    """Packs arrays as Keras hands them to a step: `x`, `(x, y)` or `(x, y, sample_weight)`.
 
-    Lists become tuples (so multi-input lists are not stacked into one tensor)
-    and floating arrays take Keras's `floatx`, as Keras's array adapter does.
+    As `keras.utils.pack_x_y_sample_weight` does, `x` alone stays bare unless it
+    is a list or tuple (multi-input), which becomes `(x,)`. Lists become tuples
+    (so multi-input lists are not stacked into one tensor) and floating arrays
+    take Keras's `floatx`, as Keras's array adapter does.
+
+    Raises:
+        InvalidArgumentError: `sample_weight` is given without `y`.
     """
-    parts = [x] if y is None and sample_weight is None else [x, y]
-    if sample_weight is not None:
-        parts.append(sample_weight)
-    return tuple(_to_tensor_ready(part) for part in parts)
+    if sample_weight is not None and y is None:
+        raise errors.invalid_argument(
+            "sample_weight",
+            "an array",
+            "y as well: weights weigh each row's loss against its target",
+            what="`sample_weight` was given without `y`",
+        )
+    return _to_tensor_ready(keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
 
 
 def num_rows(data) -> int:
@@ -205,6 +214,31 @@ def count_batches(dataset: tf.data.Dataset) -> int | None:
     return cardinality
 
 
+def _as_given(element_spec):
+    """Returns how to rebuild a dataset element from the arguments `map` passes.
+
+    `Dataset.map` spreads a tuple element over its arguments; the element a
+    step receives must keep its structure, a 1-tuple included.
+    """
+    if isinstance(element_spec, tuple):
+        return lambda args: tuple(args)
+    return lambda args: args[0]
+
+
+def _checked_rows(batch, batch_size: int):
+    rows = tf.shape(tf.nest.flatten(batch)[0])[0]
+    check = tf.debugging.assert_less_equal(
+        rows,
+        batch_size,
+        message=(
+            f"A batch of the dataset has more rows than the batch size {batch_size} "
+            "(taken from its first batch). Pass batch_size= to re-cut the batches."
+        ),
+    )
+    with tf.control_dependencies([check]):
+        return tf.nest.map_structure(tf.identity, batch)
+
+
 def from_dataset(
     dataset: tf.data.Dataset,
     *,
@@ -227,29 +261,26 @@ def from_dataset(
         dataset's length without reading it (evaluation and prediction then
         run to the stop signal).
     """
+    if batch_size is not None:
+        # An explicit size re-cuts the batches, so that only the last is short.
+        dataset = dataset.rebatch(batch_size)
     batch_size = batch_size or dataset_batch_size(dataset)
     cardinality = int(dataset.cardinality())
     steps = cardinality if cardinality >= 0 else None
+    as_given = _as_given(dataset.element_spec)
     if padded:
-        first_dim = tf.nest.flatten(dataset.element_spec)[0].shape
-        if first_dim.rank == 0 or first_dim[0] != batch_size:
-            # Batches of varying size: re-cut them so that only the last is short.
-            dataset = dataset.rebatch(batch_size)
-            steps = None
         dataset = dataset.map(
-            lambda *data: padding.pad_batch(data if len(data) > 1 else data[0], batch_size),
+            lambda *data: padding.pad_batch(_checked_rows(as_given(data), batch_size), batch_size),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:
-        dataset = dataset.map(
-            lambda *data: (
-                data if len(data) > 1 else data[0],
-                padding.make_signals(
-                    tf.shape(tf.nest.flatten(data)[0])[0],
-                    tf.shape(tf.nest.flatten(data)[0])[0],
-                ),
-            )
-        )
+
+        def with_signals(*data):
+            data = as_given(data)
+            rows = tf.shape(tf.nest.flatten(data)[0])[0]
+            return data, padding.make_signals(rows, rows)
+
+        dataset = dataset.map(with_signals)
     if endless:
         if steps is None:
             steps = count_batches(dataset)

@@ -39,12 +39,16 @@ def check_batch_size(batch_size: Any, num_replicas: int) -> None:
     check_positive_int("batch_size", batch_size)
     if batch_size % num_replicas:
         below, above = padding.nearest_valid_batch_sizes(batch_size, num_replicas)
+        nearest = (
+            f"the nearest valid size is {above}"
+            if below == above
+            else f"the nearest valid sizes are {below} and {above}"
+        )
         raise errors.invalid_argument(
             "batch_size",
             batch_size,
             f"a multiple of the {num_replicas} replicas, since the global batch "
-            f"is split evenly over them; the nearest valid sizes are {below} and "
-            f"{above}",
+            f"is split evenly over them; {nearest}",
             what="`batch_size` does not split over the replicas",
         )
 
@@ -88,6 +92,11 @@ def check_arrays(**parts: Any) -> int:
         raise errors.InvalidArgumentError(
             f"The data arrays have different lengths: {listed}. Expected the same "
             f"number of rows in x, y and sample_weight. Received: {listed}"
+        )
+    if not lengths:
+        raise errors.invalid_argument(
+            "x", parts.get("x"), "at least one array (numpy, or a list/dict of arrays)",
+            what="The data holds no array",
         )
     rows = next(iter(lengths.values()))
     if rows == 0:
