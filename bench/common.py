@@ -162,9 +162,7 @@ def _check_steps(name: str, timing: Timing, expected: int) -> Timing:
 
 def environment() -> str:
     """TensorFlow and Keras versions and the devices, for the report header."""
-    devices = ", ".join(
-        sorted({d.device_type for d in tf.config.list_logical_devices()})
-    )
+    devices = ", ".join(sorted({d.device_type for d in tf.config.list_logical_devices()}))
     return (
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, "
         f"{os.cpu_count()} CPU cores, devices: {devices}"

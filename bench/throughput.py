@@ -5,7 +5,10 @@ contenders in one process, each from the same initial weights:
 
 - Keras ``model.fit`` with ``steps_per_execution`` 1 and LOOP, ``jit_compile``
   False and True, on a cached, repeated ``tf.data`` dataset;
-- tpufit ``TPUModel(model, iterations_per_loop=LOOP).fit(x, y, ...)``;
+- tpufit ``TPUModel(model, iterations_per_loop=LOOP).fit(...)`` on the same
+  dataset (the ratios compare these rows);
+- both again on shuffled numpy arrays (each side's own array infeed), Keras at
+  ``steps_per_execution=LOOP`` with XLA;
 - the limit: one ``tf.function`` that runs LOOP steps of a hand-written,
   XLA-compiled train step over a cached ``tf.data`` iterator;
 - for information, a stricter limit: the whole LOOP-step loop as one XLA
@@ -51,26 +54,34 @@ N_BATCHES = 16  # distinct batches of synthetic data, cycled
 ALL_CONTENDERS = ("keras", "tpufit", "limit", "xla-loop")
 
 
-def keras_contender(initial_weights, ds, spe: int, jit: bool):
+NUMPY_EPOCH = 100  # steps in one pass over the numpy arrays
+
+
+def _fit_inputs(data, n: int) -> dict:
+    """`fit` arguments for n steps of `data`: a cached dataset, or `(x, y)` arrays.
+
+    Arrays are passed whole, shuffled, for n / NUMPY_EPOCH epochs: Keras stops
+    when arrays run out, so both sides run whole passes.
+    """
+    if isinstance(data, tf.data.Dataset):
+        return {"x": data, "steps_per_epoch": n}
+    x, y = data
+    return {"x": x, "y": y, "batch_size": BATCH, "shuffle": True, "epochs": n // NUMPY_EPOCH}
+
+
+def keras_contender(initial_weights, data, spe: int, jit: bool):
     model = fresh_model(initial_weights)
     model.compile(**compile_kwargs(), steps_per_execution=spe, jit_compile=jit)
 
     def run(n: int) -> Timing:
         timer = SpanTimer(lambda: int(model.optimizer.iterations))
-        model.fit(
-            ds,
-            steps_per_epoch=n,
-            epochs=1,
-            shuffle=False,
-            verbose=0,
-            callbacks=[timer],
-        )
+        model.fit(**{"epochs": 1, **_fit_inputs(data, n)}, verbose=0, callbacks=[timer])
         return timer.timing
 
     return run
 
 
-def tpufit_contender(initial_weights, x, y, loop: int):
+def tpufit_contender(initial_weights, data, loop: int):
     import tpufit
 
     model = fresh_model(initial_weights)
@@ -84,15 +95,7 @@ def tpufit_contender(initial_weights, x, y, loop: int):
         timer = SpanTimer(count)
 
         def fit():
-            tm.fit(
-                x,
-                y,
-                batch_size=BATCH,
-                steps_per_epoch=n,
-                epochs=1,
-                verbose=0,
-                callbacks=[timer],
-            )
+            tm.fit(**{"epochs": 1, **_fit_inputs(data, n)}, verbose=0, callbacks=[timer])
 
         wall = time_call(fit, count, "fit() wall")
         # The same span as for Keras when fit() runs the callback, else all of it.
@@ -153,9 +156,7 @@ def xla_loop_contender(initial_weights, x, y, loop: int):
             optimizer.apply_gradients(zip(grads, variables, strict=True))
             return i + 1, loss
 
-        _, loss = tf.while_loop(
-            lambda i, _: i < n, body, (tf.constant(0), tf.constant(0.0))
-        )
+        _, loss = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.constant(0.0)))
         step0.assign((step0 + n) % n_batches)
         return loss
 
@@ -216,6 +217,8 @@ def main(argv=None) -> int:
     ds = cached_dataset(x, y, BATCH)
     initial_weights = build_mlp().get_weights()
 
+    # Same input for both sides of a ratio: the cached tf.data pipeline (what the
+    # limit reads) and, separately, shuffled numpy arrays (each side's own infeed).
     contenders = {}
     if "keras" in args.contenders:
         for spe in dict.fromkeys((1, args.loop)):
@@ -224,9 +227,18 @@ def main(argv=None) -> int:
                     initial_weights, ds, spe, jit
                 )
     if "tpufit" in args.contenders:
-        contenders[f"tpufit ipl={args.loop}"] = tpufit_contender(
-            initial_weights, x, y, args.loop
-        )
+        contenders[f"tpufit ipl={args.loop}"] = tpufit_contender(initial_weights, ds, args.loop)
+    warmup = min(args.steps, 2 * args.loop)
+    if args.steps % NUMPY_EPOCH == 0 and warmup % NUMPY_EPOCH == 0:
+        arrays = synthetic_classification(BATCH * NUMPY_EPOCH, MLP_SIZES[0], MLP_SIZES[-1])
+        if "keras" in args.contenders:
+            contenders[f"numpy: keras fit spe={args.loop} jit=True"] = keras_contender(
+                initial_weights, arrays, args.loop, True
+            )
+        if "tpufit" in args.contenders:
+            contenders[f"numpy: tpufit ipl={args.loop}"] = tpufit_contender(
+                initial_weights, arrays, args.loop
+            )
     if "limit" in args.contenders:
         contenders[f"limit tf.function loop={args.loop}"] = limit_contender(
             initial_weights, ds, args.loop
@@ -241,7 +253,6 @@ def main(argv=None) -> int:
         f"MLP {sizes}, Adam, batch {BATCH}, {args.steps} steps, "
         f"median of {args.repeats}; {environment()}"
     )
-    warmup = min(args.steps, 2 * args.loop)
     results = measure(contenders, args.steps, warmup, args.repeats)
     report(results)
     return 0
@@ -249,12 +260,10 @@ def main(argv=None) -> int:
 
 def report(results) -> None:
     tpufit_ms = next(
-        (r.median_ms for name, r in results.items() if name.startswith("tpufit")),
+        (r.median_ms for name, r in results.items() if name.startswith("tpufit ")),
         None,
     )
-    header = (
-        f"{'contender':<34}{'ms/step':>9}{'min':>9}  {'tpufit speed':>12}  timed by"
-    )
+    header = f"{'contender':<34}{'ms/step':>9}{'min':>9}  {'tpufit speed':>12}  timed by"
     print()
     print(header)
     print("-" * len(header))
@@ -278,6 +287,7 @@ def report(results) -> None:
         )
         if r is not None
     ]
+    numpy_tpufit, numpy_keras = best("numpy: tpufit"), best("numpy: keras")
     if comparisons:
         print("\nspeed ratios (other ms / tpufit ms; above 1: tpufit faster)")
     for label, r, target in comparisons:
@@ -287,6 +297,9 @@ def report(results) -> None:
             met = "met" if ratio >= target else "NOT met"
             goal = f"  (target >= {target:.2f}: {met})"
         print(f"  {label:<22}{ratio:>6.2f}x  [{r.name}]{goal}")
+    if numpy_tpufit and numpy_keras:
+        ratio = numpy_keras.median_ms / numpy_tpufit.median_ms
+        print(f"  {'numpy: tpufit / Keras':<22}{ratio:>6.2f}x  [{numpy_keras.name}]")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ class Infeed:
         steps_per_pass: Batches in one pass over the data (not counting the
             tail), or `None` when unknown (the stop signal ends the pass).
         tail: For the unpadded layout, the partial last batch of each pass as
-            an endless stream of one batch per pass; else `None`.
+            a stream of one batch per pass (endless when `dataset` is); else `None`.
     """
 
     dataset: tf.data.Dataset
@@ -146,31 +146,37 @@ def from_arrays(
     full = rows // batch_size
     remainder = 0 if drop_remainder else rows - full * batch_size
     padded = padded and remainder > 0
-    used = rows if padded else full * batch_size
-    passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
+    positions, signals = padding.pass_layout(rows, batch_size, pad=padded)
+    steps = len(positions)
     arrays = tf.data.Dataset.from_tensors(data).repeat()
+    if shuffle_seed is None:
+        indices = tf.data.Dataset.from_tensor_slices((positions, signals))
+        indices = indices.repeat() if endless else indices
+    else:
 
-    def pass_batches(pass_index):
-        order = _permutation(rows, shuffle_seed, pass_index)[:used]
-        return tf.data.Dataset.from_tensor_slices(order).batch(
-            batch_size, drop_remainder=not padded
+        def pass_batches(pass_index):
+            order = _permutation(rows, shuffle_seed, pass_index)
+            return tf.data.Dataset.from_tensor_slices((tf.gather(order, positions), signals))
+
+        passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
+        indices = passes.flat_map(pass_batches)
+
+    def gather(arrays_, batch):
+        rows_, batch_signals = batch
+        return tf.nest.map_structure(lambda a: tf.gather(a, rows_), arrays_), batch_signals
+
+    if steps:
+        dataset = tf.data.Dataset.zip((arrays, indices)).map(
+            gather, num_parallel_calls=tf.data.AUTOTUNE
         )
-
-    def gather(arrays_, indices):
-        if padded:
-            indices, signals = padding.pad_indices(indices, batch_size)
-        else:
-            signals = padding.make_signals(batch_size, batch_size)
-        batch = tf.nest.map_structure(lambda a: tf.gather(a, indices), arrays_)
-        return batch, signals
-
-    indices = passes.flat_map(pass_batches)
-    dataset = tf.data.Dataset.zip((arrays, indices)).map(
-        gather, num_parallel_calls=tf.data.AUTOTUNE
-    )
-    if used == 0:
+        if not endless:
+            dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
+    else:
         # Only the tail has rows; an endless stream of empty passes would spin.
-        dataset = _stop_batches(dataset.element_spec[0], batch_size)
+        spec = tf.nest.map_structure(
+            lambda a: tf.TensorSpec((batch_size,) + a.shape[1:], tf.as_dtype(a.dtype)), data
+        )
+        dataset = _stop_batches(spec, batch_size)
     tail = None
     if remainder and not padded:
         tail_rows = remainder
@@ -180,12 +186,10 @@ def from_arrays(
             batch = tf.nest.map_structure(lambda a: tf.gather(a, order), arrays_)
             return batch, padding.make_signals(tail_rows, tail_rows)
 
-        tail = tf.data.Dataset.zip((arrays, passes)).map(tail_batch)
+        tail_passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
+        tail = tf.data.Dataset.zip((arrays, tail_passes)).map(tail_batch)
         tail = tail.with_options(_array_options()).prefetch(1)
-    if not endless and used:
-        dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
     dataset = dataset.with_options(_array_options()).prefetch(tf.data.AUTOTUNE)
-    steps = full + (1 if padded else 0)
     return Infeed(dataset, batch_size, steps, tail)
 
 

@@ -35,10 +35,6 @@ def _to_python(value: Any) -> Any:
     return float(array) if array.ndim == 0 else array
 
 
-def _last_logs(outfeed_logs: dict) -> dict:
-    return {name: _to_python(values[-1]) for name, values in outfeed_logs.items()}
-
-
 def _verbosity(verbose: Any) -> int:
     return 1 if verbose == "auto" else int(verbose)
 
@@ -531,7 +527,7 @@ class _LoopTracker:
     def after_loop(self, first: int, result: programs.LoopResult) -> None:
         self.steps += result.steps
         self.padding_rows += float(np.sum(result.outfeed["padding_rows"]))
-        self.logs = _last_logs(result.outfeed["logs"])
+        self.logs = {name: _to_python(value) for name, value in result.latest.items()}
         self._on_batch_end(first + result.steps - 1, dict(self.logs))
 
 

@@ -107,6 +107,42 @@ def pad_indices(indices: tf.Tensor, batch_size: int) -> tuple[tf.Tensor, Signals
     return padded, make_signals(real_rows, batch_size)
 
 
+def pass_layout(num_rows: int, batch_size: int, pad: bool) -> tuple[np.ndarray, dict]:
+    """Lays one pass over `num_rows` rows out as batches, padding the last if asked.
+
+    Computed once on the host for in-memory data: each pass then only
+    permutes rows and gathers them, with no per-batch padding work.
+
+    Args:
+        num_rows: Rows in the pass.
+        batch_size: Rows per batch.
+        pad: Pad the partial last batch (with copies of its own rows); else
+            leave it out.
+
+    Returns:
+        `(positions, signals)`: `positions[k, j]` is the row (0 to
+        `num_rows - 1`) that fills row `j` of batch `k`; `signals` holds numpy
+        arrays shaped `[batches, batch_size]`, as `make_signals` gives per batch.
+
+    Example:
+        >>> positions, signals = pass_layout(5, 3, pad=True)
+        >>> positions.tolist(), signals["mask"].tolist()
+        ([[0, 1, 2], [3, 4, 3]], [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    """
+    batches = num_batches(num_rows, batch_size, drop_remainder=not pad)
+    flat = np.arange(batches * batch_size)
+    batch, row = np.divmod(flat, batch_size)
+    real = np.minimum(batch_size, num_rows - batch * batch_size)
+    positions = batch * batch_size + row % real
+    shape = (batches, batch_size)
+    signals = {
+        "mask": (row < real).astype(np.float32).reshape(shape),
+        "real_rows": real.astype(np.float32).reshape(shape),
+        "stop": np.zeros(shape, bool),
+    }
+    return positions.reshape(shape), signals
+
+
 def drop_padding(outputs, masks: Sequence[np.ndarray]):
     """Stitches per-loop outputs together and drops the padding rows.
 

@@ -38,11 +38,14 @@ class LoopResult:
 
     Attributes:
         outfeed: Nested numpy arrays with one row per step that ran.
+        latest: The last step's values of what is kept only as the latest
+            (the logs); zeros when no step ran.
         steps: How many steps ran (fewer than asked only at a stop batch).
         stopped: Whether the loop read a stop batch.
     """
 
     outfeed: Any
+    latest: Any
     steps: int
     stopped: bool
 
@@ -62,7 +65,9 @@ class LoopProgram:
         strategy: The `tf.distribute` strategy the step runs under.
         replica_step: `(data, signals) -> outputs`, run on each replica.
         reduce: Maps the per-replica outputs (in cross-replica context) to
-            the values the outfeed collects.
+            `(per_step, latest)`: values the outfeed collects for every step,
+            and values of which only the last step's is kept (carried through
+            the loop, not stored per step).
         stops: Whether the loop honours the stopping signal (not in training).
         jit_compile: `True`, `False` or `"auto"` (see `RunConfig`).
         name: The mode, for messages ("train", "eval", "predict").
@@ -143,11 +148,12 @@ class LoopProgram:
 
     def _loop(self, iterator, num_steps):
         self.traces += 1
-        output_spec = self._output_specs[_spec_key(iterator.element_spec)]
+        per_step_spec, latest_spec = self._output_specs[_spec_key(iterator.element_spec)]
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=0, dynamic_size=True, element_shape=s.shape),
-            output_spec,
+            per_step_spec,
         )
+        latest = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), latest_spec)
         steps = tf.constant(0)
         stopped = tf.constant(False)
         for i in tf.range(num_steps):
@@ -155,10 +161,10 @@ class LoopProgram:
             if self._stops and self._stop_requested(element):
                 stopped = tf.constant(True)
                 break
-            outputs = self._step_fn(element)
-            arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, outputs)
+            per_step, latest = self._step_fn(element)
+            arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
             steps = i + 1
-        return tf.nest.map_structure(lambda a: a.stack(), arrays), steps, stopped
+        return tf.nest.map_structure(lambda a: a.stack(), arrays), latest, steps, stopped
 
     def run(self, iterator, num_steps: int) -> LoopResult:
         """Runs one loop of up to `num_steps` steps and returns its outfeed.
@@ -172,39 +178,44 @@ class LoopProgram:
             The `LoopResult`.
         """
         self._prepare(iterator.element_spec)
-        outfeed, steps, stopped = self._loop_fn(iterator, tf.constant(num_steps, tf.int32))
+        outfeed, latest, steps, stopped = self._loop_fn(iterator, tf.constant(num_steps, tf.int32))
         steps = int(steps)
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
-        return LoopResult(outfeed, steps, bool(stopped))
+        latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
+        return LoopResult(outfeed, latest, steps, bool(stopped))
 
 
-def reduce_logs(strategy: tf.distribute.Strategy, outputs) -> dict:
-    """Reduces a train/eval step's replica outputs for the outfeed.
+def reduce_logs(strategy: tf.distribute.Strategy, outputs) -> tuple[dict, dict]:
+    """Reduces a train/eval step's replica outputs to `(per_step, latest)`.
 
-    Logs are averaged over replicas (as Keras does); the per-step loss shares
-    are summed into the step's loss; the padding-row count is the same on
-    every replica.
+    Per step: the loss (the replicas' shares summed) and the padding rows
+    (the same on every replica). Latest: the logs, averaged over replicas as
+    Keras does; the host reads exact values from the metrics at the end.
     """
     logs, step_loss, padding_rows = outputs
-    return {
-        "logs": tf.nest.map_structure(lambda v: strategy.reduce(_MEAN, v, axis=None), logs),
+    per_step = {
         "loss": strategy.reduce(_SUM, step_loss, axis=None),
         "padding_rows": strategy.reduce(_MEAN, padding_rows, axis=None),
     }
+    return per_step, tf.nest.map_structure(lambda v: strategy.reduce(_MEAN, v, axis=None), logs)
 
 
-def gather_predictions(strategy: tf.distribute.Strategy, outputs):
+def gather_predictions(strategy: tf.distribute.Strategy, outputs) -> tuple[Any, dict]:
     """Concatenates a predict step's per-replica outputs and masks in replica order.
+
+    Returns `(per_step, latest)` with everything per step and no latest.
 
     On one machine the replicas' local results are simply concatenated:
     `strategy.gather` is a collective, and a collective inside the stop
     signal's `cond` fails under `MirroredStrategy` like keras-team/keras#19246.
     """
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), outputs)
-    return tf.nest.map_structure(
-        lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), outputs
-    )
+        gathered = tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), outputs)
+    else:
+        gathered = tf.nest.map_structure(
+            lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), outputs
+        )
+    return gathered, {}
 
 
 def stack_rows(outfeed) -> Any:

@@ -95,7 +95,9 @@ def check_arrays(**parts: Any) -> int:
         )
     if not lengths:
         raise errors.invalid_argument(
-            "x", parts.get("x"), "at least one array (numpy, or a list/dict of arrays)",
+            "x",
+            parts.get("x"),
+            "at least one array (numpy, or a list/dict of arrays)",
             what="The data holds no array",
         )
     rows = next(iter(lengths.values()))
