@@ -41,9 +41,9 @@ class StreamProgram:
         for _ in range(n):
             element = next(iterator)
             if element == STOP:
-                return LoopResult(np.array(ran, np.int64), len(ran), True)
+                return LoopResult(np.array(ran, np.int64), {}, len(ran), True)
             ran.append(element)
-        return LoopResult(np.array(ran, np.int64), len(ran), False)
+        return LoopResult(np.array(ran, np.int64), {}, len(ran), False)
 
 
 class Recorder:
