@@ -64,7 +64,7 @@ def _fit_inputs(data, n: int) -> dict:
     when arrays run out, so both sides run whole passes.
     """
     if isinstance(data, tf.data.Dataset):
-        return {"x": data, "steps_per_epoch": n}
+        return {"x": data, "steps_per_epoch": n, "shuffle": False}
     x, y = data
     return {"x": x, "y": y, "batch_size": BATCH, "shuffle": True, "epochs": n // NUMPY_EPOCH}
 

@@ -24,13 +24,15 @@ and then repeat a stop batch, so a loop that reads past the data stops cleanly.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import errors, padding
+from tpufit import errors, padding, validation
 
+DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays.
 _INFINITE = tf.data.INFINITE_CARDINALITY
 _UNKNOWN = tf.data.UNKNOWN_CARDINALITY
 
@@ -292,3 +294,98 @@ def from_dataset(
     else:
         dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
     return Infeed(dataset.prefetch(tf.data.AUTOTUNE), batch_size, steps)
+
+
+def from_user_data(
+    x: Any,
+    y: Any,
+    sample_weight: Any,
+    batch_size: int | None,
+    *,
+    mode: str,
+    padded: bool,
+    num_replicas: int,
+    seed: int | None = None,
+    shuffle: bool = False,
+    drop_remainder: bool = False,
+) -> Infeed:
+    """Checks what the user passed to `fit` / `evaluate` / `predict` and builds its infeed.
+
+    Args:
+        x: Inputs as in Keras: arrays (or nested lists/dicts of them), or a
+            batched `tf.data.Dataset` that yields targets and weights too.
+        y: Targets for arrays, or `None`.
+        sample_weight: Per-row weights for arrays, or `None`.
+        batch_size: The global batch size; Keras's 32 for arrays when `None`,
+            the dataset's own for a dataset.
+        mode: "train" (an endless stream), "eval" or "predict" (one pass).
+        padded: The padded layout (else the unpadded one with a tail).
+        num_replicas: Replicas the global batch is split over.
+        seed: The shuffle seed, used when `shuffle`.
+        shuffle: Reshuffle arrays each pass.
+        drop_remainder: Drop the partial last batch of arrays.
+
+    Returns:
+        The `Infeed`.
+
+    Raises:
+        InvalidArgumentError: Anything `validation.py` rejects; nothing has
+            touched a device yet.
+    """
+    if x is None:
+        raise errors.invalid_argument("x", x, "arrays, a dict/list of arrays or a tf.data.Dataset")
+    endless = mode == "train"
+    if validation.is_dataset(x):
+        validation.check_dataset_extras(y, sample_weight)
+        if batch_size is not None:
+            validation.check_batch_size(batch_size, num_replicas)
+        feed = from_dataset(x, endless=endless, padded=padded, batch_size=batch_size)
+        validation.check_batch_size(feed.batch_size, num_replicas)
+        return feed
+    validation.check_arrays(x=x, y=y, sample_weight=sample_weight)
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    validation.check_batch_size(batch_size, num_replicas)
+    return from_arrays(
+        pack_arrays(x, y, sample_weight),
+        batch_size,
+        endless=endless,
+        padded=padded,
+        shuffle_seed=seed if shuffle else None,
+        drop_remainder=drop_remainder,
+    )
+
+
+def unpack_validation_data(validation_data: Any) -> tuple:
+    """Returns `(x, y, sample_weight)` from `fit`'s `validation_data`."""
+    if isinstance(validation_data, tf.data.Dataset):
+        return validation_data, None, None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise errors.invalid_argument(
+            "validation_data",
+            validation_data,
+            "a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val), or a tf.data.Dataset",
+        )
+    x, y, *rest = validation_data
+    return x, y, (rest[0] if rest else None)
+
+
+def split_for_validation(x, y, sample_weight, split: float, validation_data):
+    """Splits off the last `split` fraction of the arrays as validation data, as Keras does."""
+    if validation_data is not None or isinstance(x, tf.data.Dataset):
+        raise errors.invalid_argument(
+            "validation_split",
+            split,
+            "0.0 when validation_data is given or x is a dataset",
+        )
+    if not 0.0 < split < 1.0:
+        raise errors.invalid_argument("validation_split", split, "a float in (0, 1)")
+    rows = validation.check_arrays(x=x, y=y, sample_weight=sample_weight)
+    cut = int(rows * (1.0 - split))
+
+    def head(v):
+        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[:cut], v)
+
+    def tail(v):
+        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[cut:], v)
+
+    return head(x), head(y), head(sample_weight), (tail(x), tail(y), tail(sample_weight))

@@ -23,20 +23,10 @@ from tpufit import (
     runner,
     validation,
 )
+from tpufit import logs as logs_module
 from tpufit import steps as step_fns
 from tpufit.config import JIT_CHOICES, RunConfig
 from tpufit.strategy import place_model, resolve_strategy
-
-_DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays.
-
-
-def _to_python(value: Any) -> Any:
-    array = np.asarray(value)
-    return float(array) if array.ndim == 0 else array
-
-
-def _verbosity(verbose: Any) -> int:
-    return 1 if verbose == "auto" else int(verbose)
 
 
 class TPUModel:
@@ -176,7 +166,7 @@ class TPUModel:
                 "None (class weights are not supported yet; pass per-row weights as sample_weight)",
             )
         if validation_split:
-            x, y, sample_weight, validation_data = _split_validation(
+            x, y, sample_weight, validation_data = infeed.split_for_validation(
                 x, y, sample_weight, validation_split, validation_data
             )
         padded = step_fns.uses_keras_steps(self._model, "train")
@@ -193,68 +183,43 @@ class TPUModel:
         val_feed = None
         if validation_data is not None:
             val_feed = self._infeed(
-                *_unpack_validation(validation_data),
+                *infeed.unpack_validation_data(validation_data),
                 validation_batch_size or batch_size,
                 mode="eval",
                 padded=step_fns.uses_keras_steps(self._model, "eval"),
             )
         use_tail = train_feed.tail is not None and steps_per_epoch is None
-        epoch_steps = steps_per_epoch
-        if epoch_steps is None:
-            if train_feed.steps_per_pass is None:
-                raise errors.invalid_argument(
-                    "steps_per_epoch",
-                    None,
-                    "a positive int when the training dataset is endless",
-                )
-            epoch_steps = train_feed.steps_per_pass + (1 if use_tail else 0)
-        if epoch_steps == 0:
-            raise errors.invalid_argument(
-                "drop_remainder",
-                drop_remainder,
-                "False, or more rows than batch_size: no full batch is left to train on",
-                what="The training data makes no batch",
-            )
+        epoch_steps = _epoch_steps(train_feed, steps_per_epoch, use_tail, drop_remainder)
         self._sync_into_replicas()
         self._prepare_state(train_feed, build_metrics=padded)
         program = self._program("train", padded)
         iterator = iter(self._distribute(train_feed.dataset))
-        tail_iterator = iter(self._distribute(train_feed.tail)) if use_tail else None
+        tail = iter(self._distribute(train_feed.tail)) if use_tail else None
         history = keras.callbacks.History()
-        callback_list = keras.callbacks.CallbackList(
-            list(callbacks or []) + [history],
-            add_progbar=_verbosity(verbose) != 0,
-            model=self.model,
-            verbose=_verbosity(verbose),
-            epochs=epochs,
-            steps=epoch_steps,
+        callback_list = self._callback_list(
+            list(callbacks or []) + [history], verbose, epochs=epochs, steps=epoch_steps
         )
-        work = self._model
-        work.stop_training = False
-        self.model.stop_training = False
+        self._model.stop_training = self.model.stop_training = False
         callback_list.on_train_begin()
         epoch_logs: dict = {}
         for epoch in range(initial_epoch, epochs):
-            work.reset_metrics()
+            self._model.reset_metrics()
             callback_list.on_epoch_begin(epoch)
-            tracker = _LoopTracker(
+            tracker = runner.LoopTracker(
                 callback_list.on_train_batch_begin, callback_list.on_train_batch_end
             )
-            main_steps = epoch_steps - (1 if use_tail else 0)
-            done = runner.run_loops(
+            runner.run_loops(
                 program,
                 iterator,
-                total_steps=main_steps,
+                total_steps=epoch_steps - (1 if use_tail else 0),
                 iterations_per_loop=self.config.iterations_per_loop,
                 before_loop=tracker.before_loop,
                 after_loop=tracker.after_loop,
                 stop_requested=self._stop_requested,
+                tail=tail,
             )
-            if tail_iterator is not None and not self._stop_requested():
-                tracker.before_loop(done, 1)
-                tracker.after_loop(done, program.run(tail_iterator, 1))
             self._steps_trained += tracker.steps
-            epoch_logs = self._final_logs(tracker.logs, tracker.padding_rows)
+            epoch_logs = logs_module.final_logs(self._model, tracker.logs, tracker.padding_rows)
             if val_feed is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._run_evaluation(val_feed, validation_steps, callback_list)
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -290,18 +255,13 @@ class TPUModel:
         padded = step_fns.uses_keras_steps(self._model, "eval")
         feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
         self._sync_into_replicas()
-        callback_list = keras.callbacks.CallbackList(
-            callbacks,
-            add_progbar=_verbosity(verbose) != 0,
-            model=self.model,
-            verbose=_verbosity(verbose),
-            epochs=1,
-            steps=steps or feed.steps_per_pass,
+        callback_list = self._callback_list(
+            callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
         logs = self._run_evaluation(feed, steps, callback_list)
         if return_dict:
             return logs
-        return _flatten_in_order(self._model, logs)
+        return logs_module.flatten_in_order(self._model, logs)
 
     def predict(
         self,
@@ -321,13 +281,8 @@ class TPUModel:
         self._sync_into_replicas()
         self._prepare_state(feed, build_metrics=False)
         program = self._program("predict", True)
-        callback_list = keras.callbacks.CallbackList(
-            callbacks,
-            add_progbar=_verbosity(verbose) != 0,
-            model=self.model,
-            verbose=_verbosity(verbose),
-            epochs=1,
-            steps=steps or feed.steps_per_pass,
+        callback_list = self._callback_list(
+            callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
         outputs: list = []
         masks: list = []
@@ -359,53 +314,37 @@ class TPUModel:
                 "never compiled"
             )
 
+    def _callback_list(
+        self, callbacks, verbose, *, epochs: int, steps: int | None
+    ) -> keras.callbacks.CallbackList:
+        verbose = 1 if verbose == "auto" else int(verbose)
+        return keras.callbacks.CallbackList(
+            callbacks,
+            add_progbar=verbose != 0,
+            model=self.model,
+            verbose=verbose,
+            epochs=epochs,
+            steps=steps,
+        )
+
     def _stop_requested(self) -> bool:
         return bool(self._model.stop_training or self.model.stop_training)
 
     def _distribute(self, dataset: tf.data.Dataset):
         return self.strategy.experimental_distribute_dataset(dataset)
 
-    def _infeed(
-        self,
-        x,
-        y,
-        sample_weight,
-        batch_size,
-        *,
-        mode: str,
-        padded: bool,
-        shuffle: bool = False,
-        drop_remainder: bool = False,
-    ) -> infeed.Infeed:
-        replicas = self.strategy.num_replicas_in_sync
-        if x is None:
-            raise errors.invalid_argument(
-                "x", x, "arrays, a dict/list of arrays or a tf.data.Dataset"
-            )
-        if validation.is_dataset(x):
-            validation.check_dataset_extras(y, sample_weight)
-            if batch_size is not None:
-                validation.check_batch_size(batch_size, replicas)
-            feed = infeed.from_dataset(
-                x, endless=mode == "train", padded=padded, batch_size=batch_size
-            )
-            validation.check_batch_size(feed.batch_size, replicas)
-            return feed
-        validation.check_arrays(x=x, y=y, sample_weight=sample_weight)
-        batch_size = _DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-        validation.check_batch_size(batch_size, replicas)
-        seed = None
-        if shuffle:
-            seed = self.config.seed
-            if seed is None:
-                seed = int(np.random.randint(0, 2**31 - 1))
-        return infeed.from_arrays(
-            infeed.pack_arrays(x, y, sample_weight),
+    def _infeed(self, x, y, sample_weight, batch_size, **layout) -> infeed.Infeed:
+        seed = self.config.seed
+        if seed is None and layout.get("shuffle"):
+            seed = int(np.random.randint(0, 2**31 - 1))  # follows keras.utils.set_random_seed
+        return infeed.from_user_data(
+            x,
+            y,
+            sample_weight,
             batch_size,
-            endless=mode == "train",
-            padded=padded,
-            shuffle_seed=seed,
-            drop_remainder=drop_remainder,
+            num_replicas=self.strategy.num_replicas_in_sync,
+            seed=seed,
+            **layout,
         )
 
     def _program(self, mode: str, padded: bool) -> programs.LoopProgram:
@@ -438,9 +377,14 @@ class TPUModel:
         """
         work = self._model
         build_metrics = build_metrics and self._compiled and not self._metrics_built
-        unbuilt = not work.built or not work.variables
-        if not (unbuilt or build_metrics):
-            return
+        if (not work.built or not work.variables) or build_metrics:
+            self._build_on_one_batch(feed, build_metrics)
+        if self._compiled and work.optimizer is not None and not work.optimizer.built:
+            with self.strategy.scope():
+                work.optimizer.build(work.trainable_variables)
+
+    def _build_on_one_batch(self, feed: infeed.Infeed, build_metrics: bool) -> None:
+        work = self._model
         element = next(iter(self._distribute(feed.dataset.take(1))))
 
         def build(data, signals):
@@ -453,8 +397,6 @@ class TPUModel:
 
         with self.strategy.scope():
             self.strategy.run(build, args=element)
-            if work.optimizer is not None and not work.optimizer.built:
-                work.optimizer.build(work.trainable_variables)
         work.reset_metrics()
         self._metrics_built = self._metrics_built or build_metrics
 
@@ -463,7 +405,10 @@ class TPUModel:
         self._prepare_state(feed, build_metrics=padded)
         program = self._program("eval", padded)
         self._model.reset_metrics()
-        tracker = _LoopTracker(callback_list.on_test_batch_begin, callback_list.on_test_batch_end)
+        tracker = runner.LoopTracker(
+            callback_list.on_test_batch_begin, callback_list.on_test_batch_end
+        )
+        use_tail = feed.tail is not None and eval_steps is None
         callback_list.on_test_begin()
         runner.run_loops(
             program,
@@ -473,32 +418,10 @@ class TPUModel:
             before_loop=tracker.before_loop,
             after_loop=tracker.after_loop,
             stop_requested=lambda: False,
+            tail=iter(self._distribute(feed.tail)) if use_tail else None,
         )
-        if feed.tail is not None and eval_steps is None:
-            first = tracker.steps
-            tracker.before_loop(first, 1)
-            tracker.after_loop(first, program.run(iter(self._distribute(feed.tail)), 1))
-        logs = self._final_logs(tracker.logs, tracker.padding_rows)
+        logs = logs_module.final_logs(self._model, tracker.logs, tracker.padding_rows)
         callback_list.on_test_end(logs)
-        return logs
-
-    def _final_logs(self, last_logs: dict, padding_rows: float) -> dict:
-        """Returns the run's logs, read from the metrics across replicas when they match.
-
-        As Keras does, the metrics' own results replace the step's logs when
-        both name the same entries (a custom step may return other logs).
-        The per-output loss trackers counted padding rows in their `count`;
-        their exact value takes those rows out.
-        """
-        metric_logs = self._model.get_metrics_result()
-        if last_logs and set(last_logs) != set(metric_logs):
-            return {k: _to_python(v) for k, v in last_logs.items()}
-        logs = {k: _to_python(v) for k, v in metric_logs.items()}
-        if padding_rows:
-            for tracker in _keras_shim.output_loss_trackers(self._model):
-                if tracker.name in logs:
-                    count = float(tracker.count) - padding_rows
-                    logs[tracker.name] = float(tracker.total) / count if count else 0.0
         return logs
 
     def _sync_into_replicas(self) -> None:
@@ -510,70 +433,22 @@ class TPUModel:
             self.model.set_weights(self._model.get_weights())
 
 
-class _LoopTracker:
-    """Counts a run's steps, keeps its latest logs and padding rows, and fires batch events."""
-
-    def __init__(self, on_batch_begin, on_batch_end) -> None:
-        self._on_batch_begin = on_batch_begin
-        self._on_batch_end = on_batch_end
-        self.steps = 0
-        self.logs: dict = {}
-        self.padding_rows = 0.0
-
-    def before_loop(self, first: int, asked: int) -> None:
-        del asked
-        self._on_batch_begin(first)
-
-    def after_loop(self, first: int, result: programs.LoopResult) -> None:
-        self.steps += result.steps
-        self.padding_rows += float(np.sum(result.outfeed["padding_rows"]))
-        self.logs = {name: _to_python(value) for name, value in result.latest.items()}
-        self._on_batch_end(first + result.steps - 1, dict(self.logs))
-
-
-def _unpack_validation(validation_data: Any) -> tuple:
-    if validation.is_dataset(validation_data):
-        return validation_data, None, None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+def _epoch_steps(
+    feed: infeed.Infeed, steps_per_epoch: int | None, use_tail: bool, drop_remainder: bool
+) -> int:
+    """Returns the steps of one epoch: `steps_per_epoch`, else one pass over the data."""
+    if steps_per_epoch is not None:
+        return steps_per_epoch
+    if feed.steps_per_pass is None:
         raise errors.invalid_argument(
-            "validation_data",
-            validation_data,
-            "a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val), or a tf.data.Dataset",
+            "steps_per_epoch", None, "a positive int when the training dataset is endless"
         )
-    x, y, *rest = validation_data
-    return x, y, (rest[0] if rest else None)
-
-
-def _split_validation(x, y, sample_weight, split: float, validation_data):
-    if validation_data is not None or validation.is_dataset(x):
+    steps = feed.steps_per_pass + (1 if use_tail else 0)
+    if steps == 0:
         raise errors.invalid_argument(
-            "validation_split",
-            split,
-            "0.0 when validation_data is given or x is a dataset",
+            "drop_remainder",
+            drop_remainder,
+            "False, or more rows than batch_size: no full batch is left to train on",
+            what="The training data makes no batch",
         )
-    if not 0.0 < split < 1.0:
-        raise errors.invalid_argument("validation_split", split, "a float in (0, 1)")
-    rows = validation.check_arrays(x=x, y=y, sample_weight=sample_weight)
-    cut = int(rows * (1.0 - split))
-
-    def head(v):
-        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[:cut], v)
-
-    def tail(v):
-        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[cut:], v)
-
-    return head(x), head(y), head(sample_weight), (tail(x), tail(y), tail(sample_weight))
-
-
-def _flatten_in_order(model: keras.Model, logs: dict) -> float | list[float]:
-    """Orders `logs` as Keras's `evaluate` does: by `metrics_names`, then the rest sorted."""
-    names = []
-    for metric in model.metrics:
-        sub_metrics = getattr(metric, "metrics", None)
-        if type(metric).__name__ == "CompileMetrics" and sub_metrics is not None:
-            names += [m.name for m in sub_metrics]
-        else:
-            names.append(metric.name)
-    results = [logs[n] for n in names if n in logs]
-    results += [logs[k] for k in sorted(logs) if k not in names]
-    return results[0] if len(results) == 1 else results
+    return steps

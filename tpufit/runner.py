@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
+from tpufit.logs import to_python
 from tpufit.programs import LoopProgram, LoopResult
 
 
@@ -27,6 +30,7 @@ def run_loops(
     before_loop: Callable[[int, int], None],
     after_loop: Callable[[int, LoopResult], None],
     stop_requested: Callable[[], bool],
+    tail=None,
 ) -> int:
     """Runs loops until `total_steps` ran, a stop batch came, or a stop was requested.
 
@@ -39,6 +43,8 @@ def run_loops(
         after_loop: Called with `(index of the loop's first step, result)`
             after every loop that ran at least one step.
         stop_requested: Asked after every loop; `True` ends the run there.
+        tail: Iterator over the unpadded partial last batch, run as one more
+            one-step loop (its own trace) unless the run stopped early.
 
     Returns:
         The number of steps that ran.
@@ -54,5 +60,33 @@ def run_loops(
             after_loop(done, result)
         done += result.steps
         if result.stopped or stop_requested():
-            break
+            return done
+    if tail is not None:
+        before_loop(done, 1)
+        result = program.run(tail, 1)
+        after_loop(done, result)
+        done += result.steps
     return done
+
+
+class LoopTracker:
+    """Counts a run's steps, keeps its latest logs and padding rows, and fires batch events."""
+
+    def __init__(self, on_batch_begin, on_batch_end) -> None:
+        self._on_batch_begin = on_batch_begin
+        self._on_batch_end = on_batch_end
+        self.steps = 0
+        self.logs: dict = {}
+        self.padding_rows = 0.0
+
+    def before_loop(self, first: int, asked: int) -> None:
+        """Fires the batch-begin event with the index of the loop's first step."""
+        del asked
+        self._on_batch_begin(first)
+
+    def after_loop(self, first: int, result: LoopResult) -> None:
+        """Counts steps and padding, keeps the logs, fires batch-end with the last step's index."""
+        self.steps += result.steps
+        self.padding_rows += float(np.sum(result.outfeed["padding_rows"]))
+        self.logs = {name: to_python(value) for name, value in result.latest.items()}
+        self._on_batch_end(first + result.steps - 1, dict(self.logs))
