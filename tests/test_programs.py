@@ -21,15 +21,19 @@ def one_pass(rows: int, batch_size: int):
     return infeed.from_arrays(data, batch_size, endless=False, padded=True)
 
 
-def test_one_trace_serves_every_loop_length_and_outfeeds_every_step():
-    program = programs.LoopProgram(
+def counting_program(stops: bool) -> programs.LoopProgram:
+    return programs.LoopProgram(
         STRATEGY,
         counting_step,
         programs.gather_predictions,
-        stops=True,
+        stops=stops,
         jit_compile=False,
-        name="predict",
+        name="predict" if stops else "train",
     )
+
+
+def test_one_trace_serves_every_loop_length_and_outfeeds_every_step():
+    program = counting_program(stops=True)
     iterator = iter(one_pass(rows=30, batch_size=4).dataset)
     lengths = []
     for asked in (3, 1, 2):
@@ -41,14 +45,7 @@ def test_one_trace_serves_every_loop_length_and_outfeeds_every_step():
 
 
 def test_the_stop_signal_ends_the_loop_at_the_end_of_the_data():
-    program = programs.LoopProgram(
-        STRATEGY,
-        counting_step,
-        programs.gather_predictions,
-        stops=True,
-        jit_compile=False,
-        name="predict",
-    )
+    program = counting_program(stops=True)
     iterator = iter(one_pass(rows=10, batch_size=4).dataset)
     result = program.run(iterator, 100)
     assert result.stopped and result.steps == 3
@@ -59,14 +56,7 @@ def test_the_stop_signal_ends_the_loop_at_the_end_of_the_data():
 
 
 def test_a_training_program_ignores_stop_batches_and_runs_exactly_n_steps():
-    program = programs.LoopProgram(
-        STRATEGY,
-        counting_step,
-        programs.gather_predictions,
-        stops=False,
-        jit_compile=False,
-        name="train",
-    )
+    program = counting_program(stops=False)
     result = program.run(iter(one_pass(rows=4, batch_size=4).dataset), 3)
     assert not result.stopped and result.steps == 3
 

@@ -68,6 +68,26 @@ class RunConfig:
         if self.seed is not None and not _is_int(self.seed):
             raise errors.invalid_type("seed", self.seed, "an int or None")
 
+    @classmethod
+    def with_overrides(
+        cls, config: RunConfig | None, *, iterations_per_loop: int, model_dir: Any
+    ) -> RunConfig:
+        """Returns `config` (or the default) with `TPUModel`'s own arguments applied.
+
+        `iterations_per_loop` overrides the config's value unless it is the
+        default 100; `model_dir` unless it is `None`.
+        """
+        if config is None:
+            return cls(iterations_per_loop=iterations_per_loop, model_dir=model_dir)
+        if not isinstance(config, RunConfig):
+            raise errors.invalid_type("config", config, "a tpufit.RunConfig or None")
+        changes: dict[str, Any] = {}
+        if iterations_per_loop != cls.iterations_per_loop:
+            changes["iterations_per_loop"] = iterations_per_loop
+        if model_dir is not None:
+            changes["model_dir"] = model_dir
+        return config.replace(**changes)
+
     def replace(self, **changes: Any) -> RunConfig:
         """Returns a copy with `changes` applied and validated."""
         return dataclasses.replace(self, **changes)

@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import (
-    _keras_shim,
     errors,
     infeed,
     padding,
@@ -25,8 +24,9 @@ from tpufit import (
 )
 from tpufit import logs as logs_module
 from tpufit import steps as step_fns
-from tpufit.config import JIT_CHOICES, RunConfig
-from tpufit.strategy import place_model, resolve_strategy
+from tpufit.callbacks import callback_list_for
+from tpufit.config import RunConfig
+from tpufit.strategy import build_state, place_model, place_optimizer, resolve_strategy
 
 
 class TPUModel:
@@ -65,18 +65,9 @@ class TPUModel:
         config: RunConfig | None = None,
     ) -> None:
         self.model = validation.check_keras_model(model)
-        if config is None:
-            config = RunConfig(iterations_per_loop=iterations_per_loop, model_dir=model_dir)
-        elif not isinstance(config, RunConfig):
-            raise errors.invalid_type("config", config, "a tpufit.RunConfig or None")
-        else:
-            changes: dict[str, Any] = {}
-            if iterations_per_loop != 100:
-                changes["iterations_per_loop"] = iterations_per_loop
-            if model_dir is not None:
-                changes["model_dir"] = model_dir
-            config = config.replace(**changes)
-        self.config = config
+        self.config = RunConfig.with_overrides(
+            config, iterations_per_loop=iterations_per_loop, model_dir=model_dir
+        )
         self.strategy = resolve_strategy(strategy)
         self._model = place_model(model, self.strategy)
         self._compiled = False
@@ -108,16 +99,11 @@ class TPUModel:
             **kwargs: Passed to the model's `compile`: `optimizer`, `loss`,
                 `metrics`, `loss_weights`, `weighted_metrics`, ...
         """
-        if jit_compile not in JIT_CHOICES:
-            raise errors.invalid_argument("jit_compile", jit_compile, '"auto", True or False')
         self.config = self.config.replace(jit_compile=jit_compile)
-        optimizer = kwargs.get("optimizer")
-        if isinstance(optimizer, keras.optimizers.Optimizer) and not (
-            self.strategy.extended.variable_created_in_scope(optimizer.iterations.value)
-        ):
-            # Its variables would not be mirrored: recreate it under the strategy.
-            with self.strategy.scope():
-                kwargs["optimizer"] = type(optimizer).from_config(optimizer.get_config())
+        if args:
+            args = (place_optimizer(args[0], self.strategy), *args[1:])
+        if "optimizer" in kwargs:
+            kwargs["optimizer"] = place_optimizer(kwargs["optimizer"], self.strategy)
         with self.strategy.scope():
             self._model.compile(*args, **kwargs)
         self._compiled = True
@@ -196,8 +182,8 @@ class TPUModel:
         iterator = iter(self._distribute(train_feed.dataset))
         tail = iter(self._distribute(train_feed.tail)) if use_tail else None
         history = keras.callbacks.History()
-        callback_list = self._callback_list(
-            list(callbacks or []) + [history], verbose, epochs=epochs, steps=epoch_steps
+        callback_list = callback_list_for(
+            self.model, list(callbacks or []) + [history], verbose, epochs=epochs, steps=epoch_steps
         )
         self._model.stop_training = self.model.stop_training = False
         callback_list.on_train_begin()
@@ -255,8 +241,8 @@ class TPUModel:
         padded = step_fns.uses_keras_steps(self._model, "eval")
         feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
         self._sync_into_replicas()
-        callback_list = self._callback_list(
-            callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
+        callback_list = callback_list_for(
+            self.model, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
         logs = self._run_evaluation(feed, steps, callback_list)
         if return_dict:
@@ -281,8 +267,8 @@ class TPUModel:
         self._sync_into_replicas()
         self._prepare_state(feed, build_metrics=False)
         program = self._program("predict", True)
-        callback_list = self._callback_list(
-            callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
+        callback_list = callback_list_for(
+            self.model, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
         outputs: list = []
         masks: list = []
@@ -314,19 +300,6 @@ class TPUModel:
                 "never compiled"
             )
 
-    def _callback_list(
-        self, callbacks, verbose, *, epochs: int, steps: int | None
-    ) -> keras.callbacks.CallbackList:
-        verbose = 1 if verbose == "auto" else int(verbose)
-        return keras.callbacks.CallbackList(
-            callbacks,
-            add_progbar=verbose != 0,
-            model=self.model,
-            verbose=verbose,
-            epochs=epochs,
-            steps=steps,
-        )
-
     def _stop_requested(self) -> bool:
         return bool(self._model.stop_training or self.model.stop_training)
 
@@ -350,13 +323,7 @@ class TPUModel:
     def _program(self, mode: str, padded: bool) -> programs.LoopProgram:
         key = (mode, padded)
         if key not in self._programs:
-            work = self._model
-            if mode == "train":
-                step, reduce = step_fns.train_step_for(work, padded), programs.reduce_logs
-            elif mode == "eval":
-                step, reduce = step_fns.test_step_for(work, padded), programs.reduce_logs
-            else:
-                step, reduce = step_fns.predict_step_for(work), programs.gather_predictions
+            step, reduce = step_fns.replica_step_for(self._model, mode, padded)
             self._programs[key] = programs.LoopProgram(
                 self.strategy,
                 step,
@@ -368,36 +335,14 @@ class TPUModel:
         return self._programs[key]
 
     def _prepare_state(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
-        """Creates, before any loop is traced, every variable a step would create lazily.
-
-        A variable created inside a traced loop gets an initialisation `cond`,
-        which fails under `MirroredStrategy`; so the model, the optimizer's
-        slots and the compiled metrics' state are built eagerly here, on one
-        batch, and the metrics are reset.
-        """
-        work = self._model
         build_metrics = build_metrics and self._compiled and not self._metrics_built
-        if (not work.built or not work.variables) or build_metrics:
-            self._build_on_one_batch(feed, build_metrics)
-        if self._compiled and work.optimizer is not None and not work.optimizer.built:
-            with self.strategy.scope():
-                work.optimizer.build(work.trainable_variables)
-
-    def _build_on_one_batch(self, feed: infeed.Infeed, build_metrics: bool) -> None:
-        work = self._model
-        element = next(iter(self._distribute(feed.dataset.take(1))))
-
-        def build(data, signals):
-            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-            y_pred = work(x, training=False)
-            if build_metrics:
-                weights = signals["mask"] if sample_weight is None else sample_weight
-                step_fns.call_compute_loss(work, x, y, y_pred, weights, training=False)
-                _keras_shim.update_compiled_metrics(work, y, y_pred, weights, signals["mask"])
-
-        with self.strategy.scope():
-            self.strategy.run(build, args=element)
-        work.reset_metrics()
+        build_state(
+            self._model,
+            self.strategy,
+            feed.dataset,
+            build_metrics=build_metrics,
+            build_optimizer=self._compiled,
+        )
         self._metrics_built = self._metrics_built or build_metrics
 
     def _run_evaluation(self, feed: infeed.Infeed, eval_steps: int | None, callback_list) -> dict:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from tpufit import _keras_shim
+from tpufit import _keras_shim, programs
 
 MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
 
@@ -160,6 +160,40 @@ def test_step_for(model: keras.Model, padded: bool) -> Callable:
     if padded:
         return lambda data, signals: padded_test_step(model, data, signals)
     return _own_step(model.test_step)
+
+
+def replica_step_for(model: keras.Model, mode: str, padded: bool) -> tuple[Callable, Callable]:
+    """Returns `(replica_step, reduce)` for a mode's `LoopProgram`.
+
+    Args:
+        model: The compiled (for "train"/"eval") Keras model.
+        mode: "train", "eval" or "predict".
+        padded: Whether batches are padded (tpufit's steps) or not (the model's own).
+    """
+    if mode == "train":
+        return train_step_for(model, padded), programs.reduce_logs
+    if mode == "eval":
+        return test_step_for(model, padded), programs.reduce_logs
+    return predict_step_for(model), programs.gather_predictions
+
+
+def state_builder(model: keras.Model, build_metrics: bool) -> Callable:
+    """Returns a replica function that creates the model's lazily built state on one batch.
+
+    It calls the model (building its layers) and, with `build_metrics`, runs
+    the compiled loss and metrics once, creating their variables; the caller
+    resets the metrics afterwards.
+    """
+
+    def build(data, signals):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = model(x, training=False)
+        if build_metrics:
+            weights = signals["mask"] if sample_weight is None else sample_weight
+            call_compute_loss(model, x, y, y_pred, weights, training=False)
+            _keras_shim.update_compiled_metrics(model, y, y_pred, weights, signals["mask"])
+
+    return build
 
 
 def predict_step_for(model: keras.Model) -> Callable:

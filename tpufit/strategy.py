@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from tpufit import errors
+from tpufit import steps as step_fns
 
 _TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
 
@@ -94,3 +95,43 @@ def place_model(model: keras.Model, strategy: tf.distribute.Strategy) -> keras.M
                 f"it. Received: model={type(model).__name__}"
             ) from error
     return clone
+
+
+def place_optimizer(optimizer, strategy: tf.distribute.Strategy):
+    """Returns `optimizer`, recreated from its config if its variables are not under `strategy`.
+
+    Strings and other specifications pass through: Keras builds them inside
+    the scope `compile` runs in.
+    """
+    if not isinstance(optimizer, keras.optimizers.Optimizer) or _created_in_scope(
+        strategy, optimizer.iterations
+    ):
+        return optimizer
+    with strategy.scope():
+        return type(optimizer).from_config(optimizer.get_config())
+
+
+def build_state(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    dataset: tf.data.Dataset,
+    *,
+    build_metrics: bool,
+    build_optimizer: bool,
+) -> None:
+    """Creates, before any loop is traced, every variable a step would create lazily.
+
+    A variable created inside a traced loop gets an initialisation `cond`,
+    which fails under `MirroredStrategy`; so the model's layers, the compiled
+    loss and metrics' state (with `build_metrics`, then reset) and the
+    optimizer's slots are created eagerly under the strategy, on the first
+    batch of `dataset` (read again, not taken from a run's iterator).
+    """
+    if not model.built or not model.variables or build_metrics:
+        element = next(iter(strategy.experimental_distribute_dataset(dataset.take(1))))
+        with strategy.scope():
+            strategy.run(step_fns.state_builder(model, build_metrics), args=element)
+        model.reset_metrics()
+    if build_optimizer and model.optimizer is not None and not model.optimizer.built:
+        with strategy.scope():
+            model.optimizer.build(model.trainable_variables)
