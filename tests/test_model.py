@@ -555,3 +555,32 @@ def test_fit_without_targets_hands_the_step_bare_x_as_keras_does():
     assert model.received and all(name != "tuple" for name in model.received)
     assert len(history.history["loss"]) == 2
     assert tm.global_step == 6
+
+
+def test_an_unbuilt_model_is_built_on_its_first_batch():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(4, activation="relu"), keras.layers.Dense(2)])
+    x, _ = tiny_data(30)
+    tm = tpufit.TPUModel(model)
+    tm.compile(optimizer="sgd", loss="mse")
+    tm.fit(x, np.zeros((30, 2)), batch_size=8, verbose=0)
+    assert tm.global_step == 4
+    np.testing.assert_allclose(tm.predict(x, batch_size=8, verbose=0), model(x), atol=1e-5)
+
+
+def test_validation_dataset_keeps_its_own_batches_and_split_holds_out_the_tail():
+    x, y = tiny_data(100)
+    tm = compiled()
+    dataset = tf.data.Dataset.from_tensor_slices((x[:30], y[:30])).batch(7)
+    history = tm.fit(x, y, batch_size=32, validation_data=dataset, verbose=0)
+    reference = copy_model(tm.model)
+    reference.compile(**compile_args())
+    expected = reference.evaluate(x[:30], y[:30], batch_size=30, return_dict=True, verbose=0)
+    np.testing.assert_allclose(history.history["val_loss"][0], expected["loss"], rtol=1e-5)
+    split = compiled()
+    history = split.fit(x, y, batch_size=16, validation_split=0.2, verbose=0)
+    assert split.global_step == 5  # 80 rows train, the last 20 validate
+    reference = copy_model(split.model)
+    reference.compile(**compile_args())
+    expected = reference.evaluate(x[80:], y[80:], batch_size=20, return_dict=True, verbose=0)
+    np.testing.assert_allclose(history.history["val_loss"][0], expected["loss"], rtol=1e-5)
