@@ -355,10 +355,13 @@ def from_user_data(
     )
 
 
-def unpack_validation_data(validation_data: Any) -> tuple:
-    """Returns `(x, y, sample_weight)` from `fit`'s `validation_data`."""
+def unpack_validation_data(validation_data: Any, batch_size: int | None) -> tuple:
+    """Returns `(x, y, sample_weight, batch_size)` from `fit`'s `validation_data`.
+
+    A dataset keeps its own batches; arrays take `batch_size`.
+    """
     if isinstance(validation_data, tf.data.Dataset):
-        return validation_data, None, None
+        return validation_data, None, None, None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
         raise errors.invalid_argument(
             "validation_data",
@@ -366,7 +369,7 @@ def unpack_validation_data(validation_data: Any) -> tuple:
             "a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val), or a tf.data.Dataset",
         )
     x, y, *rest = validation_data
-    return x, y, (rest[0] if rest else None)
+    return x, y, (rest[0] if rest else None), batch_size
 
 
 def split_for_validation(x, y, sample_weight, split: float, validation_data):

@@ -168,15 +168,10 @@ class TPUModel:
         )
         val_feed = None
         if validation_data is not None:
-            val_x, val_y, val_weight = infeed.unpack_validation_data(validation_data)
-            val_batch = validation_batch_size
-            if val_batch is None and not validation.is_dataset(val_x):
-                val_batch = batch_size
             val_feed = self._infeed(
-                val_x,
-                val_y,
-                val_weight,
-                val_batch,
+                *infeed.unpack_validation_data(
+                    validation_data, validation_batch_size or batch_size
+                ),
                 mode="eval",
                 padded=step_fns.uses_keras_steps(self._model, "eval"),
             )
