@@ -471,3 +471,15 @@ def test_count_batches_counts_unknown_and_gives_none_for_endless():
     filtered = tf.data.Dataset.range(10).filter(lambda v: v < 5).batch(2)
     assert infeed.count_batches(filtered) == 3
     assert infeed.count_batches(tf.data.Dataset.range(3).repeat()) is None
+
+
+def test_a_batch_larger_than_the_first_fails_with_a_message_naming_batch_size():
+    sizes = tf.data.Dataset.from_tensor_slices(np.array([2, 5], np.int64))
+    dataset = sizes.map(lambda n: tf.zeros([n, 3]))
+    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    assert feed.batch_size == 2
+    with pytest.raises(tf.errors.InvalidArgumentError, match="batch_size="):
+        _take(feed.dataset, 2)
+    recut = infeed.from_dataset(dataset, endless=False, padded=True, batch_size=4)
+    elements = _take(recut.dataset, 2)
+    assert [float(np.sum(signals["mask"])) for _, signals in elements] == [4.0, 3.0]

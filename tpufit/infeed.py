@@ -231,20 +231,6 @@ def _as_given(element_spec):
     return lambda args: args[0]
 
 
-def _checked_rows(batch, batch_size: int):
-    rows = tf.shape(tf.nest.flatten(batch)[0])[0]
-    check = tf.debugging.assert_less_equal(
-        rows,
-        batch_size,
-        message=(
-            f"A batch of the dataset has more rows than the batch size {batch_size} "
-            "(taken from its first batch). Pass batch_size= to re-cut the batches."
-        ),
-    )
-    with tf.control_dependencies([check]):
-        return tf.nest.map_structure(tf.identity, batch)
-
-
 def from_dataset(
     dataset: tf.data.Dataset,
     *,
@@ -274,9 +260,14 @@ def from_dataset(
     cardinality = int(dataset.cardinality())
     steps = cardinality if cardinality >= 0 else None
     as_given = _as_given(dataset.element_spec)
-    if padded:
+    first_dim = tf.nest.flatten(dataset.element_spec)[0].shape
+    if padded and first_dim.rank and first_dim[0] == batch_size:
+        # Every batch is already full: attach constant signals, no per-batch work.
+        signals = tf.data.Dataset.from_tensors(padding.make_signals(batch_size, batch_size))
+        dataset = tf.data.Dataset.zip((dataset, signals.repeat()))
+    elif padded:
         dataset = dataset.map(
-            lambda *data: padding.pad_batch(_checked_rows(as_given(data), batch_size), batch_size),
+            lambda *data: padding.pad_batch(as_given(data), batch_size),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:

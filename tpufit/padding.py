@@ -82,7 +82,16 @@ def pad_batch(batch, batch_size: int):
     real_rows = tf.shape(leaves[0])[0]
 
     def pad_all():
-        positions = fill_positions(real_rows, batch_size)
+        too_many = tf.debugging.assert_less_equal(
+            real_rows,
+            batch_size,
+            message=(
+                f"A batch has more rows than the batch size {batch_size} (a dataset's "
+                "batch size is its first batch's). Pass batch_size= to re-cut the batches."
+            ),
+        )
+        with tf.control_dependencies([too_many]):
+            positions = fill_positions(real_rows, batch_size)
         return [tf.gather(leaf, positions) for leaf in leaves]
 
     padded = tf.cond(
