@@ -7,6 +7,7 @@ N logical devices, so multi-replica tests run under a real `MirroredStrategy`;
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -40,9 +41,17 @@ def replicas() -> int:
 def make_strategy(num_replicas: int | None = None) -> tf.distribute.Strategy:
     """`MirroredStrategy` over the first `num_replicas` logical CPUs (default: all).
 
-    One replica gives TensorFlow's default strategy.
+    One replica gives TensorFlow's default strategy. One strategy per replica
+    count serves the whole process: two `MirroredStrategy` objects over the
+    same devices number their collectives alike, and TensorFlow then mixes
+    up the all-reduces of different programs ("Shape mismatch in the
+    collective instance").
     """
-    num_replicas = num_replicas or _REPLICAS
+    return _strategy_over(num_replicas or _REPLICAS)
+
+
+@functools.cache
+def _strategy_over(num_replicas: int) -> tf.distribute.Strategy:
     if num_replicas == 1:
         return tf.distribute.get_strategy()
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_replicas)])
@@ -83,6 +92,48 @@ def copy_model(model: keras.Model) -> keras.Model:
         twin = keras.models.clone_model(model)
         twin.set_weights(model.get_weights())
     return twin
+
+
+class OwnStepRegressor(keras.Model):
+    """The keras.io "Customizing what happens in fit()" model, recording what its steps see."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.mae = keras.metrics.MeanAbsoluteError(name="mae")
+        self.seen: list = []
+
+    def _step(self, data, training):
+        self.seen.append((type(data).__name__, len(data), int(data[0].shape[0] or -1)))
+        x, y = data
+        y_pred = self(x, training=training)
+        loss = keras.losses.mean_squared_error(y, y_pred)
+        return y_pred, loss
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            y_pred, loss = self._step(data, True)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=False))
+        self.loss_tracker.update_state(loss)
+        self.mae.update_state(data[1], y_pred)
+        return {"loss": self.loss_tracker.result(), "mae": self.mae.result()}
+
+    def test_step(self, data):
+        y_pred, loss = self._step(data, False)
+        self.loss_tracker.update_state(loss)
+        self.mae.update_state(data[1], y_pred)
+        return {"loss": self.loss_tracker.result(), "mae": self.mae.result()}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.mae]
+
+
+def own_step_model() -> OwnStepRegressor:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((FEATURES,))
+    return OwnStepRegressor(inputs, keras.layers.Dense(1)(inputs))
 
 
 @pytest.fixture

@@ -8,7 +8,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLASSES, FEATURES, compile_args, copy_model, tiny_data, tiny_model
+from conftest import (
+    CLASSES,
+    FEATURES,
+    compile_args,
+    copy_model,
+    own_step_model,
+    tiny_data,
+    tiny_model,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,48 +230,6 @@ def test_subclassed_model_trains_and_predicts_exactly():
     tm.fit(x, y, batch_size=16, epochs=1, verbose=0)
     np.testing.assert_allclose(tm.predict(x, batch_size=16, verbose=0), model(x), atol=1e-5)
     assert tm.global_step == 6
-
-
-class OwnStepRegressor(keras.Model):
-    """The keras.io "Customizing what happens in fit()" model, recording what its steps see."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.mae = keras.metrics.MeanAbsoluteError(name="mae")
-        self.seen: list = []
-
-    def _step(self, data, training):
-        self.seen.append((type(data).__name__, len(data), int(data[0].shape[0] or -1)))
-        x, y = data
-        y_pred = self(x, training=training)
-        loss = keras.losses.mean_squared_error(y, y_pred)
-        return y_pred, loss
-
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            y_pred, loss = self._step(data, True)
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=False))
-        self.loss_tracker.update_state(loss)
-        self.mae.update_state(data[1], y_pred)
-        return {"loss": self.loss_tracker.result(), "mae": self.mae.result()}
-
-    def test_step(self, data):
-        y_pred, loss = self._step(data, False)
-        self.loss_tracker.update_state(loss)
-        self.mae.update_state(data[1], y_pred)
-        return {"loss": self.loss_tracker.result(), "mae": self.mae.result()}
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.mae]
-
-
-def own_step_model() -> OwnStepRegressor:
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((FEATURES,))
-    return OwnStepRegressor(inputs, keras.layers.Dense(1)(inputs))
 
 
 def test_own_train_step_sees_data_as_given_and_partial_batch_unpadded():
@@ -584,3 +550,35 @@ def test_validation_dataset_keeps_its_own_batches_and_split_holds_out_the_tail()
     reference.compile(**compile_args())
     expected = reference.evaluate(x[80:], y[80:], batch_size=20, return_dict=True, verbose=0)
     np.testing.assert_allclose(history.history["val_loss"][0], expected["loss"], rtol=1e-5)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.integers(1, 120),
+    batch_size=st.integers(1, 32),
+    iterations_per_loop=st.integers(1, 7),
+    epochs=st.integers(1, 3),
+    steps_per_epoch=st.one_of(st.none(), st.integers(1, 9)),
+)
+def test_fit_runs_exactly_the_steps_asked_and_reports_every_loop(
+    rows, batch_size, iterations_per_loop, epochs, steps_per_epoch
+):
+    x, y = tiny_data(rows, seed=rows)
+    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=iterations_per_loop)
+    tm.compile(**compile_args())
+    seen = BatchIndices()
+    tm.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=[seen],
+        verbose=0,
+    )
+    per_epoch = steps_per_epoch or -(-rows // batch_size)
+    assert int(tm.model.optimizer.iterations) == tm.global_step == epochs * per_epoch
+    firsts = list(range(0, per_epoch, iterations_per_loop))
+    lasts = [min(first + iterations_per_loop, per_epoch) - 1 for first in firsts]
+    assert seen.begins == firsts * epochs
+    assert seen.ends == lasts * epochs

@@ -10,11 +10,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import (
     CLASSES,
     compile_args,
     copy_model,
     make_strategy,
+    own_step_model,
     replicas,
     run_pytest_with_replicas,
     tiny_data,
@@ -34,7 +36,7 @@ EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[Healt
 @pytest.mark.skipif(replicas() > 1, reason="this is the child process")
 def test_four_replicas_in_a_child_process():
     summary = run_pytest_with_replicas("test_multi_replica.py", 4)
-    assert summary.startswith("7 passed"), summary
+    assert summary.startswith("8 passed"), summary
 
 
 def four_replica_model(built_inside_scope: bool, num_replicas: int = 4):
@@ -149,3 +151,18 @@ def test_loops_of_several_steps_do_not_retrace_over_four_replicas():
     tm.predict(x[:9], batch_size=16, verbose=0)
     tm.predict(x, batch_size=16, verbose=0)
     assert tm.traces == {"train": 1, "eval": 1, "predict": 1}
+
+
+@inside
+def test_own_train_step_and_tf_data_work_over_four_replicas():
+    strategy = make_strategy(4)
+    with strategy.scope():
+        model = own_step_model()
+    x, _ = tiny_data(100)
+    y = x.sum(axis=1, keepdims=True)
+    tm = tpufit.TPUModel(model, strategy=strategy, iterations_per_loop=2)
+    tm.compile(optimizer=keras.optimizers.SGD(0.01))
+    tm.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    assert tm.global_step == 4  # three full batches, then the unpadded tail of 4 rows
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(16)
+    np.testing.assert_allclose(tm.predict(dataset, verbose=0), model(x), atol=1e-5)
