@@ -28,6 +28,12 @@ from hypothesis import strategies as st
 import tpufit
 
 inside = pytest.mark.skipif(replicas() == 1, reason="runs in the 4-replica child process")
+SIZES = dict(
+    rows=st.integers(1, 200),
+    num_replicas=st.integers(1, 4),
+    per_replica=st.integers(1, 12),
+    loop=st.integers(1, 4),
+)
 EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -56,12 +62,7 @@ def test_the_child_process_has_four_replicas():
 
 @inside
 @EXAMPLES
-@given(
-    rows=st.integers(1, 200),
-    num_replicas=st.integers(1, 4),
-    per_replica=st.integers(1, 12),
-    loop=st.integers(1, 4),
-)
+@given(**SIZES)
 def test_predict_is_exact_and_in_order_over_any_replica_count(
     rows, num_replicas, per_replica, loop
 ):
@@ -75,12 +76,7 @@ def test_predict_is_exact_and_in_order_over_any_replica_count(
 
 @inside
 @EXAMPLES
-@given(
-    rows=st.integers(1, 200),
-    num_replicas=st.integers(1, 4),
-    per_replica=st.integers(1, 12),
-    loop=st.integers(1, 4),
-)
+@given(**SIZES)
 def test_evaluate_over_any_replica_count_equals_keras_in_one_batch(
     rows, num_replicas, per_replica, loop
 ):
