@@ -582,3 +582,29 @@ def test_fit_runs_exactly_the_steps_asked_and_reports_every_loop(
     lasts = [min(first + iterations_per_loop, per_epoch) - 1 for first in firsts]
     assert seen.begins == firsts * epochs
     assert seen.ends == lasts * epochs
+
+
+def test_two_inputs_and_two_outputs_given_as_tuples():
+    keras.utils.set_random_seed(2)
+    a, b = keras.Input((3,)), keras.Input((2,))
+    hidden = keras.layers.Dense(4, activation="relu")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model([a, b], [keras.layers.Dense(1)(hidden), keras.layers.Dense(2)(hidden)])
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(45, 3)), rng.normal(size=(45, 2)))
+    y = (rng.normal(size=(45, 1)), rng.normal(size=(45, 2)))
+    tm = tpufit.TPUModel(model, iterations_per_loop=2)
+    tm.compile(optimizer="sgd", loss=["mse", "mae"], metrics=[["mae"], ["mse"]])
+    tm.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert tm.global_step == 6
+    ours = tm.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    reference.compile(optimizer="sgd", loss=["mse", "mae"], metrics=[["mae"], ["mse"]])
+    theirs = reference.evaluate(x, y, batch_size=45, return_dict=True, verbose=0)
+    assert set(ours) == set(theirs)
+    for name, value in theirs.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-5, err_msg=name)
+    first, second = tm.predict(x, batch_size=16, verbose=0)
+    expected = model(x)
+    np.testing.assert_allclose(first, expected[0], atol=1e-5)
+    np.testing.assert_allclose(second, expected[1], atol=1e-5)
