@@ -608,3 +608,17 @@ def test_two_inputs_and_two_outputs_given_as_tuples():
     expected = model(x)
     np.testing.assert_allclose(first, expected[0], atol=1e-5)
     np.testing.assert_allclose(second, expected[1], atol=1e-5)
+
+
+def test_an_endless_dataset_needs_steps_to_evaluate_or_predict():
+    x, y = tiny_data(32)
+    endless = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat()
+    tm = compiled()
+    for call in (
+        lambda: tm.evaluate(endless, verbose=0),
+        lambda: tm.predict(endless.map(lambda a, b: a), verbose=0),
+    ):
+        with pytest.raises(tpufit.InvalidArgumentError, match="steps"):
+            call()
+    assert tm.predict(endless.map(lambda a, b: a), steps=3, verbose=0).shape == (24, CLASSES)
+    assert isinstance(tm.evaluate(endless, steps=2, return_dict=True, verbose=0)["loss"], float)

@@ -238,7 +238,7 @@ class TPUModel:
             or a dict when `return_dict=True`.
         """
         self._check_compiled("evaluate")
-        validation.check_positive_int("steps", steps, allow_none=True)
+        validation.check_steps(steps, x)
         padded = step_fns.uses_keras_steps(self._model, "eval")
         feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
         self._sync_into_replicas()
@@ -263,7 +263,7 @@ class TPUModel:
         Returns:
             Numpy arrays in the structure of the model's outputs.
         """
-        validation.check_positive_int("steps", steps, allow_none=True)
+        validation.check_steps(steps, x)
         feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True)
         self._sync_into_replicas()
         self._prepare_state(feed, build_metrics=False)

@@ -127,3 +127,15 @@ def check_epochs(epochs: Any, initial_epoch: Any) -> None:
         raise errors.invalid_argument(
             "initial_epoch", initial_epoch, f"an int in [0, epochs={epochs})"
         )
+
+
+def check_steps(steps: Any, x: Any) -> None:
+    """Checks `evaluate` / `predict`'s `steps`: a positive int, required for an endless dataset."""
+    check_positive_int("steps", steps, allow_none=True)
+    if steps is None and is_dataset(x) and int(x.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        raise errors.invalid_argument(
+            "steps",
+            steps,
+            "a positive int when the dataset repeats forever (or a dataset that ends)",
+            what="The dataset is endless",
+        )
