@@ -154,11 +154,18 @@ class LoopProgram:
             per_step_spec,
         )
         latest = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), latest_spec)
+        if not self._stops:
+            # Training: exactly num_steps steps, with nothing but the step in the body.
+            for i in tf.range(num_steps):
+                per_step, latest = self._step_fn(next(iterator))
+                arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+            stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
+            return stacked, latest, num_steps, tf.constant(False)
         steps = tf.constant(0)
         stopped = tf.constant(False)
         for i in tf.range(num_steps):
             element = next(iterator)
-            if self._stops and self._stop_requested(element):
+            if self._stop_requested(element):
                 stopped = tf.constant(True)
                 break
             per_step, latest = self._step_fn(element)
