@@ -3,10 +3,11 @@
 Keras's data adapters hand the step batches of whatever size the data ends
 with; a looped, compiled program wants one static shape. The infeed owns that
 difference. It yields `(data, signals)` elements, where `data` is the user's
-structure (`(x,)`, `(x, y)` or `(x, y, sample_weight)` for arrays; whatever a
-`tf.data.Dataset` yields) and `signals` are the per-row mask and stopping
-signal of `padding.py`. Splitting batches over replicas is `tf.distribute`'s
-job (`strategy.experimental_distribute_dataset`), done by the runner.
+structure (packed as Keras packs arrays: `x`, `(x, y)` or `(x, y,
+sample_weight)`; whatever a `tf.data.Dataset` yields) and `signals` are the
+per-row mask and stopping signal of `padding.py`. Splitting batches over
+replicas is `tf.distribute`'s job (`strategy.experimental_distribute_dataset`),
+done by `TPUModel`.
 
 Two layouts:
 
@@ -14,7 +15,8 @@ Two layouts:
   the data ends with a batch padded to full size;
 - *unpadded* (models with their own `train_step` / `test_step`): the full
   batches form the stream, and the partial last batch of each pass is a
-  separate one-element `tail` stream, run by a program of its own.
+  separate one-element `tail` stream, run as a one-step loop of its own
+  (arrays; a dataset's batches pass through as they are).
 
 Training streams repeat pass after pass (reshuffling arrays each pass), so one
 iterator serves a whole `fit`; evaluation and prediction streams make one pass
@@ -132,7 +134,8 @@ def from_arrays(
     """Builds the infeed of in-memory arrays.
 
     Args:
-        data: `(x,)`, `(x, y)` or `(x, y, sample_weight)` from `pack_arrays`.
+        data: Arrays packed by `pack_arrays`: `x`, `(x,)`, `(x, y)` or
+            `(x, y, sample_weight)`.
         batch_size: The global batch size.
         endless: Repeat pass after pass (training); else one pass, then stop
             batches (evaluation, prediction).
@@ -244,9 +247,11 @@ def from_dataset(
         dataset: Yields batches (`x`, `(x, y)` or `(x, y, sample_weight)`).
         endless: Repeat the dataset pass after pass (training); else one pass,
             then stop batches.
-        padded: Re-batch to one static size and pad the last batch; else pass
-            the batches through as they are (for a model's own steps).
-        batch_size: The static size to use; by default the dataset's own.
+        padded: Pad short batches to the static size (full batches get
+            constant signals); else pass the batches through as they are (for
+            a model's own steps).
+        batch_size: Re-cut the batches to this size; by default the
+            dataset's own (its static batch size, else its first batch's).
 
     Returns:
         The `Infeed`; `steps_per_pass` is `None` when TF cannot tell the
