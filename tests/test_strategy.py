@@ -39,3 +39,16 @@ def test_a_model_built_outside_a_strategy_is_cloned_with_its_weights():
     assert placed is not model
     for a, b in zip(model.get_weights(), placed.get_weights(), strict=False):
         assert (a == b).all()
+
+
+def test_an_optimizer_made_outside_a_strategy_is_recreated_under_it():
+    import keras
+
+    one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
+    outside = keras.optimizers.Adam(0.003)
+    placed = strategy.place_optimizer(outside, one_device)
+    assert placed is not outside and float(placed.learning_rate) == pytest.approx(0.003)
+    with one_device.scope():
+        inside = keras.optimizers.SGD()
+    assert strategy.place_optimizer(inside, one_device) is inside
+    assert strategy.place_optimizer("adam", one_device) == "adam"

@@ -100,10 +100,9 @@ class TPUModel:
                 `metrics`, `loss_weights`, `weighted_metrics`, ...
         """
         self.config = self.config.replace(jit_compile=jit_compile)
-        if args:
-            args = (place_optimizer(args[0], self.strategy), *args[1:])
-        if "optimizer" in kwargs:
-            kwargs["optimizer"] = place_optimizer(kwargs["optimizer"], self.strategy)
+        # Every optimizer given (a GAN passes two) must have its variables under the strategy.
+        args = tuple(place_optimizer(value, self.strategy) for value in args)
+        kwargs = {name: place_optimizer(value, self.strategy) for name, value in kwargs.items()}
         with self.strategy.scope():
             self._model.compile(*args, **kwargs)
         self._compiled = True
