@@ -136,6 +136,61 @@ def own_step_model() -> OwnStepRegressor:
     return OwnStepRegressor(inputs, keras.layers.Dense(1)(inputs))
 
 
+class TinyGAN(keras.Model):
+    """A GAN with its own `compile` (two optimizers) and `train_step`, as on keras.io."""
+
+    def __init__(self):
+        super().__init__()
+        self.discriminator = keras.Sequential(
+            [
+                keras.Input((FEATURES,)),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.Dense(1),
+            ]
+        )
+        self.generator = keras.Sequential(
+            [
+                keras.Input((2,)),
+                keras.layers.Dense(8, activation="relu"),
+                keras.layers.Dense(FEATURES),
+            ]
+        )
+        self.d_loss = keras.metrics.Mean(name="d_loss")
+        self.g_loss = keras.metrics.Mean(name="g_loss")
+        self.seeds = keras.random.SeedGenerator(7)
+
+    @property
+    def metrics(self):
+        return [self.d_loss, self.g_loss]
+
+    def compile(self, d_optimizer, g_optimizer, loss_fn):
+        super().compile()
+        self.d_optimizer, self.g_optimizer, self.loss_fn = d_optimizer, g_optimizer, loss_fn
+
+    def call(self, x):
+        return self.discriminator(x)
+
+    def train_step(self, data):
+        real = data[0] if isinstance(data, tuple) else data
+        rows = keras.ops.shape(real)[0]
+        fake = self.generator(keras.random.normal((rows, 2), seed=self.seeds))
+        labels = keras.ops.concatenate([keras.ops.ones((rows, 1)), keras.ops.zeros((rows, 1))], 0)
+        with tf.GradientTape() as tape:
+            d_loss = self.loss_fn(
+                labels, self.discriminator(keras.ops.concatenate([fake, real], 0))
+            )
+        weights = self.discriminator.trainable_weights
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, weights), weights, strict=False))
+        with tf.GradientTape() as tape:
+            fake = self.generator(keras.random.normal((rows, 2), seed=self.seeds))
+            g_loss = self.loss_fn(keras.ops.zeros((rows, 1)), self.discriminator(fake))
+        weights = self.generator.trainable_weights
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, weights), weights, strict=False))
+        self.d_loss.update_state(d_loss)
+        self.g_loss.update_state(g_loss)
+        return {"d_loss": self.d_loss.result(), "g_loss": self.g_loss.result()}
+
+
 @pytest.fixture
 def model() -> keras.Model:
     """A fresh `tiny_model`."""

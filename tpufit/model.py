@@ -331,6 +331,7 @@ class TPUModel:
                 stops=mode != "train",
                 jit_compile=self.config.jit_compile,
                 name=mode,
+                first_step_eagerly=mode == "train" and not padded,
             )
         return self._programs[key]
 

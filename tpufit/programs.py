@@ -71,6 +71,11 @@ class LoopProgram:
         stops: Whether the loop honours the stopping signal (not in training).
         jit_compile: `True`, `False` or `"auto"` (see `RunConfig`).
         name: The mode, for messages ("train", "eval", "predict").
+        first_step_eagerly: Run the very first step eagerly, outside any
+            trace (training programs only), so that variables the step
+            creates lazily (a custom step's optimizer slots) exist before the
+            loop is traced: created inside the traced loop, they fail under
+            `MirroredStrategy`.
     """
 
     def __init__(
@@ -82,7 +87,11 @@ class LoopProgram:
         stops: bool,
         jit_compile: bool | str,
         name: str,
+        first_step_eagerly: bool = False,
     ) -> None:
+        if first_step_eagerly and stops:
+            raise ValueError("first_step_eagerly is for training programs, which never stop")
+        self._eager_first = first_step_eagerly
         self._strategy = strategy
         self._replica_step = replica_step
         self._reduce = reduce
@@ -184,12 +193,31 @@ class LoopProgram:
         Returns:
             The `LoopResult`.
         """
+        if self._eager_first:
+            self._eager_first = False
+            first = self._run_one_step_eagerly(iterator)
+            if num_steps == 1:
+                return first
+            rest = self.run(iterator, num_steps - 1)
+            outfeed = tf.nest.map_structure(
+                lambda a, b: np.concatenate([a, b]), first.outfeed, rest.outfeed
+            )
+            return LoopResult(outfeed, rest.latest, num_steps, False)
         self._prepare(iterator.element_spec)
         outfeed, latest, steps, stopped = self._loop_fn(iterator, tf.constant(num_steps, tf.int32))
         steps = int(steps)
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
         latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
         return LoopResult(outfeed, latest, steps, bool(stopped))
+
+    def _run_one_step_eagerly(self, iterator) -> LoopResult:
+        per_step, latest = self._one_step(next(iterator))
+        outfeed = tf.nest.map_structure(lambda t: _numpy(t)[None], per_step)
+        return LoopResult(outfeed, tf.nest.map_structure(_numpy, latest), 1, False)
+
+
+def _numpy(value):
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
 
 
 def reduce_logs(strategy: tf.distribute.Strategy, outputs) -> tuple[dict, dict]:
