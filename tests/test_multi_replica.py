@@ -43,7 +43,7 @@ EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[Healt
 @pytest.mark.skipif(replicas() > 1, reason="this is the child process")
 def test_four_replicas_in_a_child_process():
     summary = run_pytest_with_replicas("test_multi_replica.py", 4)
-    assert summary.startswith("9 passed"), summary
+    assert summary.startswith("10 passed"), summary
 
 
 def four_replica_model(built_inside_scope: bool, num_replicas: int = 4):
@@ -184,3 +184,22 @@ def test_gan_with_two_optimizers_trains_over_four_replicas():
     assert gan.d_optimizer.iterations.numpy() == gan.g_optimizer.iterations.numpy() == 20
     assert tm.global_step == 20 and tm.traces == {"train": 1}
     assert np.isfinite(history.history["d_loss"]).all()
+
+
+@inside
+def test_callbacks_of_a_cloned_model_see_current_weights_and_can_restore_them():
+    x, y = tiny_data(64)
+    model, tm = four_replica_model(built_inside_scope=False)
+    tm.compile(**compile_args())
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append([w.copy() for w in model.get_weights()])
+    )
+    initial = [w.copy() for w in model.get_weights()]
+    restore = keras.callbacks.LambdaCallback(on_train_end=lambda logs: model.set_weights(initial))
+    tm.fit(x, y, batch_size=16, epochs=2, callbacks=[record, restore], verbose=0)
+    assert any(not np.allclose(a, b) for a, b in zip(initial, seen[0], strict=True))
+    assert any(not np.allclose(a, b) for a, b in zip(seen[0], seen[1], strict=True))
+    for restored, start in zip(model.get_weights(), initial, strict=True):
+        np.testing.assert_array_equal(restored, start)
+    np.testing.assert_allclose(tm.predict(x, batch_size=16, verbose=0), model(x), atol=1e-5)

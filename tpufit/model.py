@@ -175,8 +175,10 @@ class TPUModel:
                 padded=step_fns.uses_keras_steps(self._model, "eval"),
             )
         use_tail = train_feed.tail is not None and steps_per_epoch is None
-        epoch_steps = _epoch_steps(train_feed, steps_per_epoch, use_tail, drop_remainder)
-        self._sync_into_replicas()
+        epoch_steps = runner.epoch_steps(
+            train_feed.steps_per_pass, steps_per_epoch, use_tail, drop_remainder
+        )
+        self._copy_weights(into_replicas=True)
         self._prepare_state(train_feed, build_metrics=padded)
         program = self._program("train", padded)
         iterator = iter(self._distribute(train_feed.dataset))
@@ -209,11 +211,10 @@ class TPUModel:
             if val_feed is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._run_evaluation(val_feed, validation_steps, callback_list)
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            callback_list.on_epoch_end(epoch, epoch_logs)
+            self._with_user_model(callback_list.on_epoch_end, epoch, epoch_logs)
             if self._stop_requested():
                 break
-        callback_list.on_train_end(epoch_logs)
-        self._sync_out_of_replicas()
+        self._with_user_model(callback_list.on_train_end, epoch_logs)
         return history
 
     def evaluate(
@@ -240,7 +241,7 @@ class TPUModel:
         validation.check_steps(steps, x)
         padded = step_fns.uses_keras_steps(self._model, "eval")
         feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
-        self._sync_into_replicas()
+        self._copy_weights(into_replicas=True)
         callback_list = callback_list_for(
             self.model, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
@@ -264,7 +265,7 @@ class TPUModel:
         """
         validation.check_steps(steps, x)
         feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True)
-        self._sync_into_replicas()
+        self._copy_weights(into_replicas=True)
         self._prepare_state(feed, build_metrics=False)
         program = self._program("predict", True)
         callback_list = callback_list_for(
@@ -370,31 +371,19 @@ class TPUModel:
         callback_list.on_test_end(logs)
         return logs
 
-    def _sync_into_replicas(self) -> None:
+    def _with_user_model(self, event, *args) -> None:
+        """Runs a callback event with the user's model holding the current weights.
+
+        With a cloned model, the user's model gets the trained weights first,
+        and what the event leaves in it (EarlyStopping's best weights) goes back.
+        """
+        self._copy_weights(into_replicas=False)
+        event(*args)
+        self._copy_weights(into_replicas=True)
+
+    def _copy_weights(self, *, into_replicas: bool) -> None:
         if self._model is not self.model:
-            self._model.set_weights(self.model.get_weights())
-
-    def _sync_out_of_replicas(self) -> None:
-        if self._model is not self.model:
-            self.model.set_weights(self._model.get_weights())
-
-
-def _epoch_steps(
-    feed: infeed.Infeed, steps_per_epoch: int | None, use_tail: bool, drop_remainder: bool
-) -> int:
-    """Returns the steps of one epoch: `steps_per_epoch`, else one pass over the data."""
-    if steps_per_epoch is not None:
-        return steps_per_epoch
-    if feed.steps_per_pass is None:
-        raise errors.invalid_argument(
-            "steps_per_epoch", None, "a positive int when the training dataset is endless"
-        )
-    steps = feed.steps_per_pass + (1 if use_tail else 0)
-    if steps == 0:
-        raise errors.invalid_argument(
-            "drop_remainder",
-            drop_remainder,
-            "False, or more rows than batch_size: no full batch is left to train on",
-            what="The training data makes no batch",
-        )
-    return steps
+            source, target = (
+                (self.model, self._model) if into_replicas else (self._model, self.model)
+            )
+            target.set_weights(source.get_weights())

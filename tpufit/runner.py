@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tpufit import errors
 from tpufit.logs import to_python
 from tpufit.programs import LoopProgram, LoopResult
 
@@ -19,6 +20,27 @@ def loop_sizes(total_steps: int, iterations_per_loop: int) -> list[int]:
     """
     full, last = divmod(total_steps, iterations_per_loop)
     return [iterations_per_loop] * full + ([last] if last else [])
+
+
+def epoch_steps(
+    steps_per_pass: int | None, steps_per_epoch: int | None, use_tail: bool, drop_remainder: bool
+) -> int:
+    """Returns the steps of one epoch: `steps_per_epoch`, else one pass over the data."""
+    if steps_per_epoch is not None:
+        return steps_per_epoch
+    if steps_per_pass is None:
+        raise errors.invalid_argument(
+            "steps_per_epoch", None, "a positive int when the training dataset is endless"
+        )
+    steps = steps_per_pass + (1 if use_tail else 0)
+    if steps == 0:
+        raise errors.invalid_argument(
+            "drop_remainder",
+            drop_remainder,
+            "False, or more rows than batch_size: no full batch is left to train on",
+            what="The training data makes no batch",
+        )
+    return steps
 
 
 def run_loops(
