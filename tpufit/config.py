@@ -8,13 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from tpufit import errors
+from tpufit import errors, validation
 
 JIT_CHOICES = ("auto", True, False)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +44,7 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, np.integer):
                 object.__setattr__(self, name, int(value))
-        if not _is_int(self.iterations_per_loop) or self.iterations_per_loop < 1:
+        if not validation.is_int(self.iterations_per_loop) or self.iterations_per_loop < 1:
             raise errors.invalid_argument(
                 "iterations_per_loop",
                 self.iterations_per_loop,
@@ -65,7 +61,7 @@ class RunConfig:
             and (not isinstance(self.jit_compile, bool))
         ):
             raise errors.invalid_argument("jit_compile", self.jit_compile, '"auto", True or False')
-        if self.seed is not None and not _is_int(self.seed):
+        if self.seed is not None and not validation.is_int(self.seed):
             raise errors.invalid_type("seed", self.seed, "an int or None")
 
     @classmethod

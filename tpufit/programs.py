@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -101,6 +102,7 @@ class LoopProgram:
         self.jit_compile: bool | None = None
         self.traces = 0
         self._output_specs: dict[Any, Any] = {}
+        self._prepared_iterator: Callable[[], Any] = lambda: None
         self._step_fn: Any = None
         self._loop_fn = tf.function(self._loop)
 
@@ -203,7 +205,11 @@ class LoopProgram:
                 lambda a, b: np.concatenate([a, b]), first.outfeed, rest.outfeed
             )
             return LoopResult(outfeed, rest.latest, num_steps, False)
-        self._prepare(iterator.element_spec)
+        if iterator is not self._prepared_iterator():
+            # Once per iterator, not per loop: the spec's key is built from its repr.
+            # A weak reference, so a finished run's prefetching iterator is not kept alive.
+            self._prepare(iterator.element_spec)
+            self._prepared_iterator = weakref.ref(iterator)
         outfeed, latest, steps, stopped = self._loop_fn(iterator, tf.constant(num_steps, tf.int32))
         steps = int(steps)
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)

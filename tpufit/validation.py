@@ -11,7 +11,8 @@ import tensorflow as tf
 from tpufit import errors, padding
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether `value` is an int (Python or numpy), not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
@@ -29,7 +30,7 @@ def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> No
     """Checks that `value` is a positive int (or `None` when allowed)."""
     if value is None and allow_none:
         return
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         expected = "a positive int" + (" or None" if allow_none else "")
         raise errors.invalid_argument(name, value, expected)
 
@@ -123,7 +124,7 @@ def check_dataset_extras(y: Any, sample_weight: Any) -> None:
 def check_epochs(epochs: Any, initial_epoch: Any) -> None:
     """Checks `epochs` and `initial_epoch`."""
     check_positive_int("epochs", epochs)
-    if not _is_int(initial_epoch) or not 0 <= initial_epoch < epochs:
+    if not is_int(initial_epoch) or not 0 <= initial_epoch < epochs:
         raise errors.invalid_argument(
             "initial_epoch", initial_epoch, f"an int in [0, epochs={epochs})"
         )
