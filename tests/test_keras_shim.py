@@ -6,8 +6,9 @@ If a Keras release moves them, these tests fail first, with the name that moved.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
-from conftest import tiny_model
+from conftest import tiny_data, tiny_model
 
 from tpufit import _keras_shim
 
@@ -60,3 +61,17 @@ def test_loss_tracker_is_the_loss_entry_of_the_logs():
     tracker = _keras_shim.loss_tracker(model)
     tracker.update_state(3.0)
     assert float(model.get_metrics_result()["loss"]) == 3.0
+
+
+def test_backup_and_restore_leaves_the_epoch_to_resume_from_where_the_shim_reads_it(tmp_path):
+    model = tiny_model()
+    model.compile(optimizer="sgd", loss="mse")
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path), delete_checkpoint=False)
+    x, y = tiny_data(8)
+    model.fit(x, np.eye(3)[y], epochs=2, verbose=0, callbacks=[backup])
+    fresh = tiny_model()
+    fresh.compile(optimizer="sgd", loss="mse")
+    backup.set_model(fresh)
+    backup.on_train_begin()
+    assert _keras_shim.take_initial_epoch(fresh) == 2
+    assert _keras_shim.take_initial_epoch(fresh) is None

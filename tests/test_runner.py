@@ -63,7 +63,7 @@ class Recorder:
 
     def stop_requested(self) -> bool:
         self.stop_checks += 1
-        return self.stop_after_loops is not None and (self.stop_checks >= self.stop_after_loops)
+        return self.stop_after_loops is not None and len(self.after) >= self.stop_after_loops
 
 
 def run(data_steps, total_steps, iterations_per_loop, recorder=None):
@@ -179,16 +179,39 @@ def test_run_loops_stops_when_a_stop_is_requested(total_steps):
     done, program, recorder, iterator = run(None, total_steps, 4, recorder)
     assert done == 8
     assert program.asked == [4, 4]
-    assert recorder.stop_checks == 2
+    assert recorder.stop_checks == 3  # before the first loop, then after each
     assert [first for first, _ in recorder.after] == [0, 4]
     assert next(iterator) == 8
 
 
-def test_run_loops_asks_for_a_stop_after_every_loop():
+def test_run_loops_asks_for_a_stop_before_the_first_loop_and_after_every_loop():
     recorder = Recorder()
     done, program, recorder, _ = run(None, 10, 4, recorder)
     assert done == 10
-    assert recorder.stop_checks == len(program.asked) == 3
+    assert recorder.stop_checks == len(program.asked) + 1 == 4
+
+
+def test_run_loops_runs_nothing_when_a_stop_was_requested_before_it_began():
+    done, program, recorder, _ = run(None, 10, 4, Recorder(stop_after_loops=0))
+    assert done == 0
+    assert program.asked == [] and recorder.before == []
+
+
+def test_run_loops_runs_the_steps_before_loop_returns():
+    recorder = Recorder()
+    program = StreamProgram()
+    limits = iter([2, None, 1])
+    done = run_loops(
+        program,
+        stream(None),
+        total_steps=10,
+        iterations_per_loop=4,
+        before_loop=lambda first, asked: next(limits, None),
+        after_loop=recorder.after_loop,
+        stop_requested=recorder.stop_requested,
+    )
+    assert program.asked == [2, 4, 1, 3]
+    assert done == 10
 
 
 def test_run_loops_with_zero_steps_runs_nothing():

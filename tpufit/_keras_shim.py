@@ -82,3 +82,17 @@ def loss_tracker(model: keras.Model) -> keras.metrics.Mean:
         return model._loss_tracker
     except AttributeError as error:
         raise RuntimeError(_UNSUPPORTED) from error
+
+
+def take_initial_epoch(model: keras.Model) -> int | None:
+    """Returns (and clears) the epoch a callback asked `fit` to resume from.
+
+    `keras.callbacks.BackupAndRestore` restores its backup in
+    `on_train_begin` and leaves the epoch to resume from in the model's
+    `_initial_epoch`, which Keras's `fit` reads right after. Cleared here so a
+    later `fit` does not resume again.
+    """
+    epoch = getattr(model, "_initial_epoch", None)
+    if epoch is not None:
+        model._initial_epoch = None
+    return epoch

@@ -8,6 +8,7 @@ numpy arrays from `predict`.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import keras
@@ -24,8 +25,10 @@ from tpufit import (
 )
 from tpufit import logs as logs_module
 from tpufit import steps as step_fns
-from tpufit.callbacks import callback_list_for
+from tpufit.callbacks import KerasCallbackHook
 from tpufit.config import RunConfig
+from tpufit.hooks.base import Hook, HookList, Run, RunValues
+from tpufit.progress import ProgressHook, verbosity
 from tpufit.strategy import build_state, place_model, place_optimizer, resolve_strategy
 
 
@@ -71,7 +74,7 @@ class TPUModel:
         self.strategy = resolve_strategy(strategy)
         self._model = place_model(model, self.strategy)
         self._compiled = False
-        self._programs: dict[tuple[str, bool], programs.LoopProgram] = {}
+        self._programs: dict[tuple, programs.LoopProgram] = {}
         self._metrics_built = False
         self._steps_trained = 0
 
@@ -84,7 +87,7 @@ class TPUModel:
     def traces(self) -> dict[str, int]:
         """How many times each mode's loop program was traced (for checking retraces)."""
         counts: dict[str, int] = {}
-        for (mode, _), program in self._programs.items():
+        for (mode, *_), program in self._programs.items():
             counts[mode] = counts.get(mode, 0) + program.traces
         return counts
 
@@ -129,13 +132,20 @@ class TPUModel:
         validation_freq: int = 1,
         *,
         drop_remainder: bool = False,
+        hooks: list[Hook] | None = None,
     ) -> keras.callbacks.History:
         """Trains the model, as `keras.Model.fit` does, in loops of `iterations_per_loop` steps.
 
         Every epoch sees every example: the last partial batch is padded with
         zero-weight rows and counts as a step (`drop_remainder=True` drops it).
         With `steps_per_epoch`, the data is cycled so every epoch runs exactly
-        that many steps.
+        that many steps. Keras callbacks run between loops (see
+        `tpufit.callbacks`), as do `hooks`.
+
+        Args:
+            drop_remainder: Drop the last partial batch of every epoch.
+            hooks: `tpufit.Hook`s for this run, called before the callbacks.
+            **others: As in `keras.Model.fit`.
 
         Returns:
             A `keras.callbacks.History` with one entry per epoch.
@@ -178,43 +188,43 @@ class TPUModel:
         epoch_steps = runner.epoch_steps(
             train_feed.steps_per_pass, steps_per_epoch, use_tail, drop_remainder
         )
+        history = keras.callbacks.History()
+        hook_list, callback_hook = self._hooks(
+            hooks, [*(callbacks or []), history], verbose, epochs=epochs, steps=epoch_steps
+        )
+        program = self._program("train", padded, hook_list.host_calls("train"))
         self._copy_weights(into_replicas=True)
-        self._prepare_state(train_feed, build_metrics=padded)
-        program = self._program("train", padded)
         iterator = iter(self._distribute(train_feed.dataset))
         tail = iter(self._distribute(train_feed.tail)) if use_tail else None
-        history = keras.callbacks.History()
-        callback_list = callback_list_for(
-            self.model, list(callbacks or []) + [history], verbose, epochs=epochs, steps=epoch_steps
+        run = Run(
+            "train",
+            self,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=epoch_steps,
+            batch_size=train_feed.batch_size,
+            external_stop=self._stop_requested,
         )
         self._model.stop_training = self.model.stop_training = False
-        callback_list.on_train_begin()
-        epoch_logs: dict = {}
-        for epoch in range(initial_epoch, epochs):
-            self._model.reset_metrics()
-            callback_list.on_epoch_begin(epoch)
-            tracker = runner.LoopTracker(
-                callback_list.on_train_batch_begin, callback_list.on_train_batch_end
-            )
-            runner.run_loops(
-                program,
-                iterator,
-                total_steps=epoch_steps - (1 if use_tail else 0),
-                iterations_per_loop=self.config.iterations_per_loop,
-                before_loop=tracker.before_loop,
-                after_loop=tracker.after_loop,
-                stop_requested=self._stop_requested,
-                tail=tail,
-            )
-            self._steps_trained += tracker.steps
-            epoch_logs = logs_module.final_logs(self._model, tracker.logs, tracker.padding_rows)
-            if val_feed is not None and (epoch + 1) % validation_freq == 0:
-                val_logs = self._run_evaluation(val_feed, validation_steps, callback_list)
-                epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
-            self._with_user_model(callback_list.on_epoch_end, epoch, epoch_logs)
-            if self._stop_requested():
-                break
-        self._with_user_model(callback_list.on_train_end, epoch_logs)
+        with self._keeping_user_weights(), hook_list.running(run):
+            self._prepare_state(train_feed, build_metrics=padded)
+            hook_list.after_create_session(run)
+            for epoch in range(run.initial_epoch, epochs):
+                self._model.reset_metrics()
+                hook_list.epoch_begin(run, epoch)
+                events = runner.LoopEvents(run, hook_list, epoch, runner.loss_values, self._advance)
+                self._run_loops(program, iterator, events, epoch_steps - use_tail, tail)
+                logs = logs_module.final_logs(self._model, events.logs, events.padding_rows)
+                if val_feed is not None and (epoch + 1) % validation_freq == 0:
+                    val_logs = self._evaluate_run(
+                        val_feed, validation_steps, HookList([callback_hook]), parent=run
+                    )
+                    logs.update({f"val_{k}": v for k, v in val_logs.items()})
+                hook_list.epoch_end(run, epoch, logs)
+                run.logs = logs
+                if run.stop_requested:
+                    break
+            self._finalize_optimizer()
         return history
 
     def evaluate(
@@ -227,11 +237,17 @@ class TPUModel:
         steps: int | None = None,
         callbacks: list[keras.callbacks.Callback] | None = None,
         return_dict: bool = False,
+        *,
+        hooks: list[Hook] | None = None,
     ) -> float | list[float] | dict[str, float]:
         """Evaluates the model, as `keras.Model.evaluate` does, exactly.
 
         Padding rows count nowhere: every metric and the loss equal what Keras
         computes on the whole data in one batch.
+
+        Args:
+            hooks: `tpufit.Hook`s for this run, called before the callbacks.
+            **others: As in `keras.Model.evaluate`.
 
         Returns:
             The loss and metrics: a scalar, a list in `metrics_names` order,
@@ -241,11 +257,11 @@ class TPUModel:
         validation.check_steps(steps, x)
         padded = step_fns.uses_keras_steps(self._model, "eval")
         feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
-        self._copy_weights(into_replicas=True)
-        callback_list = callback_list_for(
-            self.model, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
+        hook_list, _ = self._hooks(
+            hooks, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
-        logs = self._run_evaluation(feed, steps, callback_list)
+        self._copy_weights(into_replicas=True)
+        logs = self._evaluate_run(feed, steps, hook_list)
         if return_dict:
             return logs
         return logs_module.flatten_in_order(self._model, logs)
@@ -257,41 +273,41 @@ class TPUModel:
         verbose: int | str = "auto",
         steps: int | None = None,
         callbacks: list[keras.callbacks.Callback] | None = None,
+        *,
+        hooks: list[Hook] | None = None,
     ) -> Any:
         """Predicts, as `keras.Model.predict` does: exactly one output row per input row.
+
+        Args:
+            hooks: `tpufit.Hook`s for this run; `after_run` gets the loop's
+                predictions as `values.outfeed["outputs"]`.
+            **others: As in `keras.Model.predict`.
 
         Returns:
             Numpy arrays in the structure of the model's outputs.
         """
         validation.check_steps(steps, x)
         feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True)
-        self._copy_weights(into_replicas=True)
-        self._prepare_state(feed, build_metrics=False)
+        total_steps = steps or feed.steps_per_pass
+        hook_list, _ = self._hooks(hooks, callbacks, verbose, epochs=1, steps=total_steps)
         program = self._program("predict", True)
-        callback_list = callback_list_for(
-            self.model, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
-        )
+        self._copy_weights(into_replicas=True)
+        run = Run("predict", self, steps_per_epoch=total_steps, batch_size=feed.batch_size)
         outputs: list = []
-        masks: list = []
 
-        def after_loop(first: int, result: programs.LoopResult) -> None:
+        def to_values(result: programs.LoopResult) -> RunValues:
             predictions, mask = programs.stack_rows(result.outfeed)
-            outputs.append(predictions)
-            masks.append(mask)
-            callback_list.on_predict_batch_end(first + result.steps - 1, {})
+            outputs.append(padding.drop_padding([predictions], [mask]))
+            return RunValues(outfeed={"outputs": outputs[-1]}, logs={})
 
-        callback_list.on_predict_begin()
-        runner.run_loops(
-            program,
-            iter(self._distribute(feed.dataset)),
-            total_steps=steps or feed.steps_per_pass,
-            iterations_per_loop=self.config.iterations_per_loop,
-            before_loop=lambda first, _: callback_list.on_predict_batch_begin(first),
-            after_loop=after_loop,
-            stop_requested=lambda: False,
-        )
-        callback_list.on_predict_end()
-        return padding.drop_padding(outputs, masks)
+        with hook_list.running(run):
+            self._prepare_state(feed, build_metrics=False)
+            hook_list.after_create_session(run)
+            hook_list.epoch_begin(run, 0)
+            events = runner.LoopEvents(run, hook_list, 0, to_values)
+            self._run_loops(program, iter(self._distribute(feed.dataset)), events, total_steps)
+            hook_list.epoch_end(run, 0, run.logs)
+        return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)
 
     def _check_compiled(self, method: str) -> None:
         if not self._compiled:
@@ -321,10 +337,11 @@ class TPUModel:
             **layout,
         )
 
-    def _program(self, mode: str, padded: bool) -> programs.LoopProgram:
-        key = (mode, padded)
+    def _program(self, mode: str, padded: bool, host_calls=None) -> programs.LoopProgram:
+        host_calls = host_calls or {}
+        key = (mode, padded, tuple(host_calls.items()))
         if key not in self._programs:
-            step, reduce = step_fns.replica_step_for(self._model, mode, padded)
+            step, reduce = step_fns.replica_step_for(self._model, mode, padded, host_calls)
             self._programs[key] = programs.LoopProgram(
                 self.strategy,
                 step,
@@ -347,39 +364,91 @@ class TPUModel:
         )
         self._metrics_built = self._metrics_built or build_metrics
 
-    def _run_evaluation(self, feed: infeed.Infeed, eval_steps: int | None, callback_list) -> dict:
-        padded = step_fns.uses_keras_steps(self._model, "eval")
-        self._prepare_state(feed, build_metrics=padded)
-        program = self._program("eval", padded)
-        self._model.reset_metrics()
-        tracker = runner.LoopTracker(
-            callback_list.on_test_batch_begin, callback_list.on_test_batch_end
+    def _hooks(
+        self, hooks, callbacks, verbose, *, epochs: int, steps: int | None
+    ) -> tuple[HookList, KerasCallbackHook]:
+        """Returns a run's hooks, in calling order: the user's, the callbacks', progress."""
+        user_hooks = HookList(hooks)
+        callback_hook = KerasCallbackHook(
+            list(callbacks or []),
+            self.model,
+            verbose=verbosity(verbose),
+            epochs=epochs,
+            steps=steps,
+            user_weights=self._user_weights,
         )
-        use_tail = feed.tail is not None and eval_steps is None
-        callback_list.on_test_begin()
+        return HookList([*user_hooks.hooks, callback_hook, ProgressHook(verbose)]), callback_hook
+
+    def _run_loops(self, program, iterator, events: runner.LoopEvents, total_steps, tail=None):
         runner.run_loops(
             program,
-            iter(self._distribute(feed.dataset)),
-            total_steps=eval_steps or feed.steps_per_pass,
+            iterator,
+            total_steps=total_steps,
             iterations_per_loop=self.config.iterations_per_loop,
-            before_loop=tracker.before_loop,
-            after_loop=tracker.after_loop,
-            stop_requested=lambda: False,
-            tail=iter(self._distribute(feed.tail)) if use_tail else None,
+            before_loop=events.before_loop,
+            after_loop=events.after_loop,
+            stop_requested=events.stop_requested,
+            tail=tail,
         )
-        logs = logs_module.final_logs(self._model, tracker.logs, tracker.padding_rows)
-        callback_list.on_test_end(logs)
-        return logs
 
-    def _with_user_model(self, event, *args) -> None:
-        """Runs a callback event with the user's model holding the current weights.
+    def _evaluate_run(
+        self, feed: infeed.Infeed, eval_steps: int | None, hook_list: HookList, *, parent=None
+    ) -> dict:
+        padded = step_fns.uses_keras_steps(self._model, "eval")
+        program = self._program("eval", padded, hook_list.host_calls("eval"))
+        use_tail = feed.tail is not None and eval_steps is None
+        total_steps = eval_steps or feed.steps_per_pass
+        run = Run(
+            "eval",
+            self,
+            steps_per_epoch=None if total_steps is None else total_steps + use_tail,
+            batch_size=feed.batch_size,
+            parent=parent,
+        )
+        with hook_list.running(run):
+            self._prepare_state(feed, build_metrics=padded)
+            self._model.reset_metrics()
+            hook_list.after_create_session(run)
+            hook_list.epoch_begin(run, 0)
+            events = runner.LoopEvents(run, hook_list, 0, runner.loss_values)
+            tail = iter(self._distribute(feed.tail)) if use_tail else None
+            self._run_loops(program, iter(self._distribute(feed.dataset)), events, total_steps, tail)
+            run.logs = logs_module.final_logs(self._model, events.logs, events.padding_rows)
+            hook_list.epoch_end(run, 0, run.logs)
+        return run.logs
 
-        With a cloned model, the user's model gets the trained weights first,
-        and what the event leaves in it (EarlyStopping's best weights) goes back.
+    def _advance(self, steps: int) -> None:
+        self._steps_trained += steps
+
+    def _finalize_optimizer(self) -> None:
+        # As Keras's fit: an optimizer with `use_ema=True` leaves the averaged weights.
+        optimizer = getattr(self._model, "optimizer", None)
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            with self.strategy.scope():
+                optimizer.finalize_variable_values(self._model.trainable_weights)
+
+    @contextlib.contextmanager
+    def _user_weights(self):
+        """A block in which the user's model holds the current weights.
+
+        With a cloned model, the user's model gets the replicas' weights
+        first, and what the block leaves in it (EarlyStopping's best weights,
+        a restored backup) goes back to the replicas.
         """
+        if self._model is self.model:
+            yield
+            return
         self._copy_weights(into_replicas=False)
-        event(*args)
+        yield
         self._copy_weights(into_replicas=True)
+
+    @contextlib.contextmanager
+    def _keeping_user_weights(self):
+        """Leaves the trained weights in the user's model when the block ends, even on error."""
+        try:
+            yield
+        finally:
+            self._copy_weights(into_replicas=False)
 
     def _copy_weights(self, *, into_replicas: bool) -> None:
         if self._model is not self.model:

@@ -229,14 +229,16 @@ def _numpy(value):
 def reduce_logs(strategy: tf.distribute.Strategy, outputs) -> tuple[dict, dict]:
     """Reduces a train/eval step's replica outputs to `(per_step, latest)`.
 
-    Per step: the loss (the replicas' shares summed) and the padding rows
-    (the same on every replica). Latest: the logs, averaged over replicas as
-    Keras does; the host reads exact values from the metrics at the end.
+    Per step: the loss (the replicas' shares summed), the padding rows
+    (the same on every replica) and the hooks' `host_call` values (averaged).
+    Latest: the logs, averaged over replicas as Keras does; the host reads
+    exact values from the metrics at the end.
     """
-    logs, step_loss, padding_rows = outputs
+    logs, step_loss, padding_rows, extras = outputs
     per_step = {
         "loss": strategy.reduce(_SUM, step_loss, axis=None),
         "padding_rows": strategy.reduce(_MEAN, padding_rows, axis=None),
+        **{name: strategy.reduce(_MEAN, value, axis=None) for name, value in extras.items()},
     }
     return per_step, tf.nest.map_structure(lambda v: strategy.reduce(_MEAN, v, axis=None), logs)
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tpufit import errors
+from tpufit.hooks.base import HookList, Run, RunContext, RunValues
 from tpufit.logs import to_python
 from tpufit.programs import LoopProgram, LoopResult
 
@@ -49,7 +50,7 @@ def run_loops(
     *,
     total_steps: int | None,
     iterations_per_loop: int,
-    before_loop: Callable[[int, int], None],
+    before_loop: Callable[[int, int], int | None],
     after_loop: Callable[[int, LoopResult], None],
     stop_requested: Callable[[], bool],
     tail=None,
@@ -61,10 +62,12 @@ def run_loops(
         iterator: Iterator over the distributed infeed.
         total_steps: Steps to run, or `None` to run until the stopping signal.
         iterations_per_loop: The most steps one loop runs.
-        before_loop: Called with `(index of the loop's first step, steps asked)`.
+        before_loop: Called with `(index of the loop's first step, steps asked)`;
+            may return fewer steps for the loop to run (at least 1).
         after_loop: Called with `(index of the loop's first step, result)`
             after every loop that ran at least one step.
-        stop_requested: Asked after every loop; `True` ends the run there.
+        stop_requested: Asked before the first loop and after every loop;
+            `True` ends the run there.
         tail: Iterator over the unpadded partial last batch, run as one more
             one-step loop (its own trace) unless the run stopped early.
 
@@ -72,12 +75,14 @@ def run_loops(
         The number of steps that ran.
     """
     done = 0
+    if stop_requested():
+        return done
     while total_steps is None or done < total_steps:
         asked = iterations_per_loop
         if total_steps is not None:
             asked = min(asked, total_steps - done)
-        before_loop(done, asked)
-        result = program.run(iterator, asked)
+        limited = before_loop(done, asked)
+        result = program.run(iterator, asked if limited is None else limited)
         if result.steps:
             after_loop(done, result)
         done += result.steps
@@ -91,24 +96,67 @@ def run_loops(
     return done
 
 
-class LoopTracker:
-    """Counts a run's steps, keeps its latest logs and padding rows, and fires batch events."""
+class LoopEvents:
+    """Turns `run_loops`' calls into hook events for one epoch of a run, and adds up its loops.
 
-    def __init__(self, on_batch_begin, on_batch_end) -> None:
-        self._on_batch_begin = on_batch_begin
-        self._on_batch_end = on_batch_end
+    Args:
+        run: The run the loops belong to.
+        hooks: The run's hooks.
+        epoch: The epoch the loops belong to.
+        to_values: Makes a loop's `RunValues` from its `LoopResult`.
+        advance_global_step: Called with the steps of every loop that trained.
+
+    Attributes:
+        steps: Steps that ran.
+        logs: The latest loop's logs, as Python values.
+        padding_rows: Padding rows the loops' steps saw.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        hooks: HookList,
+        epoch: int,
+        to_values: Callable[[LoopResult], RunValues],
+        advance_global_step: Callable[[int], None] | None = None,
+    ) -> None:
+        self._run = run
+        self._hooks = hooks
+        self._epoch = epoch
+        self._to_values = to_values
+        self._advance = advance_global_step
+        self._context: RunContext | None = None
         self.steps = 0
         self.logs: dict = {}
         self.padding_rows = 0.0
 
-    def before_loop(self, first: int, asked: int) -> None:
-        """Fires the batch-begin event with the index of the loop's first step."""
-        del asked
-        self._on_batch_begin(first)
+    def before_loop(self, first: int, asked: int) -> int:
+        """Calls `before_run`; returns the steps the loop runs (a hook may have lowered them)."""
+        self._context = RunContext(self._run, epoch=self._epoch, first_step=first, steps=asked)
+        self._hooks.before_run(self._context)
+        return self._context.steps
 
     def after_loop(self, first: int, result: LoopResult) -> None:
-        """Counts steps and padding, keeps the logs, fires batch-end with the last step's index."""
+        """Counts the loop, advances the global step, and calls `after_run`."""
+        context = self._context
+        assert context is not None and context.first_step == first
+        context.steps = result.steps
         self.steps += result.steps
-        self.padding_rows += float(np.sum(result.outfeed["padding_rows"]))
-        self.logs = {name: to_python(value) for name, value in result.latest.items()}
-        self._on_batch_end(first + result.steps - 1, dict(self.logs))
+        if isinstance(result.outfeed, dict) and "padding_rows" in result.outfeed:
+            self.padding_rows += float(np.sum(result.outfeed["padding_rows"]))
+        if self._advance is not None:
+            self._advance(result.steps)
+        values = self._to_values(result)
+        self.logs = values.logs
+        self._hooks.after_run(context, values)
+
+    def stop_requested(self) -> bool:
+        """Whether the run was asked to stop."""
+        return self._run.stop_requested
+
+
+def loss_values(result: LoopResult) -> RunValues:
+    """A train/eval loop's `RunValues`: every step's loss and host_call values, the latest logs."""
+    outfeed = {name: value for name, value in result.outfeed.items() if name != "padding_rows"}
+    logs = {name: to_python(value) for name, value in result.latest.items()}
+    return RunValues(outfeed=outfeed, logs=logs)

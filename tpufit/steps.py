@@ -7,10 +7,11 @@ gives exactly what Keras gives on the unpadded one. A model that overrides a
 step gets its own step, called with `data` exactly as the input yields it; its
 partial last batch runs unpadded instead (see `infeed.py`).
 
-Each train/eval replica step returns `(logs, step_loss, padding_rows)`: `logs`
-are the model's running metric results, `step_loss` is this replica's share of
-the step's loss (summed over replicas), `padding_rows` the padding rows of the
-global batch.
+Each train/eval replica step returns `(logs, step_loss, padding_rows, extras)`:
+`logs` are the model's running metric results, `step_loss` is this replica's
+share of the step's loss (summed over replicas), `padding_rows` the padding
+rows of the global batch, `extras` the values the hooks' `host_call` functions
+asked for (averaged over replicas).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import keras
 import tensorflow as tf
 
 from tpufit import _keras_shim, programs
+from tpufit.hooks.base import StepTensors
+
+HostCalls = dict[str, Callable[[StepTensors], tf.Tensor]]
 
 MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
 
@@ -92,15 +96,18 @@ def _padded_loss(model, x, y, y_pred, weights, signals, training):
     return data_loss + regularization, tracked
 
 
-def _outfeed(model: keras.Model, tracked_loss: tf.Tensor, signals):
-    """Returns `(logs, step_loss share, padding rows)` of one replica's step."""
+def host_call_values(host_calls: HostCalls, tensors: StepTensors) -> dict[str, tf.Tensor]:
+    """Runs the hooks' `host_call` functions on one step's tensors, as float32."""
+    return {name: tf.cast(fn(tensors), tf.float32) for name, fn in host_calls.items()}
+
+
+def _outfeed(model, data, tracked_loss, signals, host_calls: HostCalls, gradients=None):
+    """Returns `(logs, step_loss share, padding rows, extras)` of one replica's step."""
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     rows = tf.cast(tf.shape(signals["mask"])[0] * replicas, tf.float32)
-    return (
-        model.get_metrics_result(),
-        tf.cast(tracked_loss, tf.float32) / replicas,
-        rows - signals["real_rows"][0],
-    )
+    logs = model.get_metrics_result()
+    extras = host_call_values(host_calls, StepTensors(model, data, logs, gradients))
+    return logs, tf.cast(tracked_loss, tf.float32) / replicas, rows - signals["real_rows"][0], extras
 
 
 def _update_trackers(model, tracked_loss, y, y_pred, weights, signals) -> None:
@@ -111,7 +118,7 @@ def _update_trackers(model, tracked_loss, y, y_pred, weights, signals) -> None:
     _keras_shim.update_compiled_metrics(model, y, y_pred, weights, signals["mask"])
 
 
-def padded_train_step(model: keras.Model, data, signals):
+def padded_train_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
     """Keras's `train_step`, counting only the real rows of a padded batch."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     weights = _weights(sample_weight, signals["mask"])
@@ -120,22 +127,23 @@ def padded_train_step(model: keras.Model, data, signals):
         loss, tracked = _padded_loss(model, x, y, y_pred, weights, signals, True)
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_weights
-    model.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables, strict=True))
+    gradients = tape.gradient(scaled, variables)
+    model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
     _update_trackers(model, tracked, y, y_pred, weights, signals)
-    return _outfeed(model, tracked, signals)
+    return _outfeed(model, data, tracked, signals, host_calls or {}, gradients)
 
 
-def padded_test_step(model: keras.Model, data, signals):
+def padded_test_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
     """Keras's `test_step`, counting only the real rows of a padded batch."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     weights = _weights(sample_weight, signals["mask"])
     y_pred = model(x, training=False)
     _, tracked = _padded_loss(model, x, y, y_pred, weights, signals, False)
     _update_trackers(model, tracked, y, y_pred, weights, signals)
-    return _outfeed(model, tracked, signals)
+    return _outfeed(model, data, tracked, signals, host_calls or {})
 
 
-def _own_step(method: Callable):
+def _own_step(model: keras.Model, method: Callable, host_calls: HostCalls):
     def step(data, signals):
         del signals  # The user's step sees its data exactly as the input yields it.
         logs = method(data)
@@ -143,37 +151,41 @@ def _own_step(method: Callable):
         step_loss = logs.get("loss") if isinstance(logs, dict) else None
         if step_loss is None:
             step_loss = tf.constant(float("nan"))
-        return logs, tf.cast(step_loss, tf.float32) / replicas, tf.constant(0.0)
+        extras = host_call_values(host_calls, StepTensors(model, data, logs, None))
+        return logs, tf.cast(step_loss, tf.float32) / replicas, tf.constant(0.0), extras
 
     return step
 
 
-def train_step_for(model: keras.Model, padded: bool) -> Callable:
-    """Returns the training replica step `(data, signals) -> (logs, step_loss, padding_rows)`."""
+def train_step_for(model: keras.Model, padded: bool, host_calls: HostCalls | None = None):
+    """Returns the training replica step `(data, signals) -> (logs, loss, padding, extras)`."""
     if padded:
-        return lambda data, signals: padded_train_step(model, data, signals)
-    return _own_step(model.train_step)
+        return lambda data, signals: padded_train_step(model, data, signals, host_calls)
+    return _own_step(model, model.train_step, host_calls or {})
 
 
-def test_step_for(model: keras.Model, padded: bool) -> Callable:
-    """Returns the evaluation replica step `(data, signals) -> (logs, step_loss, padding_rows)`."""
+def test_step_for(model: keras.Model, padded: bool, host_calls: HostCalls | None = None):
+    """Returns the evaluation replica step `(data, signals) -> (logs, loss, padding, extras)`."""
     if padded:
-        return lambda data, signals: padded_test_step(model, data, signals)
-    return _own_step(model.test_step)
+        return lambda data, signals: padded_test_step(model, data, signals, host_calls)
+    return _own_step(model, model.test_step, host_calls or {})
 
 
-def replica_step_for(model: keras.Model, mode: str, padded: bool) -> tuple[Callable, Callable]:
+def replica_step_for(
+    model: keras.Model, mode: str, padded: bool, host_calls: HostCalls | None = None
+) -> tuple[Callable, Callable]:
     """Returns `(replica_step, reduce)` for a mode's `LoopProgram`.
 
     Args:
         model: The compiled (for "train"/"eval") Keras model.
         mode: "train", "eval" or "predict".
         padded: Whether batches are padded (tpufit's steps) or not (the model's own).
+        host_calls: The hooks' extra per-step values (train and eval).
     """
     if mode == "train":
-        return train_step_for(model, padded), programs.reduce_logs
+        return train_step_for(model, padded, host_calls), programs.reduce_logs
     if mode == "eval":
-        return test_step_for(model, padded), programs.reduce_logs
+        return test_step_for(model, padded, host_calls), programs.reduce_logs
     return predict_step_for(model), programs.gather_predictions
 
 
