@@ -343,11 +343,11 @@ def test_jit_auto_compiles_the_step_where_it_can():
     x, y = tiny_data(40)
     tm = compiled()
     tm.fit(x, y, batch_size=8, verbose=0)
-    assert tm._programs[("train", True, ())].jit_compile is True
+    assert tm._replicas._programs[("train", True, ())].jit_compile is True
     no_xla = compiled()
     no_xla.compile(**compile_args(), jit_compile=False)
     no_xla.fit(x, y, batch_size=8, verbose=0)
-    assert no_xla._programs[("train", True, ())].jit_compile is False
+    assert no_xla._replicas._programs[("train", True, ())].jit_compile is False
 
 
 def weights_of(model):

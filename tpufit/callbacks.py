@@ -3,15 +3,17 @@
 Keras callbacks reach a run through one hook, `KerasCallbackHook`, which calls
 them through Keras's own `keras.callbacks.CallbackList` at these points:
 
-| hook event                | fit                          | evaluate / validation       | predict                      |
-| ------------------------- | ---------------------------- | --------------------------- | ---------------------------- |
-| `after_create_session`    | `on_train_begin()`           | `on_test_begin()`           | `on_predict_begin()`         |
-| `epoch_begin`             | `on_epoch_begin(epoch)`      |                             |                              |
-| `before_run`              | `on_train_batch_begin(first)`| `on_test_batch_begin(first)`| `on_predict_batch_begin(first)` |
-| `after_run`               | `on_train_batch_end(last, logs)` | `on_test_batch_end(last, logs)` | `on_predict_batch_end(last, {"outputs": ...})` |
-| `epoch_end`               | `on_epoch_end(epoch, logs)`  |                             |                              |
-| `end` (no error)          | `on_train_end(logs)`         | `on_test_end(logs)`         | `on_predict_end()`           |
+| hook event             | fit                   | evaluate, validation  | predict                 |
+| ---------------------- | --------------------- | --------------------- | ----------------------- |
+| `after_create_session` | `on_train_begin`      | `on_test_begin`       | `on_predict_begin`      |
+| `epoch_begin`          | `on_epoch_begin`      |                       |                         |
+| `before_run`           | `on_train_batch_begin`| `on_test_batch_begin` | `on_predict_batch_begin`|
+| `after_run`            | `on_train_batch_end`  | `on_test_batch_end`   | `on_predict_batch_end`  |
+| `epoch_end`            | `on_epoch_end`        |                       |                         |
+| `end` (no error)       | `on_train_end`        | `on_test_end`         | `on_predict_end`        |
 
+Batch events get `(first)` at `before_run` and `(last, logs)` at `after_run`;
+predict's `logs` are `{"outputs": the loop's predictions}`.
 `first` and `last` are the indices, within the epoch, of the loop's first and
 last step, so a callback counting batches (`ModelCheckpoint(save_freq=N)`)
 counts every step once. `on_train_begin` runs once the variables exist (a

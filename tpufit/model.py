@@ -8,28 +8,20 @@ numpy arrays from `predict`.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import (
-    errors,
-    infeed,
-    padding,
-    programs,
-    runner,
-    validation,
-)
+from tpufit import errors, infeed, loops, runner, validation
 from tpufit import logs as logs_module
-from tpufit import steps as step_fns
 from tpufit.callbacks import KerasCallbackHook
 from tpufit.config import RunConfig
-from tpufit.hooks.base import Hook, HookList, Run, RunValues
+from tpufit.hooks.base import Hook, HookList, Run
 from tpufit.progress import ProgressHook, verbosity
-from tpufit.strategy import build_state, place_model, place_optimizer, resolve_strategy
+from tpufit.replicas import Replicas
+from tpufit.strategy import resolve_strategy
 
 
 class TPUModel:
@@ -72,10 +64,8 @@ class TPUModel:
             config, iterations_per_loop=iterations_per_loop, model_dir=model_dir
         )
         self.strategy = resolve_strategy(strategy)
-        self._model = place_model(model, self.strategy)
-        self._compiled = False
-        self._programs: dict[tuple, programs.LoopProgram] = {}
-        self._metrics_built = False
+        self._replicas = Replicas(model, self.strategy)
+        self._model = self._replicas.model
         self._steps_trained = 0
 
     @property
@@ -86,10 +76,7 @@ class TPUModel:
     @property
     def traces(self) -> dict[str, int]:
         """How many times each mode's loop program was traced (for checking retraces)."""
-        counts: dict[str, int] = {}
-        for (mode, *_), program in self._programs.items():
-            counts[mode] = counts.get(mode, 0) + program.traces
-        return counts
+        return self._replicas.traces
 
     def compile(self, *args: Any, jit_compile: bool | str = "auto", **kwargs: Any) -> None:
         """Compiles the model, with Keras's arguments and meanings.
@@ -103,14 +90,7 @@ class TPUModel:
                 `metrics`, `loss_weights`, `weighted_metrics`, ...
         """
         self.config = self.config.replace(jit_compile=jit_compile)
-        # Every optimizer given (a GAN passes two) must have its variables under the strategy.
-        args = tuple(place_optimizer(value, self.strategy) for value in args)
-        kwargs = {name: place_optimizer(value, self.strategy) for name, value in kwargs.items()}
-        with self.strategy.scope():
-            self._model.compile(*args, **kwargs)
-        self._compiled = True
-        self._programs.clear()
-        self._metrics_built = False
+        self._replicas.compile(args, kwargs)
 
     def fit(
         self,
@@ -140,12 +120,9 @@ class TPUModel:
         zero-weight rows and counts as a step (`drop_remainder=True` drops it).
         With `steps_per_epoch`, the data is cycled so every epoch runs exactly
         that many steps. Keras callbacks run between loops (see
-        `tpufit.callbacks`), as do `hooks`.
-
-        Args:
-            drop_remainder: Drop the last partial batch of every epoch.
-            hooks: `tpufit.Hook`s for this run, called before the callbacks.
-            **others: As in `keras.Model.fit`.
+        `tpufit.callbacks`), after the `tpufit.Hook`s given as `hooks`.
+        Arguments are Keras's, plus keyword-only `drop_remainder` (drop the
+        last partial batch of every epoch) and `hooks`.
 
         Returns:
             A `keras.callbacks.History` with one entry per epoch.
@@ -164,7 +141,7 @@ class TPUModel:
             x, y, sample_weight, validation_data = infeed.split_for_validation(
                 x, y, sample_weight, validation_split, validation_data
             )
-        padded = step_fns.uses_keras_steps(self._model, "train")
+        padded = self._replicas.uses_keras_steps("train")
         train_feed = self._infeed(
             x,
             y,
@@ -182,7 +159,7 @@ class TPUModel:
                     validation_data, validation_batch_size or batch_size
                 ),
                 mode="eval",
-                padded=step_fns.uses_keras_steps(self._model, "eval"),
+                padded=self._replicas.uses_keras_steps("eval"),
             )
         use_tail = train_feed.tail is not None and steps_per_epoch is None
         epoch_steps = runner.epoch_steps(
@@ -192,10 +169,17 @@ class TPUModel:
         hook_list, callback_hook = self._hooks(
             hooks, [*(callbacks or []), history], verbose, epochs=epochs, steps=epoch_steps
         )
-        program = self._program("train", padded, hook_list.host_calls("train"))
-        self._copy_weights(into_replicas=True)
-        iterator = iter(self._distribute(train_feed.dataset))
-        tail = iter(self._distribute(train_feed.tail)) if use_tail else None
+        program = self._replicas.program(
+            "train", padded, self.config.jit_compile, hook_list.host_calls("train")
+        )
+        self._replicas.copy_weights(into_replicas=True)
+        plan = self._plan(
+            program,
+            train_feed,
+            epoch_steps - use_tail,
+            use_tail,
+            prepare=lambda: self._replicas.prepare_state(train_feed, build_metrics=padded),
+        )
         run = Run(
             "train",
             self,
@@ -203,28 +187,21 @@ class TPUModel:
             initial_epoch=initial_epoch,
             steps_per_epoch=epoch_steps,
             batch_size=train_feed.batch_size,
-            external_stop=self._stop_requested,
+            external_stop=self._replicas.stop_requested,
         )
+
+        def validate(parent: Run, epoch: int) -> dict | None:
+            if val_feed is None or (epoch + 1) % validation_freq:
+                return None
+            return self._evaluate_run(
+                val_feed, validation_steps, HookList([callback_hook]), parent=parent
+            )
+
         self._model.stop_training = self.model.stop_training = False
-        with self._keeping_user_weights(), hook_list.running(run):
-            self._prepare_state(train_feed, build_metrics=padded)
-            hook_list.after_create_session(run)
-            for epoch in range(run.initial_epoch, epochs):
-                self._model.reset_metrics()
-                hook_list.epoch_begin(run, epoch)
-                events = runner.LoopEvents(run, hook_list, epoch, runner.loss_values, self._advance)
-                self._run_loops(program, iterator, events, epoch_steps - use_tail, tail)
-                logs = logs_module.final_logs(self._model, events.logs, events.padding_rows)
-                if val_feed is not None and (epoch + 1) % validation_freq == 0:
-                    val_logs = self._evaluate_run(
-                        val_feed, validation_steps, HookList([callback_hook]), parent=run
-                    )
-                    logs.update({f"val_{k}": v for k, v in val_logs.items()})
-                hook_list.epoch_end(run, epoch, logs)
-                run.logs = logs
-                if run.stop_requested:
-                    break
-            self._finalize_optimizer()
+        with self._replicas.keeping_user_weights():
+            loops.fit_loop(
+                run, hook_list, plan, model=self._model, validate=validate, advance=self._advance
+            )
         return history
 
     def evaluate(
@@ -243,11 +220,8 @@ class TPUModel:
         """Evaluates the model, as `keras.Model.evaluate` does, exactly.
 
         Padding rows count nowhere: every metric and the loss equal what Keras
-        computes on the whole data in one batch.
-
-        Args:
-            hooks: `tpufit.Hook`s for this run, called before the callbacks.
-            **others: As in `keras.Model.evaluate`.
+        computes on the whole data in one batch. Arguments are Keras's, plus
+        keyword-only `hooks` (`tpufit.Hook`s, called before the callbacks).
 
         Returns:
             The loss and metrics: a scalar, a list in `metrics_names` order,
@@ -255,12 +229,12 @@ class TPUModel:
         """
         self._check_compiled("evaluate")
         validation.check_steps(steps, x)
-        padded = step_fns.uses_keras_steps(self._model, "eval")
+        padded = self._replicas.uses_keras_steps("eval")
         feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
         hook_list, _ = self._hooks(
             hooks, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
-        self._copy_weights(into_replicas=True)
+        self._replicas.copy_weights(into_replicas=True)
         logs = self._evaluate_run(feed, steps, hook_list)
         if return_dict:
             return logs
@@ -278,10 +252,9 @@ class TPUModel:
     ) -> Any:
         """Predicts, as `keras.Model.predict` does: exactly one output row per input row.
 
-        Args:
-            hooks: `tpufit.Hook`s for this run; `after_run` gets the loop's
-                predictions as `values.outfeed["outputs"]`.
-            **others: As in `keras.Model.predict`.
+        Arguments are Keras's, plus keyword-only `hooks` (`tpufit.Hook`s,
+        whose `after_run` gets each loop's predictions as
+        `values.outfeed["outputs"]`).
 
         Returns:
             Numpy arrays in the structure of the model's outputs.
@@ -290,38 +263,24 @@ class TPUModel:
         feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True)
         total_steps = steps or feed.steps_per_pass
         hook_list, _ = self._hooks(hooks, callbacks, verbose, epochs=1, steps=total_steps)
-        program = self._program("predict", True)
-        self._copy_weights(into_replicas=True)
+        self._replicas.copy_weights(into_replicas=True)
+        plan = self._plan(
+            self._replicas.program("predict", True, self.config.jit_compile),
+            feed,
+            total_steps,
+            False,
+            prepare=lambda: self._replicas.prepare_state(feed, build_metrics=False),
+        )
         run = Run("predict", self, steps_per_epoch=total_steps, batch_size=feed.batch_size)
-        outputs: list = []
-
-        def to_values(result: programs.LoopResult) -> RunValues:
-            predictions, mask = programs.stack_rows(result.outfeed)
-            outputs.append(padding.drop_padding([predictions], [mask]))
-            return RunValues(outfeed={"outputs": outputs[-1]}, logs={})
-
-        with hook_list.running(run):
-            self._prepare_state(feed, build_metrics=False)
-            hook_list.after_create_session(run)
-            hook_list.epoch_begin(run, 0)
-            events = runner.LoopEvents(run, hook_list, 0, to_values)
-            self._run_loops(program, iter(self._distribute(feed.dataset)), events, total_steps)
-            hook_list.epoch_end(run, 0, run.logs)
-        return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)
+        return loops.prediction_loop(run, hook_list, plan)
 
     def _check_compiled(self, method: str) -> None:
-        if not self._compiled:
+        if not self._replicas.compiled:
             raise errors.NotCompiledError(
                 f"`{method}` needs a compiled model: call `tm.compile(optimizer=..., "
                 f"loss=..., metrics=...)` first. Received: a TPUModel that was "
                 "never compiled"
             )
-
-    def _stop_requested(self) -> bool:
-        return bool(self._model.stop_training or self.model.stop_training)
-
-    def _distribute(self, dataset: tf.data.Dataset):
-        return self.strategy.experimental_distribute_dataset(dataset)
 
     def _infeed(self, x, y, sample_weight, batch_size, **layout) -> infeed.Infeed:
         seed = self.config.seed
@@ -337,33 +296,6 @@ class TPUModel:
             **layout,
         )
 
-    def _program(self, mode: str, padded: bool, host_calls=None) -> programs.LoopProgram:
-        host_calls = host_calls or {}
-        key = (mode, padded, tuple(host_calls.items()))
-        if key not in self._programs:
-            step, reduce = step_fns.replica_step_for(self._model, mode, padded, host_calls)
-            self._programs[key] = programs.LoopProgram(
-                self.strategy,
-                step,
-                reduce,
-                stops=mode != "train",
-                jit_compile=self.config.jit_compile,
-                name=mode,
-                first_step_eagerly=mode == "train" and not padded,
-            )
-        return self._programs[key]
-
-    def _prepare_state(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
-        build_metrics = build_metrics and self._compiled and not self._metrics_built
-        build_state(
-            self._model,
-            self.strategy,
-            feed.dataset,
-            build_metrics=build_metrics,
-            build_optimizer=self._compiled,
-        )
-        self._metrics_built = self._metrics_built or build_metrics
-
     def _hooks(
         self, hooks, callbacks, verbose, *, epochs: int, steps: int | None
     ) -> tuple[HookList, KerasCallbackHook]:
@@ -375,84 +307,42 @@ class TPUModel:
             verbose=verbosity(verbose),
             epochs=epochs,
             steps=steps,
-            user_weights=self._user_weights,
+            user_weights=self._replicas.user_weights,
         )
         return HookList([*user_hooks.hooks, callback_hook, ProgressHook(verbose)]), callback_hook
 
-    def _run_loops(self, program, iterator, events: runner.LoopEvents, total_steps, tail=None):
-        runner.run_loops(
+    def _plan(self, program, feed: infeed.Infeed, total_steps, use_tail: bool, prepare):
+        tail = self._replicas.distribute(feed.tail) if use_tail else None
+        return loops.Plan(
             program,
-            iterator,
-            total_steps=total_steps,
-            iterations_per_loop=self.config.iterations_per_loop,
-            before_loop=events.before_loop,
-            after_loop=events.after_loop,
-            stop_requested=events.stop_requested,
-            tail=tail,
+            self._replicas.distribute(feed.dataset),
+            total_steps,
+            prepare,
+            self.config.iterations_per_loop,
+            tail,
         )
 
     def _evaluate_run(
         self, feed: infeed.Infeed, eval_steps: int | None, hook_list: HookList, *, parent=None
     ) -> dict:
-        padded = step_fns.uses_keras_steps(self._model, "eval")
-        program = self._program("eval", padded, hook_list.host_calls("eval"))
+        padded = self._replicas.uses_keras_steps("eval")
         use_tail = feed.tail is not None and eval_steps is None
         total_steps = eval_steps or feed.steps_per_pass
-        run = Run(
-            "eval",
-            self,
-            steps_per_epoch=None if total_steps is None else total_steps + use_tail,
-            batch_size=feed.batch_size,
-            parent=parent,
+        program = self._replicas.program(
+            "eval", padded, self.config.jit_compile, hook_list.host_calls("eval")
         )
-        with hook_list.running(run):
-            self._prepare_state(feed, build_metrics=padded)
-            self._model.reset_metrics()
-            hook_list.after_create_session(run)
-            hook_list.epoch_begin(run, 0)
-            events = runner.LoopEvents(run, hook_list, 0, runner.loss_values)
-            tail = iter(self._distribute(feed.tail)) if use_tail else None
-            self._run_loops(program, iter(self._distribute(feed.dataset)), events, total_steps, tail)
-            run.logs = logs_module.final_logs(self._model, events.logs, events.padding_rows)
-            hook_list.epoch_end(run, 0, run.logs)
-        return run.logs
+        plan = self._plan(
+            program,
+            feed,
+            total_steps,
+            use_tail,
+            prepare=lambda: self._replicas.prepare_state(feed, build_metrics=padded),
+        )
+        steps_per_epoch = None if total_steps is None else total_steps + use_tail
+        run = Run(
+            "eval", self, steps_per_epoch=steps_per_epoch, batch_size=feed.batch_size, parent=parent
+        )
+        return loops.evaluation_loop(run, hook_list, plan, model=self._model)
 
     def _advance(self, steps: int) -> None:
         self._steps_trained += steps
-
-    def _finalize_optimizer(self) -> None:
-        # As Keras's fit: an optimizer with `use_ema=True` leaves the averaged weights.
-        optimizer = getattr(self._model, "optimizer", None)
-        if isinstance(optimizer, keras.optimizers.Optimizer):
-            with self.strategy.scope():
-                optimizer.finalize_variable_values(self._model.trainable_weights)
-
-    @contextlib.contextmanager
-    def _user_weights(self):
-        """A block in which the user's model holds the current weights.
-
-        With a cloned model, the user's model gets the replicas' weights
-        first, and what the block leaves in it (EarlyStopping's best weights,
-        a restored backup) goes back to the replicas.
-        """
-        if self._model is self.model:
-            yield
-            return
-        self._copy_weights(into_replicas=False)
-        yield
-        self._copy_weights(into_replicas=True)
-
-    @contextlib.contextmanager
-    def _keeping_user_weights(self):
-        """Leaves the trained weights in the user's model when the block ends, even on error."""
-        try:
-            yield
-        finally:
-            self._copy_weights(into_replicas=False)
-
-    def _copy_weights(self, *, into_replicas: bool) -> None:
-        if self._model is not self.model:
-            source, target = (
-                (self.model, self._model) if into_replicas else (self._model, self.model)
-            )
-            target.set_weights(source.get_weights())

@@ -107,7 +107,8 @@ def _outfeed(model, data, tracked_loss, signals, host_calls: HostCalls, gradient
     rows = tf.cast(tf.shape(signals["mask"])[0] * replicas, tf.float32)
     logs = model.get_metrics_result()
     extras = host_call_values(host_calls, StepTensors(model, data, logs, gradients))
-    return logs, tf.cast(tracked_loss, tf.float32) / replicas, rows - signals["real_rows"][0], extras
+    step_loss = tf.cast(tracked_loss, tf.float32) / replicas
+    return logs, step_loss, rows - signals["real_rows"][0], extras
 
 
 def _update_trackers(model, tracked_loss, y, y_pred, weights, signals) -> None:

@@ -140,7 +140,9 @@ class RunContext:
         step K) shortens the loop so that it ends there.
         """
         if steps < 1:
-            raise errors.invalid_argument("steps", steps, "a positive int", what="Cannot limit a loop")
+            raise errors.invalid_argument(
+                "steps", steps, "a positive int", what="Cannot limit a loop"
+            )
         self.steps = min(self.steps, int(steps))
 
 

@@ -1,0 +1,137 @@
+"""The three loops of a run — fit, evaluation, prediction — with their hook events.
+
+Each takes a `Run`, its `HookList` and a `Plan` (the program, the infeed
+iterators, the step budget) and drives `runner.run_loops` epoch by epoch,
+calling the hooks at the points `tpufit.hooks.base` lists. `begin` and `end`
+wrap everything, so `end` runs even when a loop raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tpufit import logs as logs_module
+from tpufit import padding, programs, runner
+from tpufit.hooks.base import HookList, Run, RunValues
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a run's loops run.
+
+    Attributes:
+        program: The mode's device program.
+        iterator: Iterator over the distributed infeed.
+        total_steps: Steps to take from `iterator` per epoch, or `None` to
+            run until the stopping signal.
+        prepare: Creates the model's lazily built state (before
+            `after_create_session`).
+        iterations_per_loop: The most steps one loop runs.
+        tail: Iterator over the unpadded last batch, run as one more step of
+            every epoch (a model's own step), or `None`.
+    """
+
+    program: programs.LoopProgram
+    iterator: Any
+    total_steps: int | None
+    prepare: Callable[[], None]
+    iterations_per_loop: int
+    tail: Any = None
+
+
+def _run_epoch(run: Run, hooks: HookList, plan: Plan, epoch: int, to_values, advance=None):
+    events = runner.LoopEvents(run, hooks, epoch, to_values, advance)
+    runner.run_loops(
+        plan.program,
+        plan.iterator,
+        total_steps=plan.total_steps,
+        iterations_per_loop=plan.iterations_per_loop,
+        before_loop=events.before_loop,
+        after_loop=events.after_loop,
+        stop_requested=events.stop_requested,
+        tail=plan.tail,
+    )
+    return events
+
+
+def fit_loop(
+    run: Run,
+    hooks: HookList,
+    plan: Plan,
+    *,
+    model: keras.Model,
+    validate: Callable[[Run, int], dict | None],
+    advance: Callable[[int], None],
+) -> None:
+    """Trains epoch by epoch from `run.initial_epoch` until `run.epochs` or a stop request.
+
+    Args:
+        run: The fit run.
+        hooks: Its hooks.
+        plan: The training program and infeed.
+        model: The Keras model on the replicas (its metrics give the logs).
+        validate: `(run, epoch) -> validation logs`, or `None` in an epoch
+            without validation.
+        advance: Adds a loop's steps to the global step.
+    """
+    with hooks.running(run):
+        plan.prepare()
+        hooks.after_create_session(run)
+        for epoch in range(run.initial_epoch, run.epochs):
+            model.reset_metrics()
+            hooks.epoch_begin(run, epoch)
+            events = _run_epoch(run, hooks, plan, epoch, runner.loss_values, advance)
+            logs = logs_module.final_logs(model, events.logs, events.padding_rows)
+            val_logs = validate(run, epoch)
+            if val_logs is not None:
+                logs.update({f"val_{name}": value for name, value in val_logs.items()})
+            hooks.epoch_end(run, epoch, logs)
+            run.logs = logs
+            if run.stop_requested:
+                break
+        _finalize_optimizer(model)
+
+
+def evaluation_loop(run: Run, hooks: HookList, plan: Plan, *, model: keras.Model) -> dict:
+    """Evaluates once over the plan's data; returns the logs (also left in `run.logs`)."""
+    with hooks.running(run):
+        plan.prepare()
+        model.reset_metrics()
+        hooks.after_create_session(run)
+        hooks.epoch_begin(run, 0)
+        events = _run_epoch(run, hooks, plan, 0, runner.loss_values)
+        run.logs = logs_module.final_logs(model, events.logs, events.padding_rows)
+        hooks.epoch_end(run, 0, run.logs)
+    return run.logs
+
+
+def prediction_loop(run: Run, hooks: HookList, plan: Plan) -> Any:
+    """Predicts over the plan's data; returns the outputs of the real rows, in order."""
+    outputs: list = []
+
+    def to_values(result: programs.LoopResult) -> RunValues:
+        predictions, mask = programs.stack_rows(result.outfeed)
+        outputs.append(padding.drop_padding([predictions], [mask]))
+        return RunValues(outfeed={"outputs": outputs[-1]}, logs={})
+
+    with hooks.running(run):
+        plan.prepare()
+        hooks.after_create_session(run)
+        hooks.epoch_begin(run, 0)
+        _run_epoch(run, hooks, plan, 0, to_values)
+        hooks.epoch_end(run, 0, run.logs)
+    return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)
+
+
+def _finalize_optimizer(model: keras.Model) -> None:
+    # As Keras's fit: an optimizer with `use_ema=True` leaves the averaged weights.
+    optimizer = getattr(model, "optimizer", None)
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        with model.distribute_strategy.scope():
+            optimizer.finalize_variable_values(model.trainable_weights)
