@@ -19,21 +19,51 @@ except ImportError as _error:  # pragma: no cover - exercised in a bare venv onl
         "`pip install tpufit[tpu]` (tensorflow-tpu)."
     ) from _error
 
+from tpufit import hooks
+from tpufit.callbacks import KerasCallbackHook
 from tpufit.config import RunConfig
 from tpufit.errors import (
     InvalidArgumentError,
     InvalidTypeError,
+    NonFiniteLossError,
     NotCompiledError,
     TPUFitError,
 )
+from tpufit.hooks import (
+    Hook,
+    LoggingHook,
+    NanGuardHook,
+    ProfilerHook,
+    Run,
+    RunContext,
+    RunValues,
+    StepTensors,
+    StopAtStepHook,
+    SummaryHook,
+)
 from tpufit.model import TPUModel
+from tpufit.progress import ProgressHook
 
 __all__ = [
+    "Hook",
     "InvalidArgumentError",
     "InvalidTypeError",
+    "KerasCallbackHook",
+    "LoggingHook",
+    "NanGuardHook",
+    "NonFiniteLossError",
     "NotCompiledError",
+    "ProfilerHook",
+    "ProgressHook",
+    "Run",
     "RunConfig",
+    "RunContext",
+    "RunValues",
+    "StepTensors",
+    "StopAtStepHook",
+    "SummaryHook",
     "TPUFitError",
     "TPUModel",
     "__version__",
+    "hooks",
 ]

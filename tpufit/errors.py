@@ -67,3 +67,17 @@ def invalid_type(name: str, received: Any, expected: str) -> InvalidTypeError:
         f"Invalid type for `{name}`: expected {expected}. "
         f"Received: {name}={_short(received)} of type {type(received).__name__}"
     )
+
+
+class NonFiniteLossError(TPUFitError, FloatingPointError):
+    """The training loss became NaN or infinite.
+
+    Attributes:
+        step: The global step whose loss was not finite (counted from 1).
+        loss: That loss.
+    """
+
+    def __init__(self, message: str, *, step: int, loss: float) -> None:
+        super().__init__(message)
+        self.step = step
+        self.loss = loss

@@ -84,6 +84,8 @@ def fit_loop(
         plan.prepare()
         hooks.after_create_session(run)
         for epoch in range(run.initial_epoch, run.epochs):
+            if run.stop_requested:
+                break  # A hook asked before the epoch began (the step budget is spent).
             model.reset_metrics()
             hooks.epoch_begin(run, epoch)
             events = _run_epoch(run, hooks, plan, epoch, runner.loss_values, advance)
