@@ -1,4 +1,4 @@
-"""Tests of tpufit/hooks/base.py and the hook events of a run: order, pairing, outfeed, host_call."""
+"""Tests of tpufit/hooks/base.py and the events of a run: order, pairing, outfeed, host_call."""
 
 from __future__ import annotations
 

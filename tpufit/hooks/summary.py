@@ -21,8 +21,9 @@ class SummaryHook(Hook):
 
     In training, every step's loss (and every `host_call` value a hook
     declared) is written at its own global step, not only each loop's last;
-    the loop's metrics at its last step; each epoch's logs (validation
-    included) as `epoch_<name>`. Evaluation writes its final logs at the
+    the loop's logs (the epoch's running metrics, as Keras's progress bar
+    shows them) at its last step as `batch_<name>`; each epoch's logs
+    (validation included) as `epoch_<name>`. Evaluation writes its final logs at the
     current global step. Files go to `logdir/train` and `logdir/eval`.
 
     Args:
@@ -51,7 +52,7 @@ class SummaryHook(Hook):
                     step = ctx.global_step + index + 1
                     if step % self.every_n_steps == 0:
                         tf.summary.scalar(name, value, step=step)
-            self._write_logs(values.logs, ctx.global_step + ctx.steps, prefix="")
+            self._write_logs(values.logs, ctx.global_step + ctx.steps, prefix="batch_")
 
     def epoch_end(self, run: Run, epoch: int, logs: dict[str, Any]) -> None:  # noqa: D102
         if self._writer is not None:
