@@ -43,7 +43,7 @@ EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[Healt
 @pytest.mark.skipif(replicas() > 1, reason="this is the child process")
 def test_four_replicas_in_a_child_process():
     summary = run_pytest_with_replicas("test_multi_replica.py", 4)
-    assert summary.startswith("10 passed"), summary
+    assert summary.startswith("11 passed"), summary
 
 
 def four_replica_model(built_inside_scope: bool, num_replicas: int = 4):
@@ -203,3 +203,30 @@ def test_callbacks_of_a_cloned_model_see_current_weights_and_can_restore_them():
     for restored, start in zip(model.get_weights(), initial, strict=True):
         np.testing.assert_array_equal(restored, start)
     np.testing.assert_allclose(tm.predict(x, batch_size=16, verbose=0), model(x), atol=1e-5)
+
+
+@inside
+def test_batch_callbacks_early_stopping_and_lr_changes_work_on_a_cloned_model():
+    x, y = tiny_data(96)
+    model, tm = four_replica_model(built_inside_scope=False)
+    tm.compile(**compile_args())
+    at_batch_end = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: at_batch_end.append(model.get_weights()[0].copy())
+    )
+    at_epoch_end = []
+    epochs = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: at_epoch_end.append(model.get_weights())
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="loss", mode="max", patience=1, restore_best_weights=True
+    )
+    lower = keras.callbacks.ReduceLROnPlateau(monitor="loss", mode="max", patience=0, factor=0.5)
+    tm.fit(x, y, batch_size=16, epochs=5, callbacks=[record, epochs, lower, stop], verbose=0)
+    assert len(at_epoch_end) == 2 and len(at_batch_end) == 4  # loops of 3 and 3 steps
+    assert not np.allclose(at_batch_end[0], at_batch_end[1])
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.05)
+    for restored, best in zip(model.get_weights(), at_epoch_end[0], strict=True):
+        np.testing.assert_array_equal(restored, best)
+    np.testing.assert_allclose(tm.predict(x, batch_size=16, verbose=0), model(x), atol=1e-5)
+    assert tm.traces["train"] == 1
