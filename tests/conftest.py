@@ -86,6 +86,15 @@ def compile_args() -> dict:
     )
 
 
+def compiled(model: keras.Model | None = None, iterations_per_loop: int = 4, **compile_kwargs):
+    """A `tpufit.TPUModel` of `model` (default: the tiny model) compiled with `compile_args()`."""
+    import tpufit  # After the device set-up above, like every TensorFlow import here.
+
+    tm = tpufit.TPUModel(model or tiny_model(), iterations_per_loop=iterations_per_loop)
+    tm.compile(**(compile_kwargs or compile_args()))
+    return tm
+
+
 def copy_model(model: keras.Model) -> keras.Model:
     """A plain Keras twin of `model` with the same weights (built on the default strategy)."""
     with tf.distribute.get_strategy().scope():

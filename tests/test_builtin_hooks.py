@@ -5,16 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compile_args, tiny_data, tiny_model
+from conftest import compiled, tiny_data
 
 import tpufit
 from tpufit.hooks import LoggingHook, NanGuardHook, ProfilerHook, StopAtStepHook, SummaryHook
-
-
-def compiled(iterations_per_loop=4):
-    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=iterations_per_loop)
-    tm.compile(**compile_args())
-    return tm
 
 
 @pytest.mark.parametrize(("last_step", "loops"), [(7, [4, 3]), (4, [4]), (13, [4, 4, 2, 3])])

@@ -16,15 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compile_args, copy_model, tiny_data, tiny_model
-
-import tpufit
-
-
-def compiled(model=None, iterations_per_loop=4, **compile_kwargs):
-    tm = tpufit.TPUModel(model or tiny_model(), iterations_per_loop=iterations_per_loop)
-    tm.compile(**(compile_kwargs or compile_args()))
-    return tm
+from conftest import compile_args, compiled, copy_model, tiny_data, tiny_model
 
 
 def keras_twin(model, **compile_kwargs):

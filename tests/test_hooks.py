@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compile_args, copy_model, tiny_data, tiny_model
+from conftest import compile_args, compiled, copy_model, tiny_data, tiny_model
 
 import tpufit
 from tpufit.hooks.base import HookList, Run, first_non_finite
@@ -53,12 +53,6 @@ class Recorder(tpufit.Hook):
     def end(self, run):
         self.events.append(("end", run.mode))
         self.end_error = run.error
-
-
-def compiled(iterations_per_loop=4, model=None, **compile_kwargs):
-    tm = tpufit.TPUModel(model or tiny_model(), iterations_per_loop=iterations_per_loop)
-    tm.compile(**(compile_kwargs or compile_args()))
-    return tm
 
 
 def test_fit_calls_every_event_in_order_with_loop_positions_and_global_steps():

@@ -13,6 +13,7 @@ from conftest import (
     FEATURES,
     TinyGAN,
     compile_args,
+    compiled,
     copy_model,
     own_step_model,
     tiny_data,
@@ -41,12 +42,6 @@ class BatchIndices(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.ends.append(batch)
-
-
-def compiled(model=None, iterations_per_loop=4, **compile_kwargs):
-    tm = tpufit.TPUModel(model or tiny_model(), iterations_per_loop=iterations_per_loop)
-    tm.compile(**(compile_kwargs or compile_args()))
-    return tm
 
 
 def test_fit_runs_loops_of_4_4_2_and_ends_at_step_20():

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import re
 
-from conftest import compile_args, tiny_data, tiny_model
+from conftest import compiled, tiny_data
 
-import tpufit
 from tpufit.progress import format_logs, verbosity
-
-
-def compiled(iterations_per_loop=4):
-    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=iterations_per_loop)
-    tm.compile(**compile_args())
-    return tm
 
 
 def final_bars(err: str) -> list[str]:
