@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import keras
 
+from tpufit import cluster
+
 
 def callback_list_for(
     model: keras.Model,
@@ -24,11 +26,13 @@ def callback_list_for(
     Args:
         model: The user's model, which `callback.model` will be.
         callbacks: The user's callbacks, or `None`.
-        verbose: Keras's meaning: "auto" or 1 (a bar), 2 (a line per epoch), 0.
+        verbose: Keras's meaning: "auto" or 1 (a bar), 2 (a line per epoch), 0;
+            always 0 on a worker that is not the chief.
         epochs: Epochs the run has (1 outside `fit`).
         steps: Steps per epoch, when known (for the bar's total).
     """
     verbose = 1 if verbose == "auto" else int(verbose)
+    verbose = verbose if cluster.is_chief() else 0  # One progress bar per cluster: the chief's.
     return keras.callbacks.CallbackList(
         callbacks,
         add_progbar=verbose != 0,

@@ -15,11 +15,14 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import (
+    adapters,
     errors,
+    failures,
     infeed,
     padding,
     programs,
     runner,
+    sharding,
     validation,
 )
 from tpufit import logs as logs_module
@@ -109,6 +112,7 @@ class TPUModel:
         self._programs.clear()
         self._metrics_built = False
 
+    @failures.translated
     def fit(
         self,
         x: Any = None,
@@ -129,6 +133,7 @@ class TPUModel:
         validation_freq: int = 1,
         *,
         drop_remainder: bool = False,
+        input_fn: Any = None,
     ) -> keras.callbacks.History:
         """Trains the model, as `keras.Model.fit` does, in loops of `iterations_per_loop` steps.
 
@@ -141,17 +146,12 @@ class TPUModel:
             A `keras.callbacks.History` with one entry per epoch.
         """
         self._check_compiled("fit")
+        x = adapters.input_fn_as_x(x, input_fn)
         validation.check_epochs(epochs, initial_epoch)
         validation.check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
         validation.check_positive_int("validation_freq", validation_freq)
-        if class_weight is not None:
-            raise errors.invalid_argument(
-                "class_weight",
-                class_weight,
-                "None (class weights are not supported yet; pass per-row weights as sample_weight)",
-            )
         if validation_split:
-            x, y, sample_weight, validation_data = infeed.split_for_validation(
+            x, y, sample_weight, validation_data = adapters.split_for_validation(
                 x, y, sample_weight, validation_split, validation_data
             )
         padded = step_fns.uses_keras_steps(self._model, "train")
@@ -164,15 +164,19 @@ class TPUModel:
             padded=padded,
             shuffle=shuffle,
             drop_remainder=drop_remainder,
+            class_weight=class_weight,
+            steps=steps_per_epoch,
         )
         val_feed = None
         if validation_data is not None:
             val_feed = self._infeed(
-                *infeed.unpack_validation_data(
+                *adapters.unpack_validation_data(
                     validation_data, validation_batch_size or batch_size
                 ),
                 mode="eval",
                 padded=step_fns.uses_keras_steps(self._model, "eval"),
+                steps=validation_steps,
+                reread=True,
             )
         use_tail = train_feed.tail is not None and steps_per_epoch is None
         epoch_steps = runner.epoch_steps(
@@ -181,7 +185,7 @@ class TPUModel:
         self._copy_weights(into_replicas=True)
         self._prepare_state(train_feed, build_metrics=padded)
         program = self._program("train", padded)
-        iterator = iter(self._distribute(train_feed.dataset))
+        iterator = iter(self._distribute(train_feed))
         tail = iter(self._distribute(train_feed.tail)) if use_tail else None
         history = keras.callbacks.History()
         callback_list = callback_list_for(
@@ -217,6 +221,7 @@ class TPUModel:
         self._with_user_model(callback_list.on_train_end, epoch_logs)
         return history
 
+    @failures.translated
     def evaluate(
         self,
         x: Any = None,
@@ -227,6 +232,8 @@ class TPUModel:
         steps: int | None = None,
         callbacks: list[keras.callbacks.Callback] | None = None,
         return_dict: bool = False,
+        *,
+        input_fn: Any = None,
     ) -> float | list[float] | dict[str, float]:
         """Evaluates the model, as `keras.Model.evaluate` does, exactly.
 
@@ -238,9 +245,12 @@ class TPUModel:
             or a dict when `return_dict=True`.
         """
         self._check_compiled("evaluate")
+        x = adapters.input_fn_as_x(x, input_fn)
         validation.check_steps(steps, x)
         padded = step_fns.uses_keras_steps(self._model, "eval")
-        feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
+        feed = self._infeed(
+            x, y, sample_weight, batch_size, mode="eval", padded=padded, steps=steps
+        )
         self._copy_weights(into_replicas=True)
         callback_list = callback_list_for(
             self.model, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
@@ -250,21 +260,25 @@ class TPUModel:
             return logs
         return logs_module.flatten_in_order(self._model, logs)
 
+    @failures.translated
     def predict(
         self,
-        x: Any,
+        x: Any = None,
         batch_size: int | None = None,
         verbose: int | str = "auto",
         steps: int | None = None,
         callbacks: list[keras.callbacks.Callback] | None = None,
+        *,
+        input_fn: Any = None,
     ) -> Any:
         """Predicts, as `keras.Model.predict` does: exactly one output row per input row.
 
         Returns:
             Numpy arrays in the structure of the model's outputs.
         """
+        x = adapters.input_fn_as_x(x, input_fn)
         validation.check_steps(steps, x)
-        feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True)
+        feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True, steps=steps)
         self._copy_weights(into_replicas=True)
         self._prepare_state(feed, build_metrics=False)
         program = self._program("predict", True)
@@ -283,7 +297,7 @@ class TPUModel:
         callback_list.on_predict_begin()
         runner.run_loops(
             program,
-            iter(self._distribute(feed.dataset)),
+            iter(self._distribute(feed)),
             total_steps=steps or feed.steps_per_pass,
             iterations_per_loop=self.config.iterations_per_loop,
             before_loop=lambda first, _: callback_list.on_predict_batch_begin(first),
@@ -304,21 +318,15 @@ class TPUModel:
     def _stop_requested(self) -> bool:
         return bool(self._model.stop_training or self.model.stop_training)
 
-    def _distribute(self, dataset: tf.data.Dataset):
-        return self.strategy.experimental_distribute_dataset(dataset)
+    def _distribute(self, source: infeed.Infeed | tf.data.Dataset):
+        return sharding.distribute(self.strategy, source)
 
     def _infeed(self, x, y, sample_weight, batch_size, **layout) -> infeed.Infeed:
         seed = self.config.seed
         if seed is None and layout.get("shuffle"):
             seed = int(np.random.randint(0, 2**31 - 1))  # follows keras.utils.set_random_seed
-        return infeed.from_user_data(
-            x,
-            y,
-            sample_weight,
-            batch_size,
-            num_replicas=self.strategy.num_replicas_in_sync,
-            seed=seed,
-            **layout,
+        return adapters.build_infeed(
+            x, y, sample_weight, batch_size, strategy=self.strategy, seed=seed, **layout
         )
 
     def _program(self, mode: str, padded: bool) -> programs.LoopProgram:
@@ -341,7 +349,7 @@ class TPUModel:
         build_state(
             self._model,
             self.strategy,
-            feed.dataset,
+            feed.dataset if feed.probe is None else feed.probe,
             build_metrics=build_metrics,
             build_optimizer=self._compiled,
         )
@@ -359,7 +367,7 @@ class TPUModel:
         callback_list.on_test_begin()
         runner.run_loops(
             program,
-            iter(self._distribute(feed.dataset)),
+            iter(self._distribute(feed)),
             total_steps=eval_steps or feed.steps_per_pass,
             iterations_per_loop=self.config.iterations_per_loop,
             before_loop=tracker.before_loop,
