@@ -22,7 +22,17 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tpufit import errors, infeed, input_fns, python_data, sharding, tables, validation, weighting
+from tpufit import (
+    cluster,
+    errors,
+    infeed,
+    input_fns,
+    python_data,
+    sharding,
+    tables,
+    validation,
+    weighting,
+)
 
 
 def kind_of(x: Any) -> str:
@@ -152,8 +162,56 @@ def build_infeed(
         The `Infeed`.
     """
     class_weight = weighting.check_class_weight(class_weight)
-    num_replicas = strategy.num_replicas_in_sync
     kind = kind_of(x)
+    several_workers = cluster.worker_count(strategy) > 1
+    if several_workers and mode != "train" and steps is None and kind == "input_fn":
+        raise errors.invalid_argument(
+            "steps",
+            None,
+            f"a positive int: with an input_fn each of the {cluster.worker_count(strategy)} "
+            "workers reads its own shard, and every worker must run the same steps",
+        )
+    feed = _build(
+        x,
+        y,
+        sample_weight,
+        batch_size,
+        kind,
+        mode=mode,
+        padded=padded,
+        strategy=strategy,
+        seed=seed,
+        shuffle=shuffle,
+        drop_remainder=drop_remainder,
+        class_weight=class_weight,
+        steps=steps,
+        reread=reread or (several_workers and mode != "train"),
+    )
+    if several_workers and mode != "train" and steps is None and feed.steps_per_pass is None:
+        # Every worker must run the same known steps (no stop signal checks there).
+        stream = feed.dataset.take_while(lambda data, signals: not signals["stop"][0])
+        feed = dataclasses.replace(feed, steps_per_pass=infeed.count_batches(stream))
+    return feed
+
+
+def _build(
+    x,
+    y,
+    sample_weight,
+    batch_size,
+    kind,
+    *,
+    mode,
+    padded,
+    strategy,
+    seed,
+    shuffle,
+    drop_remainder,
+    class_weight,
+    steps,
+    reread,
+) -> infeed.Infeed:
+    num_replicas = strategy.num_replicas_in_sync
     if kind != "arrays":
         _check_no_extras(kind, y, sample_weight)
         if batch_size is not None:

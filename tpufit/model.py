@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tpufit import (
     adapters,
+    cluster,
     errors,
     failures,
     infeed,
@@ -337,7 +338,8 @@ class TPUModel:
                 self.strategy,
                 step,
                 reduce,
-                stops=mode != "train",
+                # Several workers run known steps: collectives fail inside a stop's `cond`.
+                stops=mode != "train" and cluster.worker_count(self.strategy) == 1,
                 jit_compile=self.config.jit_compile,
                 name=mode,
                 first_step_eagerly=mode == "train" and not padded,
