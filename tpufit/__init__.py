@@ -20,11 +20,13 @@ except ImportError as _error:  # pragma: no cover - exercised in a bare venv onl
     ) from _error
 
 from tpufit.config import RunConfig
+from tpufit.context import TPUContext
 from tpufit.errors import (
     InvalidArgumentError,
     InvalidTypeError,
     NotCompiledError,
     TPUFitError,
+    WorkerLostError,
 )
 from tpufit.model import TPUModel
 
@@ -33,7 +35,9 @@ __all__ = [
     "InvalidTypeError",
     "NotCompiledError",
     "RunConfig",
+    "TPUContext",
     "TPUFitError",
     "TPUModel",
+    "WorkerLostError",
     "__version__",
 ]

@@ -15,6 +15,7 @@ returns a `tf.data.Dataset` and to learn the element structure.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -95,8 +96,11 @@ def _pipeline(
         dataset = dataset.map(weighting.dataset_map_fn(class_weight))
     endless = ctx.mode == "train"
     if not padded:
-        # A model's own step sees the batches as the input_fn made them.
+        # A model's own step sees the batches as the input_fn made them, one per replica.
         feed = infeed.from_dataset(dataset, endless=endless, padded=False, count=count)
+        if feed.steps_per_pass is not None:
+            steps = -(-feed.steps_per_pass // ctx.replicas_per_pipeline)
+            feed = dataclasses.replace(feed, steps_per_pass=steps)
         return feed, feed.dataset
     step_rows = ctx.per_replica_batch_size * ctx.replicas_per_pipeline
     feed = infeed.from_dataset(
