@@ -167,7 +167,7 @@ def test_generator_changing_later_in_the_stream_is_a_tpufit_error_showing_both()
 def test_generator_with_y_or_sample_weight_arguments_is_rejected():
     x, y = tiny_data(32)
     tm = compiled()
-    with pytest.raises(tpufit.InvalidArgumentError, match="`y`: expected None when x is a generator"):
+    with pytest.raises(tpufit.InvalidArgumentError, match="`y`: expected None when x is a gen"):
         tm.fit(batches(x, y), y, verbose=0)
     with pytest.raises(tpufit.InvalidArgumentError, match="Empty generator"):
         tm.predict(iter([]), verbose=0)

@@ -88,7 +88,7 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
 def writing_dir(model_dir: str | os.PathLike, strategy: tf.distribute.Strategy) -> Iterator[str]:
     """Yields where this worker writes the files of `model_dir`.
 
-    The chief writes into `model_dir`. Every other worker gets a fresh
+    The chief writes into `model_dir` (created if missing). Every other worker gets a fresh
     temporary directory (its collective save must still write somewhere),
     removed when the block ends, so only the chief's files remain.
 
@@ -98,6 +98,7 @@ def writing_dir(model_dir: str | os.PathLike, strategy: tf.distribute.Strategy) 
         'runs/a'
     """
     if is_chief(strategy):
+        os.makedirs(model_dir, exist_ok=True)
         yield os.fspath(model_dir)
         return
     path = tempfile.mkdtemp(prefix=f"tpufit-worker{worker_index(strategy)}-")
