@@ -52,6 +52,27 @@ def run(out: Path, index: int) -> None:
         ((x[i : min(i + 10, 77)],) for i in range(0, 77, 10)), batch_size=BATCH, verbose=0
     )
 
+    # A dataset reading files: training shards the files over the workers,
+    # evaluation shards by batch so that it stays exact.
+    files = []
+    for part, rows in enumerate((slice(0, 60), slice(60, 100))):
+        files.append(str(out / f"part{part}-of-worker{index}.csv"))
+        lines = [
+            ",".join(map(str, [*features, label]))
+            for features, label in zip(x[rows], y[rows], strict=True)
+        ]
+        Path(files[-1]).write_text("\n".join(lines) + "\n")
+
+    def parse(line):
+        values = tf.io.decode_csv(line, [[0.0]] * 6 + [[0]])
+        return tf.stack(values[:6]), values[6]
+
+    from_files = tf.data.TextLineDataset(files).map(parse).batch(BATCH)
+    file_model = compiled()
+    file_model.fit(from_files, epochs=1, verbose=0)
+    results.update({f"files_weight_{i}": w for i, w in enumerate(file_model.model.get_weights())})
+    files_logs = file_model.evaluate(from_files, return_dict=True, verbose=0)
+
     contexts = []
 
     def input_fn(ctx):
@@ -72,6 +93,7 @@ def run(out: Path, index: int) -> None:
                 "evaluate_arrays": logs,
                 "evaluate_dataset": dataset_logs,
                 "evaluate_input_fn": input_fn_logs,
+                "evaluate_files": files_logs,
                 "is_chief": cluster.is_chief(STRATEGY),
                 "writing_dir": path,
                 "contexts": [vars(c) for c in contexts],

@@ -107,6 +107,18 @@ def test_two_workers_train_evaluate_and_predict_like_one_process(tmp_path):
             for metric, value in expected.items():
                 assert report[name][metric] == pytest.approx(value, rel=1e-5), (name, metric)
 
+    # Files: trained with each worker reading its own file, then evaluated exactly.
+    file_weights = [[r[f"files_weight_{i}"] for i in range(4)] for r in results]
+    for a, b in zip(*file_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    file_twin = copy_model(tiny_model())
+    file_twin.set_weights(file_weights[0])
+    file_twin.compile(**compile_args())
+    expected = file_twin.evaluate(x, y, batch_size=100, return_dict=True, verbose=0)
+    for report in reports:
+        for metric, value in expected.items():
+            assert report["evaluate_files"][metric] == pytest.approx(value, rel=1e-5), metric
+
     # input_fn: one pipeline per worker, each told its own shard.
     contexts = [report["contexts"] for report in reports]
     for index, worker_contexts in enumerate(contexts):
