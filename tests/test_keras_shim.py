@@ -60,3 +60,18 @@ def test_loss_tracker_is_the_loss_entry_of_the_logs():
     tracker = _keras_shim.loss_tracker(model)
     tracker.update_state(3.0)
     assert float(model.get_metrics_result()["loss"]) == 3.0
+
+
+def test_py_dataset_adapter_runs_a_pass_with_keras_workers():
+    class Ones(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return (tf.ones([2, 1]) * index).numpy()
+
+    adapter = _keras_shim.py_dataset_adapter(Ones(workers=2), shuffle=False)
+    adapter.on_epoch_begin()
+    batches = list(adapter.get_numpy_iterator())
+    adapter.on_epoch_end()
+    assert [float(b[0][0, 0]) for b in batches] == [0.0, 1.0, 2.0, 3.0]

@@ -69,7 +69,7 @@ def _static_batch(batch_size: int | None, batches: list, num_replicas: int) -> i
 def _with_class_weight(dataset: tf.data.Dataset, class_weight: dict | None) -> tf.data.Dataset:
     if class_weight is None:
         return dataset
-    return dataset.map(weighting.dataset_map_fn(class_weight), num_parallel_calls=tf.data.AUTOTUNE)
+    return weighting.add_to_dataset(dataset, class_weight)
 
 
 def _arrays_with_class_weight(data: Any, class_weight: dict | None) -> Any:

@@ -93,7 +93,7 @@ def _pipeline(
     """Returns `(pipeline's infeed of whole steps, its per-replica batches)`."""
     _check_element(dataset)
     if class_weight is not None:
-        dataset = dataset.map(weighting.dataset_map_fn(class_weight))
+        dataset = weighting.add_to_dataset(dataset, class_weight)
     endless = ctx.mode == "train"
     if not padded:
         # A model's own step sees the batches as the input_fn made them, one per replica.

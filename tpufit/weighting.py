@@ -99,26 +99,27 @@ def _table(class_weight: dict[int, float]) -> tf.Tensor:
     return tf.constant([class_weight.get(c, 1.0) for c in range(size)], dtype=keras.config.floatx())
 
 
-def dataset_map_fn(class_weight: dict[int, float]):
-    """Returns a `Dataset.map` function adding class weights to `(x, y)` batches.
+def add_to_dataset(dataset: tf.data.Dataset, class_weight: dict[int, float]) -> tf.data.Dataset:
+    """Returns `dataset` with class weights added to its `(x, y)` batches: `(x, y, weights)`.
 
-    Raises (when mapped):
+    Raises:
         InvalidArgumentError: The elements are not `(x, y)` with a single `y`.
     """
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) != 2:
+        parts = len(spec) if isinstance(spec, tuple) else 1
+        raise errors.invalid_argument(
+            "class_weight",
+            class_weight,
+            "data yielding (x, y): with (x,) there are no classes, and with "
+            "(x, y, sample_weight) Keras allows no class_weight",
+            what=f"`class_weight` was given for elements of {parts} part(s)",
+        )
+    if not isinstance(spec[1], tf.TensorSpec):
+        raise _single_target_error(spec[1])
     table = _table(class_weight)
 
-    def add_weights(*data):
-        if len(data) != 2:
-            raise errors.invalid_argument(
-                "class_weight",
-                "a dict",
-                "data yielding (x, y): with (x,) there are no classes, and with "
-                "(x, y, sample_weight) Keras allows no class_weight",
-                what=f"`class_weight` was given for elements of {len(data)} parts",
-            )
-        x, y = data
-        if isinstance(y, (dict, list, tuple)):
-            raise _single_target_error(y)
+    def add_weights(x, y):
         labels = y
         if labels.shape.rank is not None and labels.shape.rank >= 2:
             labels = tf.cond(
@@ -132,4 +133,4 @@ def dataset_map_fn(class_weight: dict[int, float]):
         looked_up = tf.gather(table, tf.clip_by_value(labels, 0, tf.shape(table)[0] - 1))
         return x, y, tf.where(inside, looked_up, tf.ones_like(looked_up))
 
-    return add_weights
+    return dataset.map(add_weights, num_parallel_calls=tf.data.AUTOTUNE)
