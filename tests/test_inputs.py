@@ -251,6 +251,14 @@ def test_py_dataset_with_steps_per_epoch_and_an_endless_one():
     )
 
 
+def test_py_dataset_batch_size_below_its_batches_fails_before_device_work():
+    x, y = tiny_data(64)
+    tm = compiled()
+    with pytest.raises(tpufit.InvalidArgumentError, match="at least 16"):
+        tm.fit(Batches(x, y), batch_size=8, verbose=0)
+    assert tm.traces == {}
+
+
 def test_py_dataset_shuffle_reorders_its_batches_each_epoch_as_keras_does():
     x, y = tiny_data(ROWS)
     seen = []

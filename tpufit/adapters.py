@@ -111,6 +111,14 @@ def _from_py_dataset(x, batch_size, *, mode, padded, num_replicas, class_weight,
             name, None, "a positive int when the PyDataset is endless (num_batches is None)"
         )
     size = _static_batch(batch_size, source.peeked, num_replicas)
+    largest = max(python_data.rows_of(b) for b in source.peeked)
+    if size < largest:
+        raise errors.invalid_argument(
+            "batch_size",
+            batch_size,
+            f"at least {largest} (the rows of the PyDataset's largest first batch): its "
+            "batches are padded up to batch_size, never cut",
+        )
     stream = _with_class_weight(source.dataset(), class_weight)
     feed = infeed.from_dataset(
         stream, endless=mode == "train", padded=padded, batch_size=size, count=False, rebatch=False
