@@ -75,3 +75,16 @@ def test_backup_and_restore_leaves_the_epoch_to_resume_from_where_the_shim_reads
     backup.on_train_begin()
     assert _keras_shim.take_initial_epoch(fresh) == 2
     assert _keras_shim.take_initial_epoch(fresh) is None
+def test_py_dataset_adapter_runs_a_pass_with_keras_workers():
+    class Ones(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return (tf.ones([2, 1]) * index).numpy()
+
+    adapter = _keras_shim.py_dataset_adapter(Ones(workers=2), shuffle=False)
+    adapter.on_epoch_begin()
+    batches = list(adapter.get_numpy_iterator())
+    adapter.on_epoch_end()
+    assert [float(b[0][0, 0]) for b in batches] == [0.0, 1.0, 2.0, 3.0]

@@ -22,12 +22,14 @@ except ImportError as _error:  # pragma: no cover - exercised in a bare venv onl
 from tpufit import hooks
 from tpufit.callbacks import KerasCallbackHook
 from tpufit.config import RunConfig
+from tpufit.context import TPUContext
 from tpufit.errors import (
     InvalidArgumentError,
     InvalidTypeError,
     NonFiniteLossError,
     NotCompiledError,
     TPUFitError,
+    WorkerLostError,
 )
 from tpufit.hooks import (
     Hook,
@@ -62,8 +64,10 @@ __all__ = [
     "StepTensors",
     "StopAtStepHook",
     "SummaryHook",
+    "TPUContext",
     "TPUFitError",
     "TPUModel",
+    "WorkerLostError",
     "__version__",
     "hooks",
 ]

@@ -96,3 +96,16 @@ def take_initial_epoch(model: keras.Model) -> int | None:
     if epoch is not None:
         model._initial_epoch = None
     return epoch
+def py_dataset_adapter(py_dataset, *, shuffle: bool):
+    """Returns Keras's own adapter for a `keras.utils.PyDataset`.
+
+    It runs the dataset's `workers` / `use_multiprocessing` / `max_queue_size`
+    exactly as `keras.Model.fit` does; Keras has no public name for it. The
+    adapter gives `on_epoch_begin()`, `get_numpy_iterator()` (one pass) and
+    `on_epoch_end()`.
+    """
+    try:
+        from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+    except ImportError as error:
+        raise RuntimeError(_UNSUPPORTED) from error
+    return PyDatasetAdapter(py_dataset, shuffle=shuffle)

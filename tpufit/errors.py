@@ -25,6 +25,10 @@ class NotCompiledError(TPUFitError, RuntimeError):
     """`fit` or `evaluate` was called before `compile`."""
 
 
+class WorkerLostError(TPUFitError, RuntimeError):
+    """A worker of a multi-worker run stopped answering; the message names it."""
+
+
 class MissingTensorFlowError(TPUFitError, ImportError):
     """TensorFlow is not installed."""
 

@@ -50,12 +50,18 @@ class Infeed:
             tail), or `None` when unknown (the stop signal ends the pass).
         tail: For the unpadded layout, the partial last batch of each pass as
             a stream of one batch per pass (endless when `dataset` is); else `None`.
+        probe: A dataset to read a first batch from without touching the
+            stream (for sources that can be read only once); else `dataset`.
+        dataset_fn: Builds one input pipeline's per-replica batches (an
+            `input_fn`), for `distribute_datasets_from_function`; else `None`.
     """
 
     dataset: tf.data.Dataset
     batch_size: int
     steps_per_pass: int | None
     tail: tf.data.Dataset | None = None
+    probe: tf.data.Dataset | None = None
+    dataset_fn: Any = None
 
 
 def _to_tensor_ready(value):
@@ -240,6 +246,8 @@ def from_dataset(
     endless: bool,
     padded: bool,
     batch_size: int | None = None,
+    count: bool = True,
+    rebatch: bool = True,
 ) -> Infeed:
     """Builds the infeed of a user's batched `tf.data.Dataset`.
 
@@ -252,13 +260,17 @@ def from_dataset(
             a model's own steps).
         batch_size: Re-cut the batches to this size; by default the
             dataset's own (its static batch size, else its first batch's).
+        count: In training, count the batches of a dataset of unknown length
+            (reading it once); else leave `steps_per_pass` unknown.
+        rebatch: Re-cut to `batch_size`; else keep the batches and pad each
+            up to `batch_size` (one step per batch, as Keras runs a `PyDataset`).
 
     Returns:
         The `Infeed`; `steps_per_pass` is `None` when TF cannot tell the
         dataset's length without reading it (evaluation and prediction then
         run to the stop signal).
     """
-    if batch_size is not None:
+    if batch_size is not None and rebatch:
         # An explicit size re-cuts the batches, so that only the last is short.
         dataset = dataset.rebatch(batch_size)
     batch_size = batch_size or dataset_batch_size(dataset)
@@ -284,7 +296,7 @@ def from_dataset(
 
         dataset = dataset.map(with_signals)
     if endless:
-        if steps is None:
+        if steps is None and count:
             steps = count_batches(dataset)
         dataset = dataset.repeat()
     else:
@@ -349,42 +361,3 @@ def from_user_data(
         shuffle_seed=seed if shuffle else None,
         drop_remainder=drop_remainder,
     )
-
-
-def unpack_validation_data(validation_data: Any, batch_size: int | None) -> tuple:
-    """Returns `(x, y, sample_weight, batch_size)` from `fit`'s `validation_data`.
-
-    A dataset keeps its own batches; arrays take `batch_size`.
-    """
-    if isinstance(validation_data, tf.data.Dataset):
-        return validation_data, None, None, None
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-        raise errors.invalid_argument(
-            "validation_data",
-            validation_data,
-            "a tuple (x_val, y_val) or (x_val, y_val, sample_weight_val), or a tf.data.Dataset",
-        )
-    x, y, *rest = validation_data
-    return x, y, (rest[0] if rest else None), batch_size
-
-
-def split_for_validation(x, y, sample_weight, split: float, validation_data):
-    """Splits off the last `split` fraction of the arrays as validation data, as Keras does."""
-    if validation_data is not None or isinstance(x, tf.data.Dataset):
-        raise errors.invalid_argument(
-            "validation_split",
-            split,
-            "0.0 when validation_data is given or x is a dataset",
-        )
-    if not 0.0 < split < 1.0:
-        raise errors.invalid_argument("validation_split", split, "a float in (0, 1)")
-    rows = validation.check_arrays(x=x, y=y, sample_weight=sample_weight)
-    cut = int(rows * (1.0 - split))
-
-    def head(v):
-        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[:cut], v)
-
-    def tail(v):
-        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[cut:], v)
-
-    return head(x), head(y), head(sample_weight), (tail(x), tail(y), tail(sample_weight))

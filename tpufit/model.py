@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import errors, infeed, loops, runner, validation
+from tpufit import adapters, errors, failures, infeed, loops, runner, validation
 from tpufit import logs as logs_module
 from tpufit.callbacks import KerasCallbackHook
 from tpufit.config import RunConfig
@@ -92,6 +92,7 @@ class TPUModel:
         self.config = self.config.replace(jit_compile=jit_compile)
         self._replicas.compile(args, kwargs)
 
+    @failures.translated
     def fit(
         self,
         x: Any = None,
@@ -113,6 +114,7 @@ class TPUModel:
         *,
         drop_remainder: bool = False,
         hooks: list[Hook] | None = None,
+        input_fn: Any = None,
     ) -> keras.callbacks.History:
         """Trains the model, as `keras.Model.fit` does, in loops of `iterations_per_loop` steps.
 
@@ -128,17 +130,12 @@ class TPUModel:
             A `keras.callbacks.History` with one entry per epoch.
         """
         self._check_compiled("fit")
+        x = adapters.input_fn_as_x(x, input_fn)
         validation.check_epochs(epochs, initial_epoch)
         validation.check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
         validation.check_positive_int("validation_freq", validation_freq)
-        if class_weight is not None:
-            raise errors.invalid_argument(
-                "class_weight",
-                class_weight,
-                "None (class weights are not supported yet; pass per-row weights as sample_weight)",
-            )
         if validation_split:
-            x, y, sample_weight, validation_data = infeed.split_for_validation(
+            x, y, sample_weight, validation_data = adapters.split_for_validation(
                 x, y, sample_weight, validation_split, validation_data
             )
         padded = self._replicas.uses_keras_steps("train")
@@ -151,15 +148,19 @@ class TPUModel:
             padded=padded,
             shuffle=shuffle,
             drop_remainder=drop_remainder,
+            class_weight=class_weight,
+            steps=steps_per_epoch,
         )
         val_feed = None
         if validation_data is not None:
             val_feed = self._infeed(
-                *infeed.unpack_validation_data(
+                *adapters.unpack_validation_data(
                     validation_data, validation_batch_size or batch_size
                 ),
                 mode="eval",
                 padded=self._replicas.uses_keras_steps("eval"),
+                steps=validation_steps,
+                reread=True,
             )
         use_tail = train_feed.tail is not None and steps_per_epoch is None
         epoch_steps = runner.epoch_steps(
@@ -204,6 +205,7 @@ class TPUModel:
             )
         return history
 
+    @failures.translated
     def evaluate(
         self,
         x: Any = None,
@@ -216,6 +218,7 @@ class TPUModel:
         return_dict: bool = False,
         *,
         hooks: list[Hook] | None = None,
+        input_fn: Any = None,
     ) -> float | list[float] | dict[str, float]:
         """Evaluates the model, as `keras.Model.evaluate` does, exactly.
 
@@ -228,9 +231,12 @@ class TPUModel:
             or a dict when `return_dict=True`.
         """
         self._check_compiled("evaluate")
+        x = adapters.input_fn_as_x(x, input_fn)
         validation.check_steps(steps, x)
         padded = self._replicas.uses_keras_steps("eval")
-        feed = self._infeed(x, y, sample_weight, batch_size, mode="eval", padded=padded)
+        feed = self._infeed(
+            x, y, sample_weight, batch_size, mode="eval", padded=padded, steps=steps
+        )
         hook_list, _ = self._hooks(
             hooks, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
@@ -240,15 +246,17 @@ class TPUModel:
             return logs
         return logs_module.flatten_in_order(self._model, logs)
 
+    @failures.translated
     def predict(
         self,
-        x: Any,
+        x: Any = None,
         batch_size: int | None = None,
         verbose: int | str = "auto",
         steps: int | None = None,
         callbacks: list[keras.callbacks.Callback] | None = None,
         *,
         hooks: list[Hook] | None = None,
+        input_fn: Any = None,
     ) -> Any:
         """Predicts, as `keras.Model.predict` does: exactly one output row per input row.
 
@@ -259,8 +267,9 @@ class TPUModel:
         Returns:
             Numpy arrays in the structure of the model's outputs.
         """
+        x = adapters.input_fn_as_x(x, input_fn)
         validation.check_steps(steps, x)
-        feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True)
+        feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True, steps=steps)
         total_steps = steps or feed.steps_per_pass
         hook_list, _ = self._hooks(hooks, callbacks, verbose, epochs=1, steps=total_steps)
         self._replicas.copy_weights(into_replicas=True)
@@ -286,14 +295,8 @@ class TPUModel:
         seed = self.config.seed
         if seed is None and layout.get("shuffle"):
             seed = int(np.random.randint(0, 2**31 - 1))  # follows keras.utils.set_random_seed
-        return infeed.from_user_data(
-            x,
-            y,
-            sample_weight,
-            batch_size,
-            num_replicas=self.strategy.num_replicas_in_sync,
-            seed=seed,
-            **layout,
+        return adapters.build_infeed(
+            x, y, sample_weight, batch_size, strategy=self.strategy, seed=seed, **layout
         )
 
     def _hooks(
@@ -315,7 +318,7 @@ class TPUModel:
         tail = self._replicas.distribute(feed.tail) if use_tail else None
         return loops.Plan(
             program,
-            self._replicas.distribute(feed.dataset),
+            self._replicas.distribute(feed),
             total_steps,
             prepare,
             self.config.iterations_per_loop,

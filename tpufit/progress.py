@@ -13,6 +13,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from tpufit import cluster
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues
 
 _TITLES = {"eval": "Evaluate", "predict": "Predict"}
@@ -51,8 +52,8 @@ class ProgressHook(Hook):
         self._shown = True
 
     def begin(self, run: Run) -> None:  # noqa: D102 - see Hook.
-        extended = run.model.strategy.extended
-        self._shown = self.verbose > 0 and bool(getattr(extended, "should_checkpoint", True))
+        # One progress display per cluster: the chief's.
+        self._shown = self.verbose > 0 and cluster.is_chief(run.model.strategy)
 
     def epoch_begin(self, run: Run, epoch: int) -> None:  # noqa: D102
         self._started = time.perf_counter()

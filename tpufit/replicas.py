@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tpufit import infeed, programs
+from tpufit import cluster, infeed, programs, sharding
 from tpufit import steps as step_fns
 from tpufit.strategy import build_state, place_model, place_optimizer
 
@@ -81,7 +81,8 @@ class Replicas:
                 self.strategy,
                 step,
                 reduce,
-                stops=mode != "train",
+                # Several workers run known steps: collectives fail inside a stop's `cond`.
+                stops=mode != "train" and cluster.worker_count(self.strategy) == 1,
                 jit_compile=jit_compile,
                 name=mode,
                 first_step_eagerly=mode == "train" and not padded,
@@ -94,15 +95,15 @@ class Replicas:
         build_state(
             self.model,
             self.strategy,
-            feed.dataset,
+            feed.dataset if feed.probe is None else feed.probe,
             build_metrics=build_metrics,
             build_optimizer=self.compiled,
         )
         self._metrics_built = self._metrics_built or build_metrics
 
-    def distribute(self, dataset: tf.data.Dataset) -> Iterator[Any]:
-        """Returns an iterator over `dataset` split over the replicas."""
-        return iter(self.strategy.experimental_distribute_dataset(dataset))
+    def distribute(self, source: infeed.Infeed | tf.data.Dataset) -> Iterator[Any]:
+        """Returns an iterator over an infeed (or dataset) split over the replicas and workers."""
+        return iter(sharding.distribute(self.strategy, source))
 
     def stop_requested(self) -> bool:
         """Whether the user's model or the replicas' was told `stop_training = True`."""

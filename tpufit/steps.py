@@ -88,7 +88,8 @@ def _padded_loss(model, x, y, y_pred, weights, signals, training):
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     rows_here = tf.cast(tf.shape(signals["mask"])[0], tf.float32)
     real_rows = signals["real_rows"][0]
-    rescale = tf.cast(rows_here * replicas / real_rows, keras.config.floatx())
+    # An all-padding batch (a worker's input_fn ended before the step budget) has no data loss.
+    rescale = tf.cast(rows_here * replicas / tf.maximum(real_rows, 1.0), keras.config.floatx())
     loss = call_compute_loss(model, x, y, y_pred, weights, training)
     regularization = _regularization(model)
     data_loss = (loss - regularization) * rescale
@@ -119,8 +120,24 @@ def _update_trackers(model, tracked_loss, y, y_pred, weights, signals) -> None:
     _keras_shim.update_compiled_metrics(model, y, y_pred, weights, signals["mask"])
 
 
+def global_signals(signals):
+    """Returns `signals` whose `real_rows` counts the step's real rows on every worker.
+
+    On one worker the infeed already counts the whole step. Under a
+    `MultiWorkerMirroredStrategy`, an `input_fn`'s pipelines count only their
+    own rows, so the count is summed over the replicas (a collective: the
+    multi-worker loops have no conditional around the step).
+    """
+    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return signals
+    context = tf.distribute.get_replica_context()
+    real_rows = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(signals["mask"]))
+    return dict(signals, real_rows=tf.fill(tf.shape(signals["mask"]), real_rows))
+
+
 def padded_train_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
     """Keras's `train_step`, counting only the real rows of a padded batch."""
+    signals = global_signals(signals)
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     weights = _weights(sample_weight, signals["mask"])
     with tf.GradientTape() as tape:
@@ -136,6 +153,7 @@ def padded_train_step(model: keras.Model, data, signals, host_calls: HostCalls |
 
 def padded_test_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
     """Keras's `test_step`, counting only the real rows of a padded batch."""
+    signals = global_signals(signals)
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     weights = _weights(sample_weight, signals["mask"])
     y_pred = model(x, training=False)

@@ -8,12 +8,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tpufit import cluster
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues
-
-
-def _writes_files(run: Run) -> bool:
-    # Under a multi-worker strategy only the chief writes summaries.
-    return bool(getattr(run.model.strategy.extended, "should_checkpoint", True))
 
 
 class SummaryHook(Hook):
@@ -37,7 +33,8 @@ class SummaryHook(Hook):
         self._writer: Any = None
 
     def begin(self, run: Run) -> None:  # noqa: D102 - see Hook.
-        if run.mode != "predict" and _writes_files(run):
+        # Under a multi-worker strategy only the chief writes summaries.
+        if run.mode != "predict" and cluster.is_chief(run.model.strategy):
             self._writer = tf.summary.create_file_writer(os.path.join(self.logdir, run.mode))
 
     def after_run(self, ctx: RunContext, values: RunValues) -> None:  # noqa: D102
