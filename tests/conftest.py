@@ -103,6 +103,19 @@ def copy_model(model: keras.Model) -> keras.Model:
     return twin
 
 
+def keras_twin(model: keras.Model, **compile_kwargs) -> keras.Model:
+    """A plain Keras twin of `model` (same weights), compiled like `compiled()`."""
+    twin = copy_model(model)
+    twin.compile(**(compile_kwargs or compile_args()))
+    return twin
+
+
+def assert_same_weights(a: keras.Model, b: keras.Model, rtol=1e-5, atol=1e-6) -> None:
+    """Asserts two models hold the same weights, to `rtol` / `atol`."""
+    for left, right in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(left, right, rtol=rtol, atol=atol)
+
+
 class OwnStepRegressor(keras.Model):
     """The keras.io "Customizing what happens in fit()" model, recording what its steps see."""
 

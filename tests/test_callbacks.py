@@ -16,18 +16,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compile_args, compiled, copy_model, tiny_data, tiny_model
-
-
-def keras_twin(model, **compile_kwargs):
-    twin = copy_model(model)
-    twin.compile(**(compile_kwargs or compile_args()))
-    return twin
-
-
-def assert_same_weights(a, b, rtol=1e-5):
-    for left, right in zip(a.get_weights(), b.get_weights(), strict=True):
-        np.testing.assert_allclose(left, right, rtol=rtol, atol=1e-6)
+from conftest import (
+    assert_same_weights,
+    compile_args,
+    compiled,
+    keras_twin,
+    tiny_data,
+    tiny_model,
+)
 
 
 class Events(keras.callbacks.Callback):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import (
     CLASSES,
     compile_args,
-    copy_model,
+    keras_twin,
     make_strategy,
     own_step_model,
     replicas,
@@ -45,12 +45,6 @@ def compiled(model=None):
     return tm
 
 
-def keras_twin(tm):
-    twin = copy_model(tm.model)
-    twin.compile(**compile_args())
-    return twin
-
-
 class RecordingInputFn:
     """An input_fn over the given arrays that records every context it receives."""
 
@@ -67,7 +61,7 @@ class RecordingInputFn:
 def test_input_fn_gets_a_tpu_context_per_pipeline_and_trains_like_keras_step_for_step():
     x, y = tiny_data(ROWS)
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     input_fn = RecordingInputFn(x, y)
     history = tm.fit(input_fn, batch_size=BATCH, epochs=2, verbose=0)
     theirs = twin.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
@@ -91,7 +85,7 @@ def test_input_fn_gets_a_tpu_context_per_pipeline_and_trains_like_keras_step_for
 def test_input_fn_evaluates_and_predicts_exactly_and_in_order():
     x, y = tiny_data(ROWS)
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     evaluate_fn, predict_fn = RecordingInputFn(x, y), RecordingInputFn(x)
     ours = tm.evaluate(evaluate_fn, batch_size=BATCH, return_dict=True, verbose=0)
     theirs = twin.evaluate(x, y, batch_size=ROWS, return_dict=True, verbose=0)
@@ -114,7 +108,7 @@ def test_tpuestimator_params_input_fn_and_class_weight():
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(params["batch_size"])
 
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     tm.fit(input_fn=input_fn, batch_size=BATCH, class_weight={0: 2.0}, epochs=1, verbose=0)
     twin.fit(x, y, batch_size=BATCH, class_weight={0: 2.0}, shuffle=False, verbose=0)
     assert seen[0]["batch_size"] == BATCH // replicas()

@@ -14,7 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import CLASSES, FEATURES, compile_args, copy_model, tiny_data, tiny_model
+from conftest import (
+    CLASSES,
+    FEATURES,
+    assert_same_weights,
+    compile_args,
+    copy_model,
+    keras_twin,
+    tiny_data,
+    tiny_model,
+)
 
 import tpufit
 
@@ -25,17 +34,6 @@ def compiled(model=None, **kwargs):
     tm = tpufit.TPUModel(model or tiny_model(), iterations_per_loop=3, **kwargs)
     tm.compile(**compile_args())
     return tm
-
-
-def keras_twin(tm):
-    twin = copy_model(tm.model)
-    twin.compile(**compile_args())
-    return twin
-
-
-def assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
-    for mine, theirs in zip(a.get_weights(), b.get_weights(), strict=True):
-        np.testing.assert_allclose(mine, theirs, rtol=rtol, atol=atol)
 
 
 def assert_same_logs(ours, theirs, rtol=1e-5):
@@ -57,7 +55,7 @@ def batches(x, y=None, size=BATCH, sizes=None):
 def test_generator_to_exhaustion_trains_evaluates_and_predicts_exactly():
     x, y = tiny_data(ROWS)
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     history = tm.fit(batches(x, y), epochs=2, verbose=0)
     theirs = twin.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     assert tm.global_step == 2 * 7  # every epoch runs the whole generator, read once
@@ -78,7 +76,7 @@ def test_generator_with_steps_per_epoch_continues_across_epochs_like_keras():
             yield from batches(x, y)
 
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     tm.fit(endless(), steps_per_epoch=3, epochs=2, verbose=0)
     twin.fit(endless(), steps_per_epoch=3, epochs=2, verbose=0)
     assert tm.global_step == 6
@@ -96,7 +94,7 @@ def test_generator_of_varying_batch_sizes_is_rebatched_to_the_static_batch_witho
     x, y = tiny_data(ROWS)
     sizes = [5, 25, 3, 40, 27]
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     predictions = tm.predict(batches(x, sizes=sizes), batch_size=BATCH, verbose=0)
     np.testing.assert_allclose(predictions, twin(x), atol=1e-5)
     ours = tm.evaluate(batches(x, y, sizes=sizes), batch_size=BATCH, return_dict=True, verbose=0)
@@ -177,7 +175,7 @@ def test_generator_validation_data_is_read_once_and_used_every_epoch():
     x, y = tiny_data(ROWS)
     tm = compiled()
     history = tm.fit(x, y, batch_size=BATCH, epochs=2, validation_data=batches(x, y), verbose=0)
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     expected = twin.evaluate(x, y, batch_size=ROWS, return_dict=True, verbose=0)
     assert len(history.history["val_loss"]) == 2
     np.testing.assert_allclose(history.history["val_loss"][-1], expected["loss"], rtol=1e-5)
@@ -221,7 +219,7 @@ class Batches(keras.utils.PyDataset):
 def test_py_dataset_trains_evaluates_and_predicts_exactly_with_keras_workers(options):
     x, y = tiny_data(ROWS)
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     train = Batches(x, y, **options)
     tm.fit(train, epochs=2, shuffle=False, verbose=0)
     twin.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
@@ -291,7 +289,7 @@ def frame(x):
 def test_dataframe_and_series_are_exact_in_fit_evaluate_and_predict():
     x, y = tiny_data(ROWS)
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     tm.fit(frame(x), pd.Series(y), batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     twin.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     assert_same_weights(tm.model, twin)
@@ -343,7 +341,8 @@ def test_validation_split_of_a_dataframe_holds_out_its_last_rows():
     tm = compiled()
     history = tm.fit(frame(x), pd.Series(y), batch_size=BATCH, validation_split=0.2, verbose=0)
     assert tm.global_step == 5  # 80 rows train
-    expected = keras_twin(tm).evaluate(x[80:], y[80:], batch_size=20, return_dict=True, verbose=0)
+    twin = keras_twin(tm.model)
+    expected = twin.evaluate(x[80:], y[80:], batch_size=20, return_dict=True, verbose=0)
     np.testing.assert_allclose(history.history["val_loss"][0], expected["loss"], rtol=1e-5)
 
 
@@ -354,7 +353,7 @@ def test_sample_weight_trains_step_for_step_like_keras_through_the_padded_batch(
     x, y = tiny_data(ROWS)
     weights = np.random.default_rng(0).uniform(0.1, 3.0, ROWS)
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     tm.fit(x, y, sample_weight=weights, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     twin.fit(x, y, sample_weight=weights, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
     assert_same_weights(tm.model, twin)
@@ -373,7 +372,7 @@ def test_class_weight_trains_step_for_step_like_keras(source):
         "py_dataset": (Batches(x, y),),
     }[source]
     tm = compiled()
-    twin = keras_twin(tm)
+    twin = keras_twin(tm.model)
     if source == "one_hot":
         for model in (tm, twin):
             loss = keras.losses.CategoricalCrossentropy(from_logits=True)
