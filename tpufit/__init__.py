@@ -23,6 +23,7 @@ from tpufit import hooks
 from tpufit.callbacks import KerasCallbackHook
 from tpufit.config import RunConfig
 from tpufit.errors import (
+    IncompatibleCheckpointError,
     InvalidArgumentError,
     InvalidTypeError,
     NonFiniteLossError,
@@ -43,9 +44,11 @@ from tpufit.hooks import (
 )
 from tpufit.model import TPUModel
 from tpufit.progress import ProgressHook
+from tpufit.warm_start import WarmStartSettings
 
 __all__ = [
     "Hook",
+    "IncompatibleCheckpointError",
     "InvalidArgumentError",
     "InvalidTypeError",
     "KerasCallbackHook",
@@ -64,6 +67,7 @@ __all__ = [
     "SummaryHook",
     "TPUFitError",
     "TPUModel",
+    "WarmStartSettings",
     "__version__",
     "hooks",
 ]

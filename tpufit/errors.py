@@ -25,6 +25,10 @@ class NotCompiledError(TPUFitError, RuntimeError):
     """`fit` or `evaluate` was called before `compile`."""
 
 
+class IncompatibleCheckpointError(InvalidArgumentError):
+    """The checkpoint in `model_dir` was written by a different model (other weights)."""
+
+
 class MissingTensorFlowError(TPUFitError, ImportError):
     """TensorFlow is not installed."""
 

@@ -28,13 +28,22 @@ class Replicas:
     Args:
         model: The user's Keras model.
         strategy: The `tf.distribute` strategy of every run.
+        global_step: The int64 variable training programs add their steps to.
     """
 
-    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        strategy: tf.distribute.Strategy,
+        global_step: tf.Variable | None = None,
+    ) -> None:
         self.user_model = model
         self.strategy = strategy
         self.model = place_model(model, strategy)
+        self.global_step = global_step
         self.compiled = False
+        self._optimizers: list[keras.optimizers.Optimizer] = []
+        self.input_spec: Any = None  # The inputs' spec of the latest run's data.
         self._programs: dict[tuple, programs.LoopProgram] = {}
         self._metrics_built = False
 
@@ -58,12 +67,20 @@ class Replicas:
         kwargs = {name: place_optimizer(value, self.strategy) for name, value in kwargs.items()}
         with self.strategy.scope():
             self.model.compile(*args, **kwargs)
+        given = [v for v in (*args, *kwargs.values()) if isinstance(v, keras.optimizers.Optimizer)]
+        own = getattr(self.model, "optimizer", None)
+        self._optimizers = given + ([own] if own is not None and own not in given else [])
         if self.cloned and getattr(self.user_model, "optimizer", None) is None:
             # Callbacks reach the optimizer through the user's model (ReduceLROnPlateau).
             self.user_model.optimizer = self.model.optimizer
         self.compiled = True
         self._programs.clear()
         self._metrics_built = False
+
+    @property
+    def optimizers(self) -> list[keras.optimizers.Optimizer]:
+        """The compiled optimizers that have their variables (a checkpoint holds these)."""
+        return [optimizer for optimizer in self._optimizers if optimizer.built]
 
     def uses_keras_steps(self, mode: str) -> bool:
         """Whether `mode` runs tpufit's padded copy of Keras's step (see `steps.py`)."""
@@ -85,11 +102,13 @@ class Replicas:
                 jit_compile=jit_compile,
                 name=mode,
                 first_step_eagerly=mode == "train" and not padded,
+                step_counter=self.global_step if mode == "train" else None,
             )
         return self._programs[key]
 
     def prepare_state(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
         """Creates the model's lazily built state on the feed's first batch (once for metrics)."""
+        self.input_spec = keras.utils.unpack_x_y_sample_weight(feed.dataset.element_spec[0])[0]
         build_metrics = build_metrics and self.compiled and not self._metrics_built
         build_state(
             self.model,
