@@ -31,10 +31,15 @@ def input_signature(model: keras.Model, seen_spec: Any) -> Any:
     Raises:
         InvalidArgumentError: Neither is known (a subclassed model never run).
     """
+    inputs = None
     try:
         inputs = model.input  # The structure a functional model was built with.
     except (AttributeError, ValueError):
-        inputs = None
+        try:
+            inputs = model.inputs  # A Sequential model knows only the flat list.
+            inputs = inputs[0] if inputs and len(inputs) == 1 else inputs
+        except (AttributeError, ValueError):
+            pass
     if inputs is not None:
         return tf.nest.map_structure(
             lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype, name=t.name), inputs
