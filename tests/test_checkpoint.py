@@ -251,3 +251,18 @@ def test_evaluate_and_predict_of_a_new_tpumodel_use_the_restored_weights(tmp_pat
         restored.compile(**compile_args())
         restored.fit(x, y, batch_size=BATCH, epochs=3, verbose=0)  # optimizer state restored too
     assert restored.global_step == 21
+
+
+def test_the_optimizer_state_is_restored_at_compile_so_the_learning_rate_can_be_changed(tmp_path):
+    x, y = tiny_data(ROWS)
+    first = make(tmp_path, optimizer=keras.optimizers.Adam(0.01))
+    first.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    saved = [v.numpy() for v in first.model.optimizer.variables]
+    tm = tpufit.TPUModel(tiny_model(seed=2), model_dir=str(tmp_path))
+    tm.compile(**{**compile_args(), "optimizer": keras.optimizers.Adam(0.5)})
+    for variable, value in zip(tm.model.optimizer.variables, saved, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)  # iterations, lr 0.01, moments
+    tm.model.optimizer.learning_rate = 0.001
+    tm.fit(x, y, batch_size=BATCH, epochs=2, verbose=0)
+    assert np.isclose(float(tm.model.optimizer.learning_rate), 0.001)
+    assert int(tm.model.optimizer.iterations.numpy()) == 14

@@ -99,6 +99,8 @@ class TPUModel:
         """
         self.config = self.config.replace(jit_compile=jit_compile)
         self._replicas.compile(args, kwargs)
+        if self._model_dir.restore():  # A built model's optimizer state is restored here.
+            self._replicas.copy_weights(into_replicas=False)
 
     def fit(
         self,

@@ -77,13 +77,16 @@ def _writable(directory: str) -> bool:
 
 
 def model_groups(model: keras.Model, optimizers: list) -> dict[str, list]:
-    """Returns the variable lists a checkpoint holds, in the order of `checkpoint`'s layout."""
+    """Returns the variable lists a checkpoint holds (`checkpoint`'s layout).
+
+    Optimizers that have not created their variables yet are left out.
+    """
     weights = list(model.weights)
     skip = {id(v) for v in weights} | {id(v) for v in model.metrics_variables}
     return {
         "weights": weights,
         "rng": [v for v in model.variables if id(v) not in skip],
-        "optimizers": [list(optimizer.variables) for optimizer in optimizers],
+        "optimizers": [list(o.variables) for o in optimizers if o.built],
     }
 
 

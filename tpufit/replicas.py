@@ -42,7 +42,7 @@ class Replicas:
         self.model = place_model(model, strategy)
         self.global_step = global_step
         self.compiled = False
-        self._optimizers: list[keras.optimizers.Optimizer] = []
+        self.optimizers: list[keras.optimizers.Optimizer] = []  # Every optimizer compiled.
         self.input_spec: Any = None  # The inputs' spec of the latest run's data.
         self._programs: dict[tuple, programs.LoopProgram] = {}
         self._metrics_built = False
@@ -69,18 +69,17 @@ class Replicas:
             self.model.compile(*args, **kwargs)
         given = [v for v in (*args, *kwargs.values()) if isinstance(v, keras.optimizers.Optimizer)]
         own = getattr(self.model, "optimizer", None)
-        self._optimizers = given + ([own] if own is not None and own not in given else [])
+        self.optimizers = given + ([own] if own is not None and own not in given else [])
+        if self.model.built and isinstance(own, keras.optimizers.Optimizer) and not own.built:
+            # Its state exists from now on, so a restored one can be set before `fit`.
+            with self.strategy.scope():
+                own.build(self.model.trainable_variables)
         if self.cloned and getattr(self.user_model, "optimizer", None) is None:
             # Callbacks reach the optimizer through the user's model (ReduceLROnPlateau).
             self.user_model.optimizer = self.model.optimizer
         self.compiled = True
         self._programs.clear()
         self._metrics_built = False
-
-    @property
-    def optimizers(self) -> list[keras.optimizers.Optimizer]:
-        """The compiled optimizers that have their variables (a checkpoint holds these)."""
-        return [optimizer for optimizer in self._optimizers if optimizer.built]
 
     def uses_keras_steps(self, mode: str) -> bool:
         """Whether `mode` runs tpufit's padded copy of Keras's step (see `steps.py`)."""
