@@ -208,9 +208,10 @@ class Saver:
         directory = self.directory if self._chief else tempfile.mkdtemp(prefix="tpufit-worker-")
         if self._chief:
             os.makedirs(directory, exist_ok=True)
-            # A process killed inside a save leaves TensorFlow's temporary files behind.
-            for leftover in glob.glob(os.path.join(glob.escape(directory), "*_temp*")):
-                shutil.rmtree(leftover, ignore_errors=True)
+            # A process killed inside a save leaves TensorFlow's temporary directory behind.
+            for leftover in glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp")):
+                if os.path.isdir(leftover):
+                    shutil.rmtree(leftover, ignore_errors=True)
         groups = self._groups()
         root = tf.train.Checkpoint(
             weights=list(groups["weights"]),

@@ -74,6 +74,10 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, np.integer):
                 object.__setattr__(self, name, int(value))
+        for name in ("save_checkpoints_secs", "keep_checkpoint_every_n_hours"):
+            value = getattr(self, name)
+            if isinstance(value, (np.integer, np.floating)):
+                object.__setattr__(self, name, float(value))
         if not validation.is_int(self.iterations_per_loop) or self.iterations_per_loop < 1:
             raise errors.invalid_argument(
                 "iterations_per_loop",

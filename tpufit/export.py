@@ -133,13 +133,22 @@ def serving_function(
 def write(
     path: str | os.PathLike,
     model: keras.Model,
-    *,
     seen_spec: Any,
     batch_size: int,
     jit_compile: bool | str,
     strategy: tf.distribute.Strategy,
 ) -> None:
-    """Writes the SavedModel of `model` at `path` (see the module's docstring)."""
+    """Writes the SavedModel of `model` at `path` (see the module's docstring).
+
+    Args:
+        path: The SavedModel directory.
+        model: The Keras model (the user's, holding the current weights).
+        seen_spec: The inputs' spec of the latest run's data, for models
+            without `keras.Input`s.
+        batch_size: Rows of each static batch.
+        jit_compile: As `RunConfig.jit_compile`.
+        strategy: The strategy `predict` runs under.
+    """
     spec = input_signature(model, seen_spec)
     args = list(spec) if isinstance(spec, (tuple, list)) else [spec]
     archive = keras.export.ExportArchive()

@@ -129,18 +129,6 @@ def prediction_loop(run: Run, hooks: HookList, plan: Plan) -> Any:
     return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)
 
 
-def epochs_until(max_steps: int, global_step: int, start: tuple[int, int], epoch_steps: int) -> int:
-    """Returns the `epochs` that a run from `start` needs to reach global step `max_steps`.
-
-    Example:
-        >>> epochs_until(25, 0, (0, 0), 10)   # epochs 0, 1 and half of 2
-        3
-    """
-    epoch, step = start
-    remaining = max(max_steps - global_step, 0) - (epoch_steps - step)
-    return epoch + 1 + max(0, -(-remaining // epoch_steps))
-
-
 def _finalize_optimizer(model: keras.Model) -> None:
     # As Keras's fit: an optimizer with `use_ema=True` leaves the averaged weights.
     optimizer = getattr(model, "optimizer", None)

@@ -8,6 +8,7 @@ numpy arrays from `predict`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import keras
@@ -73,8 +74,7 @@ class TPUModel:
         self._replicas = Replicas(model, self.strategy, self._state.global_step)
         self._model = self._replicas.model
         self._model_dir = ModelDir(self.config, self._state, self._replicas)
-        if self._model_dir.restore():
-            self._replicas.copy_weights(into_replicas=False)
+        self._model_dir.restore()
 
     @property
     def global_step(self) -> int:
@@ -99,8 +99,7 @@ class TPUModel:
         """
         self.config = self.config.replace(jit_compile=jit_compile)
         self._replicas.compile(args, kwargs)
-        if self._model_dir.restore():  # A built model's optimizer state is restored here.
-            self._replicas.copy_weights(into_replicas=False)
+        self._model_dir.restore()  # A built model's optimizer state is restored here.
 
     def fit(
         self,
@@ -133,12 +132,9 @@ class TPUModel:
         that many steps. Keras callbacks run between loops (see
         `tpufit.callbacks`), after the `tpufit.Hook`s given as `hooks`.
         Arguments are Keras's, plus keyword-only `drop_remainder` (drop the
-        last partial batch of every epoch), `hooks`, and `max_steps`: train
-        until the global step reaches it, epoch after epoch (`epochs` does
-        not end such a run), as TPUEstimator's `train(max_steps=)`; a second
-        call with the same value trains no further. With a `model_dir`,
-        epochs count across runs: `fit(epochs=E)` trains from the epoch (and
-        step) the model's checkpoint reached up to `E`.
+        last partial batch of every epoch), `hooks`, and `max_steps` (train up
+        to that global step, however many epochs it takes; TPUEstimator's).
+        With a `model_dir`, epochs and steps count across runs (docs/model_dir.md).
 
         Returns:
             A `keras.callbacks.History` with one entry per epoch.
@@ -182,17 +178,13 @@ class TPUModel:
         epoch_steps = runner.epoch_steps(
             train_feed.steps_per_pass, steps_per_epoch, use_tail, drop_remainder
         )
-        start = self._model_dir.start(
-            initial_epoch, None if max_steps else epochs, epoch_steps, use_tail
-        )
-        if max_steps is not None:
-            epochs = loops.epochs_until(max_steps, self.global_step, start.position, epoch_steps)
+        start = self._model_dir.start(initial_epoch, epochs, epoch_steps, use_tail, max_steps)
         history = keras.callbacks.History()
         hook_list, callback_hook = self._hooks(
             hooks,
             [*(callbacks or []), history],
             verbose,
-            epochs=epochs,
+            epochs=start.epochs,
             steps=epoch_steps,
             first=[StopAtStepHook(last_step=max_steps)] if max_steps is not None else [],
             last=self._model_dir.fit_hooks(hooks),
@@ -202,18 +194,11 @@ class TPUModel:
         program = self._replicas.program(
             "train", padded, self.config.jit_compile, hook_list.host_calls("train")
         )
-        plan = self._plan(
-            program,
-            train_feed,
-            epoch_steps - use_tail,
-            use_tail,
-            resumed=start.position,
-            skip=start.skip,
-        )
+        plan = self._plan(program, train_feed, epoch_steps - use_tail, use_tail, start)
         run = Run(
             "train",
             self,
-            epochs=epochs,
+            epochs=start.epochs,
             initial_epoch=start.position[0],
             steps_per_epoch=epoch_steps,
             batch_size=train_feed.batch_size,
@@ -301,24 +286,17 @@ class TPUModel:
         run = Run("predict", self, steps_per_epoch=total_steps, batch_size=feed.batch_size)
         return loops.prediction_loop(run, hook_list, plan)
 
-    def export(self, path: str | Any, *, batch_size: int = infeed.DEFAULT_BATCH_SIZE) -> None:
-        """Writes a SavedModel for serving, whose `serving_default` equals `predict` exactly.
+    def export(
+        self, path: str | os.PathLike, *, batch_size: int = infeed.DEFAULT_BATCH_SIZE
+    ) -> None:
+        """Writes a SavedModel whose `serving_default` takes any number of rows.
 
-        The signature takes any number of rows and needs only TensorFlow:
-        `tf.saved_model.load(path).signatures["serving_default"](x)`. It runs
-        the model's `predict_step` on static batches of `batch_size` rows (the
-        last padded), XLA-compiled when `predict` is, so its outputs equal
-        `predict(x, batch_size=batch_size)` bit for bit. See `tpufit.export`.
+        Its outputs equal `predict(x, batch_size=batch_size)` bit for bit, and
+        it loads with TensorFlow alone (`tf.saved_model.load`); see `tpufit.export`.
         """
         validation.check_positive_int("batch_size", batch_size)
-        export.write(
-            path,
-            self.model,
-            seen_spec=self._replicas.input_spec,
-            batch_size=batch_size,
-            jit_compile=self.config.jit_compile,
-            strategy=self.strategy,
-        )
+        jit, spec = self.config.jit_compile, self._replicas.input_spec
+        export.write(path, self.model, spec, batch_size, jit, self.strategy)
 
     def _check_compiled(self, method: str) -> None:
         if not self._replicas.compiled:
@@ -363,12 +341,12 @@ class TPUModel:
         """Builds the model's lazy state and restores what `model_dir` still holds for it."""
         self._replicas.copy_weights(into_replicas=True)
         self._replicas.prepare_state(feed, build_metrics=build_metrics)
-        if self._model_dir.restore():
-            self._replicas.copy_weights(into_replicas=False)
+        self._model_dir.restore()
 
-    def _plan(self, program, feed, total_steps, use_tail: bool, resumed=(0, 0), skip=(0, 0)):
-        dataset, tail = feed.dataset.skip(skip[0]), feed.tail
-        tail = self._replicas.distribute(tail.skip(skip[1])) if use_tail else None
+    def _plan(self, program, feed, total_steps, use_tail: bool, start=None):
+        resumed, skip = (start.position, start.skip) if start else ((0, 0), (0, 0))
+        dataset = feed.dataset.skip(skip[0]) if skip[0] else feed.dataset
+        tail = self._replicas.distribute(feed.tail.skip(skip[1])) if use_tail else None
         return loops.Plan(
             program,
             self._replicas.distribute(dataset),

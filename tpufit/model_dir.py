@@ -25,15 +25,30 @@ from tpufit.hooks import NanGuardHook
 
 
 class Start(NamedTuple):
-    """Where a `fit` starts.
+    """Where a `fit` starts, and where it ends.
 
     Attributes:
         position: `(epoch, step in that epoch)` of its first step.
         skip: `(batches, tail batches)` its infeed skips to get there.
+        epochs: The epoch it stops before (with `max_steps`: the epoch in
+            which the global step reaches it, plus one).
     """
 
     position: tuple[int, int]
     skip: tuple[int, int]
+    epochs: int
+
+
+def epochs_until(max_steps: int, global_step: int, start: tuple[int, int], epoch_steps: int) -> int:
+    """Returns the `epochs` that a run from `start` needs to reach global step `max_steps`.
+
+    Example:
+        >>> epochs_until(25, 0, (0, 0), 10)   # epochs 0, 1 and half of 2
+        3
+    """
+    epoch, step = start
+    remaining = max(max_steps - global_step, 0) - (epoch_steps - step)
+    return epoch + 1 + max(0, -(-remaining // epoch_steps))
 
 
 def check_model_dir(path: Any) -> str:
@@ -131,8 +146,10 @@ class ModelDir:
     def restore(self) -> bool:
         """Restores every part whose variables exist now and that is not restored yet.
 
+        Restored weights are copied to the user's model (when the replicas run a clone).
+
         Returns:
-            Whether the model's weights changed (the caller copies them to the user's model).
+            Whether the model's weights changed.
 
         Raises:
             IncompatibleCheckpointError: The checkpoint's weights differ from
@@ -163,6 +180,8 @@ class ModelDir:
             warm_start.warm_start(self._warm, model.weights)
             self._warm = None
             changed = True
+        if changed:
+            self._replicas.copy_weights(into_replicas=False)
         return changed
 
     def _restore_optimizers(self, optimizers: list) -> None:
@@ -198,7 +217,12 @@ class ModelDir:
         self._pending.discard("optimizers")
 
     def start(
-        self, initial_epoch: int, epochs: int | None, epoch_steps: int, use_tail: bool
+        self,
+        initial_epoch: int,
+        epochs: int,
+        epoch_steps: int,
+        use_tail: bool,
+        max_steps: int | None = None,
     ) -> Start:
         """Returns where a `fit` from `initial_epoch` starts, and the batches to skip there.
 
@@ -207,7 +231,8 @@ class ModelDir:
         `initial_epoch` is later. The infeed then skips what a `fit` from
         `initial_epoch` would have read by then: the epochs' batches (and
         tail batches) and the steps already trained in the current epoch.
-        Warns when that is already past `epochs` (`None` with `max_steps`).
+        Warns when that is already past `epochs` (without `max_steps`, which
+        sets the epochs itself).
         """
         epoch, step = initial_epoch, 0
         if self.path is not None:
@@ -217,15 +242,19 @@ class ModelDir:
                 epoch, step = epoch + 1, 0
             if (epoch, step) <= (initial_epoch, 0):
                 epoch, step = initial_epoch, 0
-            if epochs is not None and epoch >= epochs:
+            if max_steps is None and epoch >= epochs:
                 warnings.warn(
                     f"tpufit: model_dir {self.path} is already at epoch {epoch} (global step "
                     f"{position['global_step']}), so fit(epochs={epochs}) trains no further. "
                     "Epochs count across the runs of a model_dir: raise `epochs` to train more.",
                     stacklevel=3,
                 )
+        if max_steps is not None:
+            epochs = epochs_until(
+                max_steps, self._state.values()["global_step"], (epoch, step), epoch_steps
+            )
         passed = epoch - initial_epoch
-        return Start((epoch, step), (passed * (epoch_steps - use_tail) + step, passed))
+        return Start((epoch, step), (passed * (epoch_steps - use_tail) + step, passed), epochs)
 
     def shuffle_seed(self, draw: Callable[[], int]) -> int:
         """Returns the shuffle seed of a `fit` without `RunConfig.seed`.
