@@ -6,7 +6,8 @@ with checkpoints every few steps, and writes into OUT_DIR:
 
 - `start.json`: the global step and checkpoint it resumed from;
 - `loop-<n>`: a file written in `before_run` of its n-th loop when `--mark-loop n`
-  (the parent kills it then, while that loop runs);
+  (the parent kills it then, while that loop runs), and `loop-<n>-done` in its
+  `after_run` (had the loop completed before the kill?);
 - `paused`: written in `after_run` of loop `--pause-loop n`, after which it sleeps
   (the parent kills it between two loops);
 - `final.npz`: the weights after a complete `fit`.
@@ -88,6 +89,8 @@ class Markers(tpufit.Hook):
             _touch(os.path.join(self.out_dir, f"loop-{self.loops}"))
 
     def after_run(self, ctx, values):
+        if self.loops == self.mark_loop:
+            _touch(os.path.join(self.out_dir, f"loop-{self.loops}-done"))
         if self.loops == self.pause_loop:
             _touch(os.path.join(self.out_dir, "paused"))
             time.sleep(600)
