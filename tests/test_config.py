@@ -150,6 +150,8 @@ def test_checkpoint_settings_keep_valid_values_and_numpy_numbers():
         "runs/a"
     )
     assert RunConfig(save_checkpoints_secs=None).save_checkpoints_secs is None
+    short = RunConfig(warm_start_from=("runs/a", "dense")).warm_start_from
+    assert short == tpufit.WarmStartSettings("runs/a", vars_to_warm_start="dense")
 
 
 def test_warm_start_settings_check_their_arguments():

@@ -44,7 +44,8 @@ class RunConfig:
         warm_start_from: Initialise the model's weights, before its first run,
             from another run's checkpoint: a checkpoint path, a `model_dir`
             (its latest checkpoint), or a `tpufit.WarmStartSettings` to take
-            only the weights matching a regex. Ignored when `model_dir`
+            only the weights matching a regex (`(path, regex)` is short for
+            it). Ignored when `model_dir`
             already holds a checkpoint (the run resumes instead); never takes
             the other run's global step or optimizer state.
 
@@ -62,7 +63,7 @@ class RunConfig:
     save_checkpoints_secs: float | None = 600
     keep_checkpoint_max: int | None = 5
     keep_checkpoint_every_n_hours: float | None = None
-    warm_start_from: str | os.PathLike | WarmStartSettings | None = None
+    warm_start_from: str | os.PathLike | WarmStartSettings | tuple | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -117,12 +118,15 @@ class RunConfig:
                 "keep_checkpoint_max", keep, "a non-negative int (0 or None keeps all) or None"
             )
         start = self.warm_start_from
+        if isinstance(start, tuple) and len(start) == 2:
+            start = WarmStartSettings(*start)
+            object.__setattr__(self, "warm_start_from", start)
         if start is not None and not isinstance(start, (str, os.PathLike, WarmStartSettings)):
             raise errors.invalid_type(
                 "warm_start_from",
                 start,
                 "a checkpoint path or directory (str or os.PathLike), a "
-                "tpufit.WarmStartSettings, or None",
+                "tpufit.WarmStartSettings, a (path, regex) tuple, or None",
             )
 
     @classmethod
