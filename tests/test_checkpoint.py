@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import FEATURES, compile_args, own_step_model, tiny_data, tiny_model
+from conftest import FEATURES, TinyGAN, compile_args, own_step_model, tiny_data, tiny_model
 
 import tpufit
 from tpufit import checkpoint
@@ -266,3 +266,26 @@ def test_the_optimizer_state_is_restored_at_compile_so_the_learning_rate_can_be_
     tm.fit(x, y, batch_size=BATCH, epochs=2, verbose=0)
     assert np.isclose(float(tm.model.optimizer.learning_rate), 0.001)
     assert int(tm.model.optimizer.iterations.numpy()) == 14
+
+
+def test_a_gan_logging_no_loss_checkpoints_and_resumes_with_fresh_optimizers(tmp_path):
+    x, _ = tiny_data(64)
+
+    def gan():
+        tm = tpufit.TPUModel(TinyGAN(), iterations_per_loop=2, model_dir=str(tmp_path))
+        tm.compile(
+            keras.optimizers.Adam(1e-3),
+            keras.optimizers.Adam(1e-3),
+            keras.losses.BinaryCrossentropy(from_logits=True),
+        )
+        return tm
+
+    first = gan()
+    first.fit(x, batch_size=16, epochs=2, verbose=0)  # logs d_loss and g_loss, no "loss"
+    assert checkpoint_steps(tmp_path) == [8]
+    resumed = gan()
+    resumed.predict(x, verbose=0)  # A subclassed model is built, and restored, at its first run.
+    assert_same_weights(resumed.model.get_weights(), first.model.get_weights())
+    with pytest.warns(UserWarning, match="optimizer state in the checkpoint was not restored"):
+        history = resumed.fit(x, batch_size=16, epochs=3, verbose=0)
+    assert history.epoch == [2] and checkpoint_steps(tmp_path) == [8, 12]

@@ -291,7 +291,7 @@ class CheckpointHook(Hook):
     def after_run(self, ctx: RunContext, values: RunValues) -> None:  # noqa: D102
         if ctx.mode != "train" or self.non_finite:
             return
-        if first_non_finite(values.outfeed["loss"]) is not None:
+        if not _finite(values):
             self.non_finite = True  # These weights must never replace a good checkpoint.
             return
         self._set_position(ctx.run, ctx.epoch, ctx.first_step + ctx.steps)
@@ -331,3 +331,15 @@ class CheckpointHook(Hook):
         self.saver.save()
         self._last_save_step = step
         self._last_save_time = time.monotonic()
+
+
+def _finite(values: RunValues) -> bool:
+    """Whether a training loop's losses were finite: every step's, else the logged ones.
+
+    A model's own train step may log no `loss` (a GAN logs `d_loss` and
+    `g_loss`); then every logged value named like a loss is checked.
+    """
+    if "loss" in values.logs:
+        return first_non_finite(values.outfeed["loss"]) is None
+    losses = [value for name, value in values.logs.items() if "loss" in name]
+    return first_non_finite(np.asarray(losses, dtype=np.float64).ravel()) is None
