@@ -289,3 +289,17 @@ def test_a_gan_logging_no_loss_checkpoints_and_resumes_with_fresh_optimizers(tmp
     with pytest.warns(UserWarning, match="optimizer state in the checkpoint was not restored"):
         history = resumed.fit(x, batch_size=16, epochs=3, verbose=0)
     assert history.epoch == [2] and checkpoint_steps(tmp_path) == [8, 12]
+
+
+def test_keep_checkpoint_every_n_hours_keeps_swept_checkpoints_on_disk(tmp_path):
+    x, y = tiny_data(ROWS)
+    tm = make(
+        tmp_path,
+        save_checkpoints_steps=7,
+        keep_checkpoint_max=1,
+        keep_checkpoint_every_n_hours=1e-9,
+    )
+    tm.fit(x, y, batch_size=BATCH, epochs=3, verbose=0)
+    assert checkpoint_steps(tmp_path) == [21]  # The state file lists the newest only ...
+    kept = sorted(int(n[5:-6]) for n in os.listdir(tmp_path) if n.endswith(".index"))
+    assert kept == [7, 14, 21]  # ... but a checkpoint per (tiny) period stays on disk.
