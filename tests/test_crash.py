@@ -89,9 +89,16 @@ def kill_point(model_dir: Path) -> str:
 
 
 def assert_checkpoints_whole(model_dir: Path) -> int:
-    """Reads every tensor of every listed checkpoint; returns the latest one's global step."""
+    """Reads every tensor of every listed checkpoint; returns the latest one's global step.
+
+    TensorFlow lists a new checkpoint, deletes the ones beyond `max_to_keep`,
+    then lists again: a kill in between leaves the oldest listed but deleted.
+    Only those may be missing; every other listed checkpoint must read whole.
+    """
     listed = listed_checkpoints(model_dir)
-    for name in listed:
+    present = [(model_dir / f"{name}.index").exists() for name in listed]
+    assert present == sorted(present), listed  # missing ones are the oldest only
+    for name in (n for n, here in zip(listed, present, strict=True) if here):
         reader = tf.train.load_checkpoint(str(model_dir / name))
         for key in reader.get_variable_to_shape_map():
             reader.get_tensor(key)
