@@ -18,6 +18,12 @@ def test_run_config_defaults():
     assert config.model_dir is None
     assert config.jit_compile == "auto"
     assert config.seed is None
+    # TPUEstimator's checkpoint defaults: every 10 minutes, the newest 5 kept.
+    assert config.save_checkpoints_steps is None
+    assert config.save_checkpoints_secs == 600
+    assert config.keep_checkpoint_max == 5
+    assert config.keep_checkpoint_every_n_hours is None
+    assert config.warm_start_from is None
 
 
 def test_run_config_keeps_valid_values():
@@ -52,6 +58,14 @@ INVALID = [
     ("model_dir", 3, "3"),
     ("seed", "x", "'x'"),
     ("seed", 1.0, "1.0"),
+    ("save_checkpoints_steps", 0, "0"),
+    ("save_checkpoints_steps", 2.5, "2.5"),
+    ("save_checkpoints_secs", -1, "-1"),
+    ("save_checkpoints_secs", "60", "'60'"),
+    ("keep_checkpoint_max", -1, "-1"),
+    ("keep_checkpoint_max", 1.5, "1.5"),
+    ("keep_checkpoint_every_n_hours", -0.5, "-0.5"),
+    ("warm_start_from", 3, "3"),
 ]
 
 
@@ -118,3 +132,32 @@ def test_numpy_integers_are_accepted_like_python_ints():
     config = RunConfig(iterations_per_loop=np.int64(10), seed=np.int32(3))
     assert config.iterations_per_loop == 10
     assert config.seed == 3
+
+
+def test_checkpoint_settings_keep_valid_values_and_numpy_numbers():
+    start = tpufit.WarmStartSettings("runs/a", vars_to_warm_start="dense")
+    config = RunConfig(
+        save_checkpoints_steps=np.int64(50),
+        save_checkpoints_secs=np.float32(0.5),
+        keep_checkpoint_max=np.int32(0),
+        keep_checkpoint_every_n_hours=2,
+        warm_start_from=start,
+    )
+    assert config.save_checkpoints_steps == 50 and type(config.save_checkpoints_steps) is int
+    assert config.save_checkpoints_secs == 0.5 and config.keep_checkpoint_max == 0
+    assert config.warm_start_from is start
+    assert RunConfig(warm_start_from=pathlib.Path("runs/a")).warm_start_from == pathlib.Path(
+        "runs/a"
+    )
+    assert RunConfig(save_checkpoints_secs=None).save_checkpoints_secs is None
+    short = RunConfig(warm_start_from=("runs/a", "dense")).warm_start_from
+    assert short == tpufit.WarmStartSettings("runs/a", vars_to_warm_start="dense")
+
+
+def test_warm_start_settings_check_their_arguments():
+    with pytest.raises(tpufit.InvalidTypeError, match="ckpt_to_initialize_from"):
+        tpufit.WarmStartSettings(3)
+    with pytest.raises(tpufit.InvalidTypeError, match="vars_to_warm_start"):
+        tpufit.WarmStartSettings("runs/a", vars_to_warm_start=["dense"])
+    with pytest.raises(tpufit.InvalidArgumentError, match="regular expression"):
+        tpufit.WarmStartSettings("runs/a", vars_to_warm_start="[")

@@ -43,7 +43,7 @@ EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[Healt
 @pytest.mark.skipif(replicas() > 1, reason="this is the child process")
 def test_four_replicas_in_a_child_process():
     summary = run_pytest_with_replicas("test_multi_replica.py", 4)
-    assert summary.startswith("11 passed"), summary
+    assert summary.startswith("13 passed"), summary
 
 
 def four_replica_model(built_inside_scope: bool, num_replicas: int = 4):
@@ -230,3 +230,38 @@ def test_batch_callbacks_early_stopping_and_lr_changes_work_on_a_cloned_model():
         np.testing.assert_array_equal(restored, best)
     np.testing.assert_allclose(tm.predict(x, batch_size=16, verbose=0), model(x), atol=1e-5)
     assert tm.traces["train"] == 1
+
+
+@inside
+@pytest.mark.parametrize("built_inside_scope", [True, False], ids=["inside_scope", "cloned"])
+def test_checkpoints_over_four_replicas_resume_exactly_and_export_equals_predict(
+    tmp_path, built_inside_scope
+):
+    x, y = tiny_data(100)
+
+    def tpu_model(directory):
+        model, _ = four_replica_model(built_inside_scope)
+        tm = tpufit.TPUModel(
+            model, strategy=make_strategy(), iterations_per_loop=3, model_dir=str(directory)
+        )
+        tm.compile(**{**compile_args(), "optimizer": keras.optimizers.Adam(0.01)})
+        return tm
+
+    first = tpu_model(tmp_path / "a")
+    first.fit(x, y, batch_size=32, max_steps=6, verbose=0)  # 2 steps into epoch 1
+    resumed = tpu_model(tmp_path / "a")
+    assert resumed.global_step == 6
+    for restored, saved in zip(resumed.model.get_weights(), first.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(restored, saved)
+    resumed.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    uninterrupted = tpu_model(tmp_path / "b")
+    uninterrupted.fit(x, y, batch_size=32, epochs=3, verbose=0)
+    assert resumed.global_step == uninterrupted.global_step == 12
+    for ours, theirs in zip(
+        resumed.model.get_weights(), uninterrupted.model.get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(ours, theirs)
+    resumed.export(tmp_path / "serving")
+    serve = tf.saved_model.load(str(tmp_path / "serving")).signatures["serving_default"]
+    (served,) = serve(tf.constant(x[:45])).values()
+    np.testing.assert_array_equal(served.numpy(), resumed.predict(x[:45], verbose=0))

@@ -24,6 +24,7 @@ from tpufit.callbacks import KerasCallbackHook
 from tpufit.config import RunConfig
 from tpufit.context import TPUContext
 from tpufit.errors import (
+    IncompatibleCheckpointError,
     InvalidArgumentError,
     InvalidTypeError,
     NonFiniteLossError,
@@ -45,9 +46,11 @@ from tpufit.hooks import (
 )
 from tpufit.model import TPUModel
 from tpufit.progress import ProgressHook
+from tpufit.warm_start import WarmStartSettings
 
 __all__ = [
     "Hook",
+    "IncompatibleCheckpointError",
     "InvalidArgumentError",
     "InvalidTypeError",
     "KerasCallbackHook",
@@ -68,6 +71,7 @@ __all__ = [
     "TPUFitError",
     "TPUModel",
     "WorkerLostError",
+    "WarmStartSettings",
     "__version__",
     "hooks",
 ]

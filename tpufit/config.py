@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from tpufit import errors, validation
+from tpufit.warm_start import WarmStartSettings
 
 JIT_CHOICES = ("auto", True, False)
 
@@ -27,6 +28,26 @@ class RunConfig:
             `True` requires XLA; `False` never uses it.
         seed: Seed of the per-epoch shuffle of array inputs; `None` draws one
             from Keras's global seed state.
+        save_checkpoints_steps: With a `model_dir`, write a checkpoint at the
+            first loop boundary at least this many steps after the last one;
+            `None` for no step cadence.
+        save_checkpoints_secs: With a `model_dir`, write a checkpoint at the
+            first loop boundary at least this many seconds after the last one
+            (600, as TPUEstimator); `None` for no time cadence. Whichever of
+            the two cadences comes first triggers; every `fit` also writes one
+            at its end.
+        keep_checkpoint_max: Checkpoints kept in `model_dir` (the newest);
+            `None` or 0 keeps all.
+        keep_checkpoint_every_n_hours: Also keep, for good, one checkpoint
+            per this many hours of training; `None` keeps none beyond
+            `keep_checkpoint_max`.
+        warm_start_from: Initialise the model's weights, before its first run,
+            from another run's checkpoint: a checkpoint path, a `model_dir`
+            (its latest checkpoint), or a `tpufit.WarmStartSettings` to take
+            only the weights matching a regex (`(path, regex)` is short for
+            it). Ignored when `model_dir`
+            already holds a checkpoint (the run resumes instead); never takes
+            the other run's global step or optimizer state.
 
     Example:
         >>> config = RunConfig(iterations_per_loop=50)
@@ -38,12 +59,26 @@ class RunConfig:
     model_dir: str | os.PathLike | None = None
     jit_compile: bool | str = "auto"
     seed: int | None = None
+    save_checkpoints_steps: int | None = None
+    save_checkpoints_secs: float | None = 600
+    keep_checkpoint_max: int | None = 5
+    keep_checkpoint_every_n_hours: float | None = None
+    warm_start_from: str | os.PathLike | WarmStartSettings | tuple | None = None
 
     def __post_init__(self) -> None:
-        for name in ("iterations_per_loop", "seed"):
+        for name in (
+            "iterations_per_loop",
+            "seed",
+            "save_checkpoints_steps",
+            "keep_checkpoint_max",
+        ):
             value = getattr(self, name)
             if isinstance(value, np.integer):
                 object.__setattr__(self, name, int(value))
+        for name in ("save_checkpoints_secs", "keep_checkpoint_every_n_hours"):
+            value = getattr(self, name)
+            if isinstance(value, (np.integer, np.floating)):
+                object.__setattr__(self, name, float(value))
         if not validation.is_int(self.iterations_per_loop) or self.iterations_per_loop < 1:
             raise errors.invalid_argument(
                 "iterations_per_loop",
@@ -63,6 +98,36 @@ class RunConfig:
             raise errors.invalid_argument("jit_compile", self.jit_compile, '"auto", True or False')
         if self.seed is not None and not validation.is_int(self.seed):
             raise errors.invalid_type("seed", self.seed, "an int or None")
+        self._check_checkpointing()
+
+    def _check_checkpointing(self) -> None:
+        steps = self.save_checkpoints_steps
+        if steps is not None and (not validation.is_int(steps) or steps < 1):
+            raise errors.invalid_argument(
+                "save_checkpoints_steps",
+                steps,
+                "a positive int (steps between checkpoints) or None",
+            )
+        for name in ("save_checkpoints_secs", "keep_checkpoint_every_n_hours"):
+            value = getattr(self, name)
+            if value is not None and (not _is_number(value) or value < 0):
+                raise errors.invalid_argument(name, value, "a non-negative number or None")
+        keep = self.keep_checkpoint_max
+        if keep is not None and (not validation.is_int(keep) or keep < 0):
+            raise errors.invalid_argument(
+                "keep_checkpoint_max", keep, "a non-negative int (0 or None keeps all) or None"
+            )
+        start = self.warm_start_from
+        if isinstance(start, tuple) and len(start) == 2:
+            start = WarmStartSettings(*start)
+            object.__setattr__(self, "warm_start_from", start)
+        if start is not None and not isinstance(start, (str, os.PathLike, WarmStartSettings)):
+            raise errors.invalid_type(
+                "warm_start_from",
+                start,
+                "a checkpoint path or directory (str or os.PathLike), a "
+                "tpufit.WarmStartSettings, a (path, regex) tuple, or None",
+            )
 
     @classmethod
     def with_overrides(
@@ -87,3 +152,7 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         """Returns a copy with `changes` applied and validated."""
         return dataclasses.replace(self, **changes)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

@@ -29,6 +29,10 @@ class WorkerLostError(TPUFitError, RuntimeError):
     """A worker of a multi-worker run stopped answering; the message names it."""
 
 
+class IncompatibleCheckpointError(InvalidArgumentError):
+    """The checkpoint in `model_dir` was written by a different model (other weights)."""
+
+
 class MissingTensorFlowError(TPUFitError, ImportError):
     """TensorFlow is not installed."""
 

@@ -1,7 +1,8 @@
 """The three loops of a run — fit, evaluation, prediction — with their hook events.
 
 Each takes a `Run`, its `HookList` and a `Plan` (the program, the infeed
-iterators, the step budget) and drives `runner.run_loops` epoch by epoch,
+iterators, the step budget; the model's state is already built and restored)
+and drives `runner.run_loops` epoch by epoch,
 calling the hooks at the points `tpufit.hooks.base` lists. `begin` and `end`
 wrap everything, so `end` runs even when a loop raises.
 """
@@ -30,30 +31,32 @@ class Plan:
         iterator: Iterator over the distributed infeed.
         total_steps: Steps to take from `iterator` per epoch, or `None` to
             run until the stopping signal.
-        prepare: Creates the model's lazily built state (before
-            `after_create_session`).
         iterations_per_loop: The most steps one loop runs.
         tail: Iterator over the unpadded last batch, run as one more step of
             every epoch (a model's own step), or `None`.
+        resumed: `(epoch, steps)`: that epoch already trained its first
+            `steps` steps (a run resumed from a checkpoint), so it starts at
+            step `steps`; the iterators are already past those batches.
     """
 
     program: programs.LoopProgram
     iterator: Any
     total_steps: int | None
-    prepare: Callable[[], None]
     iterations_per_loop: int
     tail: Any = None
+    resumed: tuple[int, int] = (0, 0)
 
 
-def _run_epoch(run: Run, hooks: HookList, plan: Plan, epoch: int, to_values, advance=None):
-    events = runner.LoopEvents(run, hooks, epoch, to_values, advance)
+def _run_epoch(run: Run, hooks: HookList, plan: Plan, epoch: int, to_values):
+    events = runner.LoopEvents(run, hooks, epoch, to_values)
+    first = plan.resumed[1] if epoch == plan.resumed[0] else 0
     runner.run_loops(
         plan.program,
         plan.iterator,
-        total_steps=plan.total_steps,
+        total_steps=None if plan.total_steps is None else plan.total_steps - first,
         iterations_per_loop=plan.iterations_per_loop,
-        before_loop=events.before_loop,
-        after_loop=events.after_loop,
+        before_loop=lambda done, asked: events.before_loop(first + done, asked),
+        after_loop=lambda done, result: events.after_loop(first + done, result),
         stop_requested=events.stop_requested,
         tail=plan.tail,
     )
@@ -67,7 +70,6 @@ def fit_loop(
     *,
     model: keras.Model,
     validate: Callable[[Run, int], dict | None],
-    advance: Callable[[int], None],
 ) -> None:
     """Trains epoch by epoch from `run.initial_epoch` until `run.epochs` or a stop request.
 
@@ -78,17 +80,15 @@ def fit_loop(
         model: The Keras model on the replicas (its metrics give the logs).
         validate: `(run, epoch) -> validation logs`, or `None` in an epoch
             without validation.
-        advance: Adds a loop's steps to the global step.
     """
     with hooks.running(run):
-        plan.prepare()
         hooks.after_create_session(run)
         for epoch in range(run.initial_epoch, run.epochs):
             if run.stop_requested:
                 break  # A hook asked before the epoch began (the step budget is spent).
             model.reset_metrics()
             hooks.epoch_begin(run, epoch)
-            events = _run_epoch(run, hooks, plan, epoch, runner.loss_values, advance)
+            events = _run_epoch(run, hooks, plan, epoch, runner.loss_values)
             logs = logs_module.final_logs(model, events.logs, events.padding_rows)
             val_logs = validate(run, epoch)
             if val_logs is not None:
@@ -103,7 +103,6 @@ def fit_loop(
 def evaluation_loop(run: Run, hooks: HookList, plan: Plan, *, model: keras.Model) -> dict:
     """Evaluates once over the plan's data; returns the logs (also left in `run.logs`)."""
     with hooks.running(run):
-        plan.prepare()
         model.reset_metrics()
         hooks.after_create_session(run)
         hooks.epoch_begin(run, 0)
@@ -123,7 +122,6 @@ def prediction_loop(run: Run, hooks: HookList, plan: Plan) -> Any:
         return RunValues(outfeed={"outputs": outputs[-1]}, logs={})
 
     with hooks.running(run):
-        plan.prepare()
         hooks.after_create_session(run)
         hooks.epoch_begin(run, 0)
         _run_epoch(run, hooks, plan, 0, to_values)

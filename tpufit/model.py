@@ -8,17 +8,21 @@ numpy arrays from `predict`.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import adapters, errors, failures, infeed, loops, runner, validation
+from tpufit import adapters, checkpoint, errors, export, failures, infeed, loops, runner, validation
 from tpufit import logs as logs_module
 from tpufit.callbacks import KerasCallbackHook
 from tpufit.config import RunConfig
+from tpufit.hooks import StopAtStepHook
 from tpufit.hooks.base import Hook, HookList, Run
+from tpufit.model_dir import ModelDir
 from tpufit.progress import ProgressHook, verbosity
 from tpufit.replicas import Replicas
 from tpufit.strategy import resolve_strategy
@@ -36,7 +40,10 @@ class TPUModel:
             TPU, else several GPUs, else the default device.
         iterations_per_loop: Steps each device loop runs before returning to
             the host.
-        model_dir: Directory for the run's files, or `None`.
+        model_dir: Directory for checkpoints, or `None`. A `model_dir` that
+            holds a checkpoint is restored (weights, optimizer state, global
+            step, epoch) before the first run, and `fit` continues from it;
+            see docs/model_dir.md.
         config: A `RunConfig`; `iterations_per_loop` and `model_dir` given
             here override its values.
 
@@ -64,14 +71,16 @@ class TPUModel:
             config, iterations_per_loop=iterations_per_loop, model_dir=model_dir
         )
         self.strategy = resolve_strategy(strategy)
-        self._replicas = Replicas(model, self.strategy)
+        self._state = checkpoint.TrainingState()
+        self._replicas = Replicas(model, self.strategy, self._state.global_step)
         self._model = self._replicas.model
-        self._steps_trained = 0
+        self._model_dir = ModelDir(self.config, self._state, self._replicas)
+        self._model_dir.restore()
 
     @property
     def global_step(self) -> int:
-        """Steps trained so far by this `TPUModel`."""
-        return self._steps_trained
+        """Steps trained so far (restored from `model_dir`, then counted by every `fit`)."""
+        return int(self._state.global_step.numpy())
 
     @property
     def traces(self) -> dict[str, int]:
@@ -91,6 +100,7 @@ class TPUModel:
         """
         self.config = self.config.replace(jit_compile=jit_compile)
         self._replicas.compile(args, kwargs)
+        self._model_dir.restore()  # A built model's optimizer state is restored here.
 
     @failures.translated
     def fit(
@@ -115,6 +125,7 @@ class TPUModel:
         drop_remainder: bool = False,
         hooks: list[Hook] | None = None,
         input_fn: Any = None,
+        max_steps: int | None = None,
     ) -> keras.callbacks.History:
         """Trains the model, as `keras.Model.fit` does, in loops of `iterations_per_loop` steps.
 
@@ -124,7 +135,9 @@ class TPUModel:
         that many steps. Keras callbacks run between loops (see
         `tpufit.callbacks`), after the `tpufit.Hook`s given as `hooks`.
         Arguments are Keras's, plus keyword-only `drop_remainder` (drop the
-        last partial batch of every epoch) and `hooks`.
+        last partial batch of every epoch), `hooks`, and `max_steps` (train up
+        to that global step, however many epochs it takes; TPUEstimator's).
+        With a `model_dir`, epochs and steps count across runs (docs/model_dir.md).
 
         Returns:
             A `keras.callbacks.History` with one entry per epoch.
@@ -134,6 +147,7 @@ class TPUModel:
         validation.check_epochs(epochs, initial_epoch)
         validation.check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
         validation.check_positive_int("validation_freq", validation_freq)
+        validation.check_positive_int("max_steps", max_steps, allow_none=True)
         if validation_split:
             x, y, sample_weight, validation_data = adapters.split_for_validation(
                 x, y, sample_weight, validation_split, validation_data
@@ -166,26 +180,28 @@ class TPUModel:
         epoch_steps = runner.epoch_steps(
             train_feed.steps_per_pass, steps_per_epoch, use_tail, drop_remainder
         )
+        start = self._model_dir.start(initial_epoch, epochs, epoch_steps, use_tail, max_steps)
         history = keras.callbacks.History()
         hook_list, callback_hook = self._hooks(
-            hooks, [*(callbacks or []), history], verbose, epochs=epochs, steps=epoch_steps
+            hooks,
+            [*(callbacks or []), history],
+            verbose,
+            epochs=start.epochs,
+            steps=epoch_steps,
+            first=[StopAtStepHook(last_step=max_steps)] if max_steps is not None else [],
+            last=self._model_dir.fit_hooks(hooks),
         )
+        self._start_run(train_feed, build_metrics=padded)
+        self._model_dir.training_starts()
         program = self._replicas.program(
             "train", padded, self.config.jit_compile, hook_list.host_calls("train")
         )
-        self._replicas.copy_weights(into_replicas=True)
-        plan = self._plan(
-            program,
-            train_feed,
-            epoch_steps - use_tail,
-            use_tail,
-            prepare=lambda: self._replicas.prepare_state(train_feed, build_metrics=padded),
-        )
+        plan = self._plan(program, train_feed, epoch_steps - use_tail, use_tail, start)
         run = Run(
             "train",
             self,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
+            epochs=start.epochs,
+            initial_epoch=start.position[0],
             steps_per_epoch=epoch_steps,
             batch_size=train_feed.batch_size,
             external_stop=self._replicas.stop_requested,
@@ -200,9 +216,7 @@ class TPUModel:
 
         self._model.stop_training = self.model.stop_training = False
         with self._replicas.keeping_user_weights():
-            loops.fit_loop(
-                run, hook_list, plan, model=self._model, validate=validate, advance=self._advance
-            )
+            loops.fit_loop(run, hook_list, plan, model=self._model, validate=validate)
         return history
 
     @failures.translated
@@ -240,7 +254,7 @@ class TPUModel:
         hook_list, _ = self._hooks(
             hooks, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
-        self._replicas.copy_weights(into_replicas=True)
+        self._start_run(feed, build_metrics=padded)
         logs = self._evaluate_run(feed, steps, hook_list)
         if return_dict:
             return logs
@@ -272,16 +286,27 @@ class TPUModel:
         feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True, steps=steps)
         total_steps = steps or feed.steps_per_pass
         hook_list, _ = self._hooks(hooks, callbacks, verbose, epochs=1, steps=total_steps)
-        self._replicas.copy_weights(into_replicas=True)
+        self._start_run(feed, build_metrics=False)
         plan = self._plan(
             self._replicas.program("predict", True, self.config.jit_compile),
             feed,
             total_steps,
             False,
-            prepare=lambda: self._replicas.prepare_state(feed, build_metrics=False),
         )
         run = Run("predict", self, steps_per_epoch=total_steps, batch_size=feed.batch_size)
         return loops.prediction_loop(run, hook_list, plan)
+
+    def export(
+        self, path: str | os.PathLike, *, batch_size: int = infeed.DEFAULT_BATCH_SIZE
+    ) -> None:
+        """Writes a SavedModel whose `serving_default` takes any number of rows.
+
+        Its outputs equal `predict(x, batch_size=batch_size)` bit for bit, and
+        it loads with TensorFlow alone (`tf.saved_model.load`); see `tpufit.export`.
+        """
+        validation.check_positive_int("batch_size", batch_size)
+        jit, spec = self.config.jit_compile, self._replicas.input_spec
+        export.write(path, self.model, spec, batch_size, jit, self.strategy)
 
     def _check_compiled(self, method: str) -> None:
         if not self._replicas.compiled:
@@ -294,15 +319,16 @@ class TPUModel:
     def _infeed(self, x, y, sample_weight, batch_size, **layout) -> infeed.Infeed:
         seed = self.config.seed
         if seed is None and layout.get("shuffle"):
-            seed = int(np.random.randint(0, 2**31 - 1))  # follows keras.utils.set_random_seed
+            # Follows keras.utils.set_random_seed; a model_dir keeps one seed for all its fits.
+            seed = self._model_dir.shuffle_seed(lambda: int(np.random.randint(0, 2**31 - 1)))
         return adapters.build_infeed(
             x, y, sample_weight, batch_size, strategy=self.strategy, seed=seed, **layout
         )
 
     def _hooks(
-        self, hooks, callbacks, verbose, *, epochs: int, steps: int | None
+        self, hooks, callbacks, verbose, *, epochs: int, steps: int | None, first=(), last=()
     ) -> tuple[HookList, KerasCallbackHook]:
-        """Returns a run's hooks, in calling order: the user's, the callbacks', progress."""
+        """Returns a run's hooks: `first`, the user's, the callbacks', `last`, progress."""
         user_hooks = HookList(hooks)
         callback_hook = KerasCallbackHook(
             list(callbacks or []),
@@ -312,17 +338,30 @@ class TPUModel:
             steps=steps,
             user_weights=self._replicas.user_weights,
         )
-        return HookList([*user_hooks.hooks, callback_hook, ProgressHook(verbose)]), callback_hook
+        ordered = [*first, *user_hooks.hooks, callback_hook, *last, ProgressHook(verbose)]
+        return HookList(ordered), callback_hook
 
-    def _plan(self, program, feed: infeed.Infeed, total_steps, use_tail: bool, prepare):
-        tail = self._replicas.distribute(feed.tail) if use_tail else None
+    def _start_run(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
+        """Builds the model's lazy state and restores what `model_dir` still holds for it."""
+        self._replicas.copy_weights(into_replicas=True)
+        self._replicas.prepare_state(feed, build_metrics=build_metrics)
+        self._model_dir.restore()
+
+    def _plan(self, program, feed, total_steps, use_tail: bool, start=None):
+        resumed, skip = (start.position, start.skip) if start else ((0, 0), (0, 0))
+        source = feed
+        if skip[0]:
+            # Resuming mid-epoch skips the batches already trained (an input_fn's own
+            # per-pipeline datasets are not skipped: they start over).
+            source = dataclasses.replace(feed, dataset=feed.dataset.skip(skip[0]))
+        tail = self._replicas.distribute(feed.tail.skip(skip[1])) if use_tail else None
         return loops.Plan(
             program,
-            self._replicas.distribute(feed),
+            self._replicas.distribute(source),
             total_steps,
-            prepare,
             self.config.iterations_per_loop,
             tail,
+            resumed,
         )
 
     def _evaluate_run(
@@ -334,18 +373,10 @@ class TPUModel:
         program = self._replicas.program(
             "eval", padded, self.config.jit_compile, hook_list.host_calls("eval")
         )
-        plan = self._plan(
-            program,
-            feed,
-            total_steps,
-            use_tail,
-            prepare=lambda: self._replicas.prepare_state(feed, build_metrics=padded),
-        )
+        self._replicas.prepare_state(feed, build_metrics=padded)
+        plan = self._plan(program, feed, total_steps, use_tail)
         steps_per_epoch = None if total_steps is None else total_steps + use_tail
         run = Run(
             "eval", self, steps_per_epoch=steps_per_epoch, batch_size=feed.batch_size, parent=parent
         )
         return loops.evaluation_loop(run, hook_list, plan, model=self._model)
-
-    def _advance(self, steps: int) -> None:
-        self._steps_trained += steps

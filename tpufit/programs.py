@@ -77,6 +77,10 @@ class LoopProgram:
             creates lazily (a custom step's optimizer slots) exist before the
             loop is traced: created inside the traced loop, they fail under
             `MirroredStrategy`.
+        step_counter: An int64 variable the program adds its steps to, on
+            the device, in the same call that runs them (the global step): a
+            loop that completed is always counted, even if the host is
+            interrupted right after it.
     """
 
     def __init__(
@@ -89,10 +93,12 @@ class LoopProgram:
         jit_compile: bool | str,
         name: str,
         first_step_eagerly: bool = False,
+        step_counter: tf.Variable | None = None,
     ) -> None:
         if first_step_eagerly and stops:
             raise ValueError("first_step_eagerly is for training programs, which never stop")
         self._eager_first = first_step_eagerly
+        self._counter = step_counter
         self._strategy = strategy
         self._replica_step = replica_step
         self._reduce = reduce
@@ -170,6 +176,7 @@ class LoopProgram:
             for i in tf.range(num_steps):
                 per_step, latest = self._step_fn(next(iterator))
                 arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+            self._count(num_steps)
             stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
             return stacked, latest, num_steps, tf.constant(False)
         steps = tf.constant(0)
@@ -183,6 +190,10 @@ class LoopProgram:
             arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
             steps = i + 1
         return tf.nest.map_structure(lambda a: a.stack(), arrays), latest, steps, stopped
+
+    def _count(self, steps) -> None:
+        if self._counter is not None:
+            self._counter.assign_add(tf.cast(steps, tf.int64))
 
     def run(self, iterator, num_steps: int) -> LoopResult:
         """Runs one loop of up to `num_steps` steps and returns its outfeed.
@@ -218,6 +229,7 @@ class LoopProgram:
 
     def _run_one_step_eagerly(self, iterator) -> LoopResult:
         per_step, latest = self._one_step(next(iterator))
+        self._count(1)
         outfeed = tf.nest.map_structure(lambda t: _numpy(t)[None], per_step)
         return LoopResult(outfeed, tf.nest.map_structure(_numpy, latest), 1, False)
 

@@ -28,13 +28,22 @@ class Replicas:
     Args:
         model: The user's Keras model.
         strategy: The `tf.distribute` strategy of every run.
+        global_step: The int64 variable training programs add their steps to.
     """
 
-    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        strategy: tf.distribute.Strategy,
+        global_step: tf.Variable | None = None,
+    ) -> None:
         self.user_model = model
         self.strategy = strategy
         self.model = place_model(model, strategy)
+        self.global_step = global_step
         self.compiled = False
+        self.optimizers: list[keras.optimizers.Optimizer] = []  # Every optimizer compiled.
+        self.input_spec: Any = None  # The inputs' spec of the latest run's data.
         self._programs: dict[tuple, programs.LoopProgram] = {}
         self._metrics_built = False
 
@@ -58,6 +67,13 @@ class Replicas:
         kwargs = {name: place_optimizer(value, self.strategy) for name, value in kwargs.items()}
         with self.strategy.scope():
             self.model.compile(*args, **kwargs)
+        given = [v for v in (*args, *kwargs.values()) if isinstance(v, keras.optimizers.Optimizer)]
+        own = getattr(self.model, "optimizer", None)
+        self.optimizers = given + ([own] if own is not None and own not in given else [])
+        if self.model.built and isinstance(own, keras.optimizers.Optimizer) and not own.built:
+            # Its state exists from now on, so a restored one can be set before `fit`.
+            with self.strategy.scope():
+                own.build(self.model.trainable_variables)
         if self.cloned and getattr(self.user_model, "optimizer", None) is None:
             # Callbacks reach the optimizer through the user's model (ReduceLROnPlateau).
             self.user_model.optimizer = self.model.optimizer
@@ -86,11 +102,13 @@ class Replicas:
                 jit_compile=jit_compile,
                 name=mode,
                 first_step_eagerly=mode == "train" and not padded,
+                step_counter=self.global_step if mode == "train" else None,
             )
         return self._programs[key]
 
     def prepare_state(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
         """Creates the model's lazily built state on the feed's first batch (once for metrics)."""
+        self.input_spec = keras.utils.unpack_x_y_sample_weight(feed.dataset.element_spec[0])[0]
         build_metrics = build_metrics and self.compiled and not self._metrics_built
         build_state(
             self.model,

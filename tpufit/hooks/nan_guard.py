@@ -26,8 +26,8 @@ class NanGuardHook(Hook):
         self.bad_step: int | None = None
 
     def after_run(self, ctx: RunContext, values: RunValues) -> None:  # noqa: D102 - see Hook.
-        if ctx.mode != "train" or self.bad_step is not None:
-            return
+        if ctx.mode != "train" or self.bad_step is not None or "loss" not in values.logs:
+            return  # A model's own train step that logs no "loss" has none to check.
         losses = values.outfeed["loss"]
         index = first_non_finite(losses)
         if index is None:

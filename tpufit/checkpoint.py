@@ -1,0 +1,346 @@
+"""The checkpoints of a `model_dir`: their layout, reading them, and the hook that writes them.
+
+A checkpoint is a standard TF2 object-based checkpoint (`ckpt-<global step>.index`
+and `.data-*` files), written by `tf.train.CheckpointManager`, which keeps the
+newest `keep_checkpoint_max` and records them in the `checkpoint` state file.
+Its root holds four lists, read by position:
+
+    weights/<i>          the model's `model.weights[i]` (trainable and not)
+    rng/<i>              the model's random-seed states (e.g. Dropout's)
+    optimizers/<j>/<i>   the variables of the j-th optimizer (iterations, slots)
+    state/<name>         global_step, epoch, step_in_epoch, data_seed
+
+Positions in Keras's public lists, not Keras's internal attribute names: the
+files stay readable across Keras releases, a restore can check every shape
+before it assigns anything, and weights are found without the model's code.
+
+Writes are atomic as TensorFlow makes them: the data goes to a temporary
+directory, is renamed into place, and only then is the `checkpoint` state file
+(itself replaced atomically) pointed at it; a process killed during a save
+leaves the previous checkpoint as the latest.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tpufit import cluster
+from tpufit.hooks.base import Hook, Run, RunContext, RunValues, first_non_finite
+
+STATE_FIELDS = ("global_step", "epoch", "step_in_epoch", "data_seed")
+
+
+class TrainingState(tf.Module):
+    """What a checkpoint records beside the variables: where training is.
+
+    Attributes:
+        global_step: Steps trained so far; the training loop program adds
+            each loop's steps on the device, so it always matches the weights.
+        epoch: The epoch the next step belongs to.
+        step_in_epoch: Steps of `epoch` already trained.
+        data_seed: The shuffle seed of the fit that trained, or -1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="tpufit_state")
+        with tf.init_scope():
+            for name in STATE_FIELDS:
+                initial = -1 if name == "data_seed" else 0
+                setattr(
+                    self, name, tf.Variable(initial, dtype=tf.int64, trainable=False, name=name)
+                )
+
+    def values(self) -> dict[str, int]:
+        """Returns every field as a Python int."""
+        return {name: int(getattr(self, name).numpy()) for name in STATE_FIELDS}
+
+    def set_position(self, epoch: int, step_in_epoch: int) -> None:
+        """Records where the next step of training starts."""
+        self.epoch.assign(epoch)
+        self.step_in_epoch.assign(step_in_epoch)
+
+
+def key(*path: Any) -> str:
+    """Returns the checkpoint key of the variable at `path`, e.g. `key("weights", 0)`."""
+    return "/".join(str(part) for part in path) + "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def latest(directory: str) -> str | None:
+    """Returns the newest checkpoint that the state file of `directory` lists, or `None`."""
+    if not os.path.isdir(directory):
+        return None
+    return tf.train.latest_checkpoint(directory)
+
+
+def resolve(path: str) -> str | None:
+    """Returns the checkpoint at `path`: a checkpoint prefix, or the latest in a directory."""
+    if os.path.isdir(path):
+        return latest(path)
+    return path if tf.io.gfile.exists(path + ".index") else None
+
+
+class Reader:
+    """Reads a tpufit checkpoint by position, checking shapes before anything is assigned.
+
+    Args:
+        path: The checkpoint prefix.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._reader = tf.train.load_checkpoint(path)
+        self.shapes = self._reader.get_variable_to_shape_map()
+        self.dtypes = self._reader.get_variable_to_dtype_map()
+
+    def count(self, *prefix: Any) -> int:
+        """Returns how many consecutive positions the list at `prefix` holds."""
+        stored = {
+            name.split("/")[len(prefix)]
+            for name in self.shapes
+            if name.startswith("/".join(str(part) for part in prefix) + "/")
+        }
+        count = 0
+        while str(count) in stored:
+            count += 1
+        return count
+
+    def mismatch(self, prefix: tuple, variables: Sequence[Any], names=None) -> str | None:
+        """Describes the first difference between the list at `prefix` and `variables`, or `None`.
+
+        Args:
+            prefix: The list's path, e.g. `("weights",)`.
+            variables: The variables that would receive the list's values.
+            names: The variables' names for the message (default: their `path`).
+        """
+        stored = self.count(*prefix)
+        if stored != len(variables):
+            return f"{stored} variables in the checkpoint, {len(variables)} here"
+        for index, variable in enumerate(variables):
+            name = names[index] if names else getattr(variable, "path", variable.name)
+            problem = self.mismatch_of(key(*prefix, index), variable)
+            if problem:
+                return f"variable {index} ({name}): {problem}"
+        return None
+
+    def mismatch_of(self, checkpoint_key: str, variable: Any) -> str | None:
+        """Describes how the stored tensor at `checkpoint_key` cannot go into `variable`."""
+        if checkpoint_key not in self.shapes:
+            return "not in the checkpoint"
+        shape = tuple(self.shapes[checkpoint_key])
+        dtype = self.dtypes[checkpoint_key]
+        if shape != tuple(variable.shape) or dtype != tf.as_dtype(variable.dtype):
+            return (
+                f"shape {shape} {dtype.name} in the checkpoint, "
+                f"{tuple(variable.shape)} {tf.as_dtype(variable.dtype).name} here"
+            )
+        return None
+
+    def value(self, checkpoint_key: str) -> np.ndarray:
+        """Returns the stored tensor at `checkpoint_key`."""
+        return self._reader.get_tensor(checkpoint_key)
+
+    def assign(self, prefix: tuple, variables: Sequence[Any]) -> None:
+        """Assigns the list at `prefix` to `variables` (check `mismatch` first)."""
+        values = [self.value(key(*prefix, i)) for i in range(len(variables))]
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
+    def state(self) -> dict[str, int] | None:
+        """Returns the stored `TrainingState` fields, or `None` if this is no tpufit checkpoint."""
+        if key("state", "global_step") not in self.shapes:
+            return None
+        return {
+            name: int(self.value(key("state", name)))
+            for name in STATE_FIELDS
+            if key("state", name) in self.shapes
+        }
+
+
+class Saver:
+    """Writes checkpoints of a run's variables into a directory, keeping the newest.
+
+    Only the chief writes into `directory` under a multi-worker strategy; the
+    other workers write (the same collective reads) into a temporary directory
+    that is removed at once, as TensorFlow's multi-worker guide does.
+
+    Args:
+        directory: The `model_dir`.
+        groups: Returns the variable lists to save: `weights`, `rng`,
+            `optimizers` (a list of lists).
+        state: The `TrainingState` saved beside them.
+        strategy: The run's `tf.distribute` strategy.
+        max_to_keep: Checkpoints kept (`None` or 0 keeps all).
+        keep_every_n_hours: Keep one checkpoint for good per this many hours.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        groups: Callable[[], dict[str, list]],
+        state: TrainingState,
+        strategy: tf.distribute.Strategy,
+        *,
+        max_to_keep: int | None,
+        keep_every_n_hours: float | None,
+    ) -> None:
+        self.directory = directory
+        self._groups = groups
+        self._state = state
+        self._chief = cluster.is_chief(strategy)
+        self._max_to_keep = max_to_keep or None
+        self._keep_hours = keep_every_n_hours
+        self._manager: tf.train.CheckpointManager | None = None
+        self.last_saved_step: int | None = None
+
+    def reset(self) -> None:
+        """Takes the variable lists afresh at the next save (`compile` makes a new optimizer)."""
+        self._manager = None
+
+    def _make_manager(self) -> tf.train.CheckpointManager:
+        directory = self.directory if self._chief else tempfile.mkdtemp(prefix="tpufit-worker-")
+        if self._chief:
+            os.makedirs(directory, exist_ok=True)
+            # A process killed inside a save leaves TensorFlow's temporary directory behind.
+            for leftover in glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp")):
+                if os.path.isdir(leftover):
+                    shutil.rmtree(leftover, ignore_errors=True)
+        groups = self._groups()
+        root = tf.train.Checkpoint(
+            weights=list(groups["weights"]),
+            rng=list(groups["rng"]),
+            optimizers=[list(variables) for variables in groups["optimizers"]],
+            state=self._state,
+        )
+        return tf.train.CheckpointManager(
+            root,
+            directory,
+            max_to_keep=self._max_to_keep,
+            keep_checkpoint_every_n_hours=self._keep_hours,
+        )
+
+    def save(self) -> str | None:
+        """Writes a checkpoint named after the global step; returns its prefix (chief only)."""
+        step = int(self._state.global_step.numpy())
+        if step == self.last_saved_step:
+            return None
+        if self._manager is None:
+            self._manager = self._make_manager()
+        path = self._manager.save(checkpoint_number=step)
+        if not self._chief:
+            shutil.rmtree(self._manager.directory, ignore_errors=True)
+            self._manager = None
+            path = None
+        self.last_saved_step = step
+        return path
+
+
+class CheckpointHook(Hook):
+    """Writes checkpoints during `fit`, at loop boundaries, and at its end (TPUEstimator's saver).
+
+    A checkpoint is written after the first loop that ends at least
+    `every_steps` steps or `every_secs` seconds after the last one, and when
+    the run ends without an error. Nothing is written once a loop had a
+    non-finite loss (the last good checkpoint stays the latest), nor at the
+    end of a run that an exception or `KeyboardInterrupt` ended: the last
+    checkpoint written at a loop boundary stays the latest.
+
+    It also keeps the run's position (epoch, step in the epoch) in the
+    `TrainingState`, so that a restarted run resumes at the right batch.
+
+    Args:
+        saver: Writes the checkpoints.
+        state: The training state.
+        every_steps: The step cadence, or `None`.
+        every_secs: The time cadence, or `None`.
+    """
+
+    def __init__(
+        self,
+        saver: Saver,
+        state: TrainingState,
+        *,
+        every_steps: int | None,
+        every_secs: float | None,
+    ) -> None:
+        self.saver = saver
+        self._state = state
+        self._every_steps = every_steps
+        self._every_secs = every_secs
+        self._last_save_time = 0.0
+        self._last_save_step = 0
+        self._loop_start: tuple[int, int, int] | None = None
+        self.non_finite = False
+
+    def begin(self, run: Run) -> None:  # noqa: D102 - see Hook.
+        self.saver.reset()
+        self._last_save_time = time.monotonic()
+        self._last_save_step = run.global_step
+
+    def before_run(self, ctx: RunContext) -> None:  # noqa: D102
+        if ctx.mode == "train":
+            self._loop_start = (ctx.epoch, ctx.first_step, ctx.global_step)
+
+    def after_run(self, ctx: RunContext, values: RunValues) -> None:  # noqa: D102
+        if ctx.mode != "train" or self.non_finite:
+            return
+        if not _finite(values):
+            self.non_finite = True  # These weights must never replace a good checkpoint.
+            return
+        self._set_position(ctx.run, ctx.epoch, ctx.first_step + ctx.steps)
+        step = ctx.global_step + ctx.steps
+        due_steps = (
+            self._every_steps is not None and step - self._last_save_step >= self._every_steps
+        )
+        due_secs = (
+            self._every_secs is not None
+            and time.monotonic() - self._last_save_time >= self._every_secs
+        )
+        if due_steps or due_secs:
+            self._save(step)
+
+    def end(self, run: Run) -> None:  # noqa: D102
+        if run.mode != "train":
+            return
+        if run.error is None:
+            if not self.non_finite:
+                self._save(run.global_step)
+            return
+        if self._loop_start is not None and not self.non_finite:
+            # An interrupt during a device loop: the loop completed (it always does) and
+            # counted its steps, but after_run never ran; keep the position in step with them.
+            epoch, first, global_step = self._loop_start
+            done = run.global_step - global_step
+            position = self._state.values()
+            if done > 0 and (position["epoch"], position["step_in_epoch"]) == (epoch, first):
+                self._set_position(run, epoch, first + done)
+
+    def _set_position(self, run: Run, epoch: int, step_in_epoch: int) -> None:
+        if run.steps_per_epoch is not None and step_in_epoch >= run.steps_per_epoch:
+            epoch, step_in_epoch = epoch + 1, 0
+        self._state.set_position(epoch, step_in_epoch)
+
+    def _save(self, step: int) -> None:
+        self.saver.save()
+        self._last_save_step = step
+        self._last_save_time = time.monotonic()
+
+
+def _finite(values: RunValues) -> bool:
+    """Whether a training loop's losses were finite: every step's, else the logged ones.
+
+    A model's own train step may log no `loss` (a GAN logs `d_loss` and
+    `g_loss`); then every logged value named like a loss is checked.
+    """
+    if "loss" in values.logs:
+        return first_non_finite(values.outfeed["loss"]) is None
+    losses = [value for name, value in values.logs.items() if "loss" in name]
+    return first_non_finite(np.asarray(losses, dtype=np.float64).ravel()) is None
