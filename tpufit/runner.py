@@ -104,7 +104,6 @@ class LoopEvents:
         hooks: The run's hooks.
         epoch: The epoch the loops belong to.
         to_values: Makes a loop's `RunValues` from its `LoopResult`.
-        advance_global_step: Called with the steps of every loop that trained.
 
     Attributes:
         steps: Steps that ran.
@@ -118,13 +117,11 @@ class LoopEvents:
         hooks: HookList,
         epoch: int,
         to_values: Callable[[LoopResult], RunValues],
-        advance_global_step: Callable[[int], None] | None = None,
     ) -> None:
         self._run = run
         self._hooks = hooks
         self._epoch = epoch
         self._to_values = to_values
-        self._advance = advance_global_step
         self._context: RunContext | None = None
         self.steps = 0
         self.logs: dict = {}
@@ -137,15 +134,14 @@ class LoopEvents:
         return self._context.steps
 
     def after_loop(self, first: int, result: LoopResult) -> None:
-        """Counts the loop, advances the global step, and calls `after_run`."""
+        """Counts the loop (and its steps in the run's global step), then calls `after_run`."""
         context = self._context
         assert context is not None and context.first_step == first
         context.steps = result.steps
         self.steps += result.steps
         if isinstance(result.outfeed, dict) and "padding_rows" in result.outfeed:
             self.padding_rows += float(np.sum(result.outfeed["padding_rows"]))
-        if self._advance is not None:
-            self._advance(result.steps)
+        self._run.count_steps(result.steps)
         values = self._to_values(result)
         self.logs = values.logs
         self._hooks.after_run(context, values)

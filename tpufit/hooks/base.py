@@ -72,13 +72,22 @@ class Run:
         self.parent = parent
         self.logs: dict[str, Any] = {}
         self.error: BaseException | None = None
+        self._global_step: int | None = None
         self._stop = False
         self._external_stop = external_stop
 
     @property
     def global_step(self) -> int:
         """Steps trained so far (the model's, updated after every training loop)."""
-        return self.model.global_step
+        if self._global_step is None:
+            # Read from the device once per run; the host adds each loop's steps.
+            self._global_step = int(self.model.global_step)
+        return self._global_step
+
+    def count_steps(self, steps: int) -> None:
+        """Adds a finished training loop's steps to `global_step` (called by the runner)."""
+        if self.mode == "train":
+            self._global_step = self.global_step + steps
 
     @property
     def stop_requested(self) -> bool:
