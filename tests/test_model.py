@@ -106,7 +106,7 @@ def test_fit_returns_history_with_validation_entries():
 @given(
     rows=st.integers(1, 300),
     batch_size=st.integers(1, 64),
-    iterations_per_loop=st.integers(1, 5),
+    iterations_per_loop=st.integers(1, 5) | st.sampled_from(["auto", "0.01s"]),
 )
 def test_predict_returns_exactly_the_rows_of_a_direct_call(rows, batch_size, iterations_per_loop):
     model = tiny_model()
@@ -121,7 +121,7 @@ def test_predict_returns_exactly_the_rows_of_a_direct_call(rows, batch_size, ite
 @given(
     rows=st.integers(1, 300),
     batch_size=st.integers(1, 64),
-    iterations_per_loop=st.integers(1, 5),
+    iterations_per_loop=st.integers(1, 5) | st.sampled_from(["auto", "0.01s"]),
 )
 def test_evaluate_equals_keras_on_the_whole_data_in_one_batch(
     rows, batch_size, iterations_per_loop

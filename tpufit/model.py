@@ -14,18 +14,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import (
-    errors,
-    infeed,
-    padding,
-    programs,
-    runner,
-    validation,
-)
+from tpufit import errors, infeed, padding, programs, runner, validation
 from tpufit import logs as logs_module
 from tpufit import steps as step_fns
 from tpufit.callbacks import callback_list_for
 from tpufit.config import RunConfig
+from tpufit.loop_length import LoopLengths
+from tpufit.run_stats import RunStats
 from tpufit.strategy import build_state, place_model, place_optimizer, resolve_strategy
 
 
@@ -39,8 +34,8 @@ class TPUModel:
             under the strategy and copies the weights back after every `fit`.
         strategy: A `tf.distribute.Strategy`, or `None` / `"auto"` to pick a
             TPU, else several GPUs, else the default device.
-        iterations_per_loop: Steps each device loop runs before returning to
-            the host.
+        iterations_per_loop: Steps each device loop runs: `"auto"`, a positive
+            int, or a duration such as `"2s"` (see `RunConfig`).
         model_dir: Directory for the run's files, or `None`.
         config: A `RunConfig`; `iterations_per_loop` and `model_dir` given
             here override its values.
@@ -60,7 +55,7 @@ class TPUModel:
         model: keras.Model,
         *,
         strategy: tf.distribute.Strategy | str | None = None,
-        iterations_per_loop: int = 100,
+        iterations_per_loop: int | str = "auto",
         model_dir: str | None = None,
         config: RunConfig | None = None,
     ) -> None:
@@ -74,6 +69,8 @@ class TPUModel:
         self._programs: dict[tuple[str, bool], programs.LoopProgram] = {}
         self._metrics_built = False
         self._steps_trained = 0
+        self._loop_lengths = LoopLengths(self.config.iterations_per_loop)
+        self.last_run_stats: RunStats | None = None
 
     @property
     def global_step(self) -> int:
@@ -130,12 +127,14 @@ class TPUModel:
         *,
         drop_remainder: bool = False,
     ) -> keras.callbacks.History:
-        """Trains the model, as `keras.Model.fit` does, in loops of `iterations_per_loop` steps.
+        """Trains the model, as `keras.Model.fit` does, in loops sized by `iterations_per_loop`.
 
         Every epoch sees every example: the last partial batch is padded with
         zero-weight rows and counts as a step (`drop_remainder=True` drops it).
         With `steps_per_epoch`, the data is cycled so every epoch runs exactly
         that many steps.
+
+        `tm.last_run_stats` then says where the time went (printed when `verbose`).
 
         Returns:
             A `keras.callbacks.History` with one entry per epoch.
@@ -188,6 +187,7 @@ class TPUModel:
             self.model, list(callbacks or []) + [history], verbose, epochs=epochs, steps=epoch_steps
         )
         self._model.stop_training = self.model.stop_training = False
+        stats = RunStats("train", self.config.iterations_per_loop, validation.is_dataset(x))
         callback_list.on_train_begin()
         epoch_logs: dict = {}
         for epoch in range(initial_epoch, epochs):
@@ -200,11 +200,12 @@ class TPUModel:
                 program,
                 iterator,
                 total_steps=epoch_steps - (1 if use_tail else 0),
-                iterations_per_loop=self.config.iterations_per_loop,
+                iterations_per_loop=self._loop_lengths.get("train", train_feed.batch_size),
                 before_loop=tracker.before_loop,
                 after_loop=tracker.after_loop,
                 stop_requested=self._stop_requested,
                 tail=tail,
+                stats=stats,
             )
             self._steps_trained += tracker.steps
             epoch_logs = logs_module.final_logs(self._model, tracker.logs, tracker.padding_rows)
@@ -215,6 +216,7 @@ class TPUModel:
             if self._stop_requested():
                 break
         self._with_user_model(callback_list.on_train_end, epoch_logs)
+        self.last_run_stats = stats.report(verbose)
         return history
 
     def evaluate(
@@ -281,14 +283,16 @@ class TPUModel:
             callback_list.on_predict_batch_end(first + result.steps - 1, {})
 
         callback_list.on_predict_begin()
+        self.last_run_stats = RunStats("predict", self.config.iterations_per_loop)
         runner.run_loops(
             program,
             iter(self._distribute(feed.dataset)),
             total_steps=steps or feed.steps_per_pass,
-            iterations_per_loop=self.config.iterations_per_loop,
+            iterations_per_loop=self._loop_lengths.get("predict", feed.batch_size),
             before_loop=lambda first, _: callback_list.on_predict_batch_begin(first),
             after_loop=after_loop,
             stop_requested=lambda: False,
+            stats=self.last_run_stats,
         )
         callback_list.on_predict_end()
         return padding.drop_padding(outputs, masks)
@@ -357,15 +361,17 @@ class TPUModel:
         )
         use_tail = feed.tail is not None and eval_steps is None
         callback_list.on_test_begin()
+        self.last_run_stats = RunStats("eval", self.config.iterations_per_loop)
         runner.run_loops(
             program,
             iter(self._distribute(feed.dataset)),
             total_steps=eval_steps or feed.steps_per_pass,
-            iterations_per_loop=self.config.iterations_per_loop,
+            iterations_per_loop=self._loop_lengths.get("eval", feed.batch_size),
             before_loop=tracker.before_loop,
             after_loop=tracker.after_loop,
             stop_requested=lambda: False,
             tail=iter(self._distribute(feed.tail)) if use_tail else None,
+            stats=self.last_run_stats,
         )
         logs = logs_module.final_logs(self._model, tracker.logs, tracker.padding_rows)
         callback_list.on_test_end(logs)

@@ -8,6 +8,11 @@ the loop. Each step's outputs are written to `TensorArray`s (the outfeed) and
 handed to the host when the loop returns: per-step losses and logs in train and
 eval, per-step predictions and masks in predict.
 
+The loop also times itself with `tf.timestamp`: how long each step's
+`get_next` on the infeed took, the shortest of them (taking a batch that was
+ready), and how long the step ran. `run_stats.py` turns these into the
+input-bound / compute-bound analysis; the host cannot see this split.
+
 There is no `tf.cond` around a training step: under `MirroredStrategy` a
 conditional step whose optimizer does a cross-replica `merge_call` fails
 (keras-team/keras#19246), so training loops always run exactly `n` steps, and
@@ -19,6 +24,7 @@ stop at the first stop batch.
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 import weakref
 from collections.abc import Callable
@@ -43,12 +49,19 @@ class LoopResult:
             (the logs); zeros when no step ran.
         steps: How many steps ran (fewer than asked only at a stop batch).
         stopped: Whether the loop read a stop batch.
+        input_seconds: Time the loop's steps spent getting their batches.
+        compute_seconds: Time the loop's steps ran.
+        ready_input_seconds: The shortest time a step of the loop spent
+            getting its batch: what taking an already prefetched batch costs.
     """
 
     outfeed: Any
     latest: Any
     steps: int
     stopped: bool
+    input_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    ready_input_seconds: float = 0.0
 
 
 def _spec_key(element_spec) -> str:
@@ -165,24 +178,31 @@ class LoopProgram:
             per_step_spec,
         )
         latest = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), latest_spec)
+        clock = tf.timestamp()  # when the previous step ended
+        waited = tf.constant([0.0, np.inf], tf.float64)  # total and shortest get_next
+        computed = tf.constant(0.0, tf.float64)
         if not self._stops:
-            # Training: exactly num_steps steps, with nothing but the step in the body.
+            # Training: exactly num_steps steps, with nothing but the step (and its clock) inside.
             for i in tf.range(num_steps):
-                per_step, latest = self._step_fn(next(iterator))
+                element, ready, waited = _next_timed(iterator, clock, waited)
+                per_step, latest = self._step_fn(element)
                 arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+                computed, clock = _timed(computed, ready, per_step, latest)
             stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
-            return stacked, latest, num_steps, tf.constant(False)
+            return stacked, latest, num_steps, tf.constant(False), waited, computed
         steps = tf.constant(0)
         stopped = tf.constant(False)
         for i in tf.range(num_steps):
-            element = next(iterator)
+            element, ready, waited = _next_timed(iterator, clock, waited)
             if self._stop_requested(element):
                 stopped = tf.constant(True)
                 break
             per_step, latest = self._step_fn(element)
             arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+            computed, clock = _timed(computed, ready, per_step, latest)
             steps = i + 1
-        return tf.nest.map_structure(lambda a: a.stack(), arrays), latest, steps, stopped
+        stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
+        return stacked, latest, steps, stopped, waited, computed
 
     def run(self, iterator, num_steps: int) -> LoopResult:
         """Runs one loop of up to `num_steps` steps and returns its outfeed.
@@ -204,22 +224,68 @@ class LoopProgram:
             outfeed = tf.nest.map_structure(
                 lambda a, b: np.concatenate([a, b]), first.outfeed, rest.outfeed
             )
-            return LoopResult(outfeed, rest.latest, num_steps, False)
+            return LoopResult(
+                outfeed,
+                rest.latest,
+                num_steps,
+                False,
+                first.input_seconds + rest.input_seconds,
+                first.compute_seconds + rest.compute_seconds,
+                min(first.ready_input_seconds, rest.ready_input_seconds),
+            )
         if iterator is not self._prepared_iterator():
             # Once per iterator, not per loop: the spec's key is built from its repr.
             # A weak reference, so a finished run's prefetching iterator is not kept alive.
             self._prepare(iterator.element_spec)
             self._prepared_iterator = weakref.ref(iterator)
-        outfeed, latest, steps, stopped = self._loop_fn(iterator, tf.constant(num_steps, tf.int32))
+        outfeed, latest, steps, stopped, waited, computed = self._loop_fn(
+            iterator, tf.constant(num_steps, tf.int32)
+        )
         steps = int(steps)
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
         latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
-        return LoopResult(outfeed, latest, steps, bool(stopped))
+        waited, fastest = waited.numpy()
+        fastest = float(fastest) if np.isfinite(fastest) else 0.0
+        return LoopResult(
+            outfeed, latest, steps, bool(stopped), float(waited), float(computed), fastest
+        )
 
     def _run_one_step_eagerly(self, iterator) -> LoopResult:
-        per_step, latest = self._one_step(next(iterator))
+        start = time.perf_counter()
+        element = next(iterator)
+        ready = time.perf_counter()
+        per_step, latest = self._one_step(element)
         outfeed = tf.nest.map_structure(lambda t: _numpy(t)[None], per_step)
-        return LoopResult(outfeed, tf.nest.map_structure(_numpy, latest), 1, False)
+        latest = tf.nest.map_structure(_numpy, latest)
+        done = time.perf_counter()
+        return LoopResult(outfeed, latest, 1, False, ready - start, done - ready, ready - start)
+
+
+def _tensors(*values) -> list:
+    return tf.nest.flatten(values, expand_composites=True)
+
+
+def _next_timed(iterator, clock: tf.Tensor, waited: tf.Tensor):
+    """Pulls the next element after `clock`; returns it, when it came, and `waited` updated.
+
+    The wait is the `get_next` call alone: from asking (after the previous
+    step and the loop's own bookkeeping) until the batch is there.
+    """
+    with tf.control_dependencies([clock]):
+        asked = tf.timestamp()
+    with tf.control_dependencies([asked]):
+        element = next(iterator)
+    with tf.control_dependencies(_tensors(element)):
+        ready = tf.timestamp()
+    wait = ready - asked
+    return element, ready, tf.stack([waited[0] + wait, tf.minimum(waited[1], wait)])
+
+
+def _timed(computed, ready, *step_outputs):
+    """Adds a step's run time (from its batch being there until its outputs exist)."""
+    with tf.control_dependencies(_tensors(*step_outputs)):
+        now = tf.timestamp()
+    return computed + (now - ready), now
 
 
 def _numpy(value):
