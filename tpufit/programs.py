@@ -9,9 +9,9 @@ handed to the host when the loop returns: per-step losses and logs in train and
 eval, per-step predictions and masks in predict.
 
 The loop also times itself with `tf.timestamp`: how long each step's
-`get_next` on the infeed took, the shortest of them (taking a batch that was
-ready), and how long the step ran. `run_stats.py` turns these into the
-input-bound / compute-bound analysis; the host cannot see this split.
+`get_next` on the infeed took to hand it its batch, and how long the step ran.
+`run_stats.py` turns these into the input-bound / compute-bound analysis; the
+host cannot see this split.
 
 There is no `tf.cond` around a training step: under `MirroredStrategy` a
 conditional step whose optimizer does a cross-replica `merge_call` fails
@@ -51,8 +51,6 @@ class LoopResult:
         stopped: Whether the loop read a stop batch.
         input_seconds: Time the loop's steps spent getting their batches.
         compute_seconds: Time the loop's steps ran.
-        ready_input_seconds: The shortest time a step of the loop spent
-            getting its batch: what taking an already prefetched batch costs.
     """
 
     outfeed: Any
@@ -61,7 +59,6 @@ class LoopResult:
     stopped: bool
     input_seconds: float = 0.0
     compute_seconds: float = 0.0
-    ready_input_seconds: float = 0.0
 
 
 def _spec_key(element_spec) -> str:
@@ -179,7 +176,7 @@ class LoopProgram:
         )
         latest = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), latest_spec)
         clock = tf.timestamp()  # when the previous step ended
-        waited = tf.constant([0.0, np.inf], tf.float64)  # total and shortest get_next
+        waited = tf.constant(0.0, tf.float64)
         computed = tf.constant(0.0, tf.float64)
         if not self._stops:
             # Training: exactly num_steps steps, with nothing but the step (and its clock) inside.
@@ -231,7 +228,6 @@ class LoopProgram:
                 False,
                 first.input_seconds + rest.input_seconds,
                 first.compute_seconds + rest.compute_seconds,
-                min(first.ready_input_seconds, rest.ready_input_seconds),
             )
         if iterator is not self._prepared_iterator():
             # Once per iterator, not per loop: the spec's key is built from its repr.
@@ -244,11 +240,7 @@ class LoopProgram:
         steps = int(steps)
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
         latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
-        waited, fastest = waited.numpy()
-        fastest = float(fastest) if np.isfinite(fastest) else 0.0
-        return LoopResult(
-            outfeed, latest, steps, bool(stopped), float(waited), float(computed), fastest
-        )
+        return LoopResult(outfeed, latest, steps, bool(stopped), float(waited), float(computed))
 
     def _run_one_step_eagerly(self, iterator) -> LoopResult:
         start = time.perf_counter()
@@ -258,7 +250,7 @@ class LoopProgram:
         outfeed = tf.nest.map_structure(lambda t: _numpy(t)[None], per_step)
         latest = tf.nest.map_structure(_numpy, latest)
         done = time.perf_counter()
-        return LoopResult(outfeed, latest, 1, False, ready - start, done - ready, ready - start)
+        return LoopResult(outfeed, latest, 1, False, ready - start, done - ready)
 
 
 def _tensors(*values) -> list:
@@ -266,7 +258,7 @@ def _tensors(*values) -> list:
 
 
 def _next_timed(iterator, clock: tf.Tensor, waited: tf.Tensor):
-    """Pulls the next element after `clock`; returns it, when it came, and `waited` updated.
+    """Pulls the next element after `clock`; returns it, when it came, and `waited` plus the wait.
 
     The wait is the `get_next` call alone: from asking (after the previous
     step and the loop's own bookkeeping) until the batch is there.
@@ -277,8 +269,7 @@ def _next_timed(iterator, clock: tf.Tensor, waited: tf.Tensor):
         element = next(iterator)
     with tf.control_dependencies(_tensors(element)):
         ready = tf.timestamp()
-    wait = ready - asked
-    return element, ready, tf.stack([waited[0] + wait, tf.minimum(waited[1], wait)])
+    return element, ready, waited + (ready - asked)
 
 
 def _timed(computed, ready, *step_outputs):

@@ -8,22 +8,21 @@ Built from two real measurements, no model of the hardware:
   long the `get_next` of the infeed's `tf.data` iterator took to hand the
   step its batch, and how long the step ran.
 
-Wall time = input + compute + host. Input is split in two. Taking a batch
-that is already prefetched costs the shortest `get_next` seen (tens of
-microseconds on a CPU; the first batches of a loop are ready, as the pipeline
-kept filling its buffer while the host was between loops); that much per step
-is *infeed overhead*. The rest is *waiting for the pipeline*: batches that
-were not ready, because the pipeline made them more slowly than the steps
-used them. The host part is what the loop
-structure costs (calling the program, its outfeed, hooks). Loops that traced
-the program (the first of a model, or of a new input shape) also compiled it;
-their time is `compile_seconds`, kept out of the shares and the rate.
+Wall time = input + compute + host. Input is the time the device waited for
+the pipeline; the host part is what the loop structure costs (calling the
+program, its outfeed, hooks). Loops that traced the program (the first of a
+model, or of a new input shape) also compiled it; their time is
+`compile_seconds`, kept out of the shares and the rate.
 
-A run is *input-bound* when it waited for the pipeline at least 20% of the
-wall time and *partly input-bound* from 5%: the thresholds of the TensorFlow
-profiler's input-pipeline analysis. It is *host-bound* when the host part,
-and *infeed-overhead-bound* when the infeed overhead, is at least 20%;
-otherwise *compute-bound*: the steps themselves are the limit.
+As in the TensorFlow profiler's input-pipeline analysis, a run is
+*input-bound* when it waited for input at least 20% of the wall time and
+*partly input-bound* from 5%. It is *host-bound* when the host part is at
+least 20%; otherwise *compute-bound*: the steps themselves are the limit.
+
+Even a batch already in the prefetch buffer costs a `get_next` (a hand-off
+to a tf.data thread: tens of microseconds on an idle CPU, more on a busy
+one), so steps of a fraction of a millisecond can be input-bound on a cached
+pipeline; larger batches are then the fix.
 """
 
 from __future__ import annotations
@@ -33,24 +32,26 @@ import dataclasses
 INPUT_BOUND_SHARE = 0.20
 PARTLY_INPUT_BOUND_SHARE = 0.05
 HOST_BOUND_SHARE = 0.20
-OVERHEAD_BOUND_SHARE = 0.20
 DATASET_FIX = (
     "speed up the tf.data pipeline: map(fn, num_parallel_calls=tf.data.AUTOTUNE) "
     "for costly per-element work, .cache() after the costly steps when the data fits "
-    "in memory (before shuffle and augmentation), and .prefetch(tf.data.AUTOTUNE) last"
+    "in memory (before shuffle and augmentation), and .prefetch(tf.data.AUTOTUNE) last; "
+    "if it already does all that, a larger batch_size makes fewer, larger batches"
 )
 ARRAYS_FIX = (
     "tpufit's array infeed (a parallel gather, prefetched) cannot keep up with steps "
     "this short: a larger batch_size makes fewer, larger batches"
 )
-OVERHEAD_FIX = (
-    "steps are so short that taking each batch from the iterator is a large part of "
-    "them: a larger batch_size makes fewer, larger steps"
-)
 HOST_FIX = (
     "loops are short for their per-loop cost (program calls, outfeed, callbacks): "
     'use iterations_per_loop="auto" or a larger value, or lighter callbacks'
 )
+_VERDICTS = {
+    "input": "Input-bound",
+    "partly input": "Partly input-bound",
+    "host": "Host-bound",
+    "compute": "Compute-bound",
+}
 
 
 @dataclasses.dataclass
@@ -67,10 +68,8 @@ class RunStats:
         seconds: Host wall time of the loops that did not compile, hooks
             between them included.
         timed_steps: Steps of those loops.
-        input_seconds: Time their steps spent in the infeed's `get_next`.
+        input_seconds: Time their steps waited in the infeed's `get_next`.
         compute_seconds: Time their steps ran.
-        ready_input_seconds: The shortest `get_next` of any step: the cost
-            of taking a batch that was ready.
         compile_seconds: Wall time of the loops that traced and compiled.
     """
 
@@ -83,7 +82,6 @@ class RunStats:
     timed_steps: int = 0
     input_seconds: float = 0.0
     compute_seconds: float = 0.0
-    ready_input_seconds: float | None = None
     compile_seconds: float = 0.0
 
     def add_loop(self, result, seconds: float, *, traced: bool = False) -> None:
@@ -97,21 +95,11 @@ class RunStats:
         self.timed_steps += result.steps
         self.input_seconds += result.input_seconds
         self.compute_seconds += result.compute_seconds
-        if result.steps:
-            ready = result.ready_input_seconds
-            known = self.ready_input_seconds
-            self.ready_input_seconds = ready if known is None else min(known, ready)
 
     @property
     def loops(self) -> int:
         """Loops that ran."""
         return len(self.loop_sizes)
-
-    @property
-    def waiting_seconds(self) -> float:
-        """Time spent waiting for batches that were not ready (input beyond its overhead)."""
-        ready = self.ready_input_seconds or 0.0
-        return max(self.input_seconds - self.timed_steps * ready, 0.0)
 
     @property
     def host_seconds(self) -> float:
@@ -128,13 +116,8 @@ class RunStats:
 
     @property
     def input_share(self) -> float:
-        """Fraction of the wall time the steps spent getting their batches."""
+        """Fraction of the wall time the steps waited for their batches."""
         return self._share(self.input_seconds)
-
-    @property
-    def waiting_share(self) -> float:
-        """Fraction of the wall time spent waiting for batches that were not ready."""
-        return self._share(self.waiting_seconds)
 
     @property
     def compute_share(self) -> float:
@@ -148,20 +131,18 @@ class RunStats:
 
     @property
     def input_bound(self) -> bool:
-        """Whether the run waited for the input pipeline at least 20% of the wall time."""
-        return self.waiting_share >= INPUT_BOUND_SHARE
+        """Whether the steps waited for input at least 20% of the wall time."""
+        return self.input_share >= INPUT_BOUND_SHARE
 
     @property
     def bound(self) -> str:
-        """What limited the run: "input", "partly input", "host", "infeed overhead", "compute"."""
+        """What limited the run: "input", "partly input", "host" or "compute"."""
         if self.input_bound:
             return "input"
-        if self.waiting_share >= PARTLY_INPUT_BOUND_SHARE:
+        if self.input_share >= PARTLY_INPUT_BOUND_SHARE:
             return "partly input"
         if self.host_share >= HOST_BOUND_SHARE:
             return "host"
-        if self.input_share - self.waiting_share >= OVERHEAD_BOUND_SHARE:
-            return "infeed overhead"
         return "compute"
 
     @property
@@ -169,39 +150,27 @@ class RunStats:
         """What to change, or "" when the steps themselves are the limit."""
         if self.bound in ("input", "partly input"):
             if self.from_dataset is None:
-                return f"{DATASET_FIX}; with arrays, {ARRAYS_FIX}"
+                return f"with a dataset, {DATASET_FIX}; with arrays, {ARRAYS_FIX}"
             return DATASET_FIX if self.from_dataset else ARRAYS_FIX
-        return {"host": HOST_FIX, "infeed overhead": OVERHEAD_FIX}.get(self.bound, "")
+        return HOST_FIX if self.bound == "host" else ""
 
     def summary(self) -> str:
         """One line: steps/sec, where the wall time went, and what to change.
 
         Example:
-            "train: 2000 steps in 9 loops, 1.62 s, 1234.6 steps/s; input 63%
-            (waiting for the pipeline 61%), computing 35%, host 2%. Input-bound:
+            "train: 2000 steps in 9 loops, 1.62 s (+1.10 s compiling), 1234.6
+            steps/s; waiting for input 61%, computing 37%, host 2%. Input-bound:
             speed up the tf.data pipeline: ..."
         """
         compiled = f" (+{self.compile_seconds:.2f} s compiling)" if self.compile_seconds else ""
         line = (
             f"{self.mode}: {self.steps} steps in {self.loops} loops, "
             f"{self.seconds:.2f} s{compiled}, {self.steps_per_second:.1f} steps/s; "
-            f"input {self._percent(self.input_share)} (waiting for the pipeline "
-            f"{self._percent(self.waiting_share)}), computing "
-            f"{self._percent(self.compute_share)}, host {self._percent(self.host_share)}."
+            f"waiting for input {100 * self.input_share:.0f}%, "
+            f"computing {100 * self.compute_share:.0f}%, host {100 * self.host_share:.0f}%."
         )
-        verdict = {
-            "input": "Input-bound",
-            "partly input": "Partly input-bound",
-            "host": "Host-bound",
-            "infeed overhead": "Infeed-overhead-bound",
-            "compute": "Compute-bound",
-        }[self.bound]
         advice = self.advice
-        return f"{line} {verdict}" + (f": {advice}." if advice else ".")
-
-    @staticmethod
-    def _percent(share: float) -> str:
-        return f"{100 * share:.0f}%"
+        return f"{line} {_VERDICTS[self.bound]}" + (f": {advice}." if advice else ".")
 
     def report(self, verbose: int | str) -> RunStats:
         """Prints `summary()` unless `verbose` is 0 (Keras's meaning); returns these stats."""
@@ -214,11 +183,9 @@ class RunStats:
         fields = dataclasses.asdict(self)
         fields.update(
             loops=self.loops,
-            waiting_seconds=self.waiting_seconds,
             host_seconds=self.host_seconds,
             steps_per_second=self.steps_per_second,
             input_share=self.input_share,
-            waiting_share=self.waiting_share,
             compute_share=self.compute_share,
             host_share=self.host_share,
             input_bound=self.input_bound,
