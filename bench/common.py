@@ -7,6 +7,7 @@ trains ``n`` steps and returns a `Timing`; `measure` warms each one up once
 that a noisy machine slows every contender alike.
 """
 
+import gc
 import os
 import statistics
 import time
@@ -64,11 +65,15 @@ def cached_dataset(x, y, batch_size: int) -> tf.data.Dataset:
 
 @dataclass
 class Timing:
-    """One timed run: wall seconds, steps the optimizer took, how it was timed."""
+    """One timed run: wall seconds, steps the optimizer took, how it was timed.
+
+    ``stats`` holds tpufit's ``last_run_stats`` of the run, when it has one.
+    """
 
     seconds: float
     steps: int
     how: str
+    stats: object = None
 
     @property
     def ms_per_step(self) -> float:
@@ -158,6 +163,54 @@ def _check_steps(name: str, timing: Timing, expected: int) -> Timing:
             "its ms/step would not be comparable"
         )
     return timing
+
+
+def time_calls(
+    calls: dict[str, Callable[[], object]], repeats: int, log: Callable[[str], None] = print
+) -> dict[str, list[float]]:
+    """Warms up every call once, then times ``repeats`` rounds of them, round-robin.
+
+    Returns each call's seconds per round.
+    """
+    for name, call in calls.items():
+        log(f"warm-up  {name}")
+        call()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for r in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            seconds[name].append(time.perf_counter() - start)
+            log(f"run {r + 1}/{repeats} {name}: {seconds[name][-1]:.4f} s")
+    return seconds
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_rss_growth(call: Callable[[], object]) -> tuple[int, object]:
+    """Runs ``call()`` and returns (peak resident memory above the start, in bytes, its result).
+
+    Linux only: writing 5 to /proc/self/clear_refs resets the process's peak
+    RSS (VmHWM), which is then read back after the call.
+    """
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    start = _status_bytes("VmRSS")
+    result = call()
+    # The kernel updates the peak lazily; it is never below the start.
+    return max(_status_bytes("VmHWM") - start, 0), result
+
+
+def model_bytes(model: keras.Model) -> int:
+    """Bytes of a model's weights."""
+    return sum(np.asarray(w).nbytes for w in model.get_weights())
 
 
 def environment() -> str:
