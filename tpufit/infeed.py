@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import errors, padding, validation
+from tpufit import array_rows, errors, padding, validation
 
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays.
 _INFINITE = tf.data.INFINITE_CARDINALITY
@@ -153,7 +153,7 @@ def from_arrays(
     padded = padded and remainder > 0
     positions, signals = padding.pass_layout(rows, batch_size, pad=padded)
     steps = len(positions)
-    arrays = tf.data.Dataset.from_tensors(data).repeat()
+    take = array_rows.row_taker(data)
     if shuffle_seed is None:
         indices = tf.data.Dataset.from_tensor_slices((positions, signals))
         indices = indices.repeat() if endless else indices
@@ -166,14 +166,11 @@ def from_arrays(
         passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
         indices = passes.flat_map(pass_batches)
 
-    def gather(arrays_, batch):
-        rows_, batch_signals = batch
-        return tf.nest.map_structure(lambda a: tf.gather(a, rows_), arrays_), batch_signals
+    def gather(rows_, batch_signals):
+        return take(rows_), batch_signals
 
     if steps:
-        dataset = tf.data.Dataset.zip((arrays, indices)).map(
-            gather, num_parallel_calls=tf.data.AUTOTUNE
-        )
+        dataset = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         if not endless:
             dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
     else:
@@ -186,13 +183,12 @@ def from_arrays(
     if remainder and not padded:
         tail_rows = remainder
 
-        def tail_batch(arrays_, pass_index):
+        def tail_batch(pass_index):
             order = _permutation(rows, shuffle_seed, pass_index)[rows - tail_rows :]
-            batch = tf.nest.map_structure(lambda a: tf.gather(a, order), arrays_)
-            return batch, padding.make_signals(tail_rows, tail_rows)
+            return take(order), padding.make_signals(tail_rows, tail_rows)
 
         tail_passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
-        tail = tf.data.Dataset.zip((arrays, tail_passes)).map(tail_batch)
+        tail = tail_passes.map(tail_batch)
         tail = tail.with_options(_array_options()).prefetch(1)
     dataset = dataset.with_options(_array_options()).prefetch(tf.data.AUTOTUNE)
     return Infeed(dataset, batch_size, steps, tail)
