@@ -7,6 +7,7 @@ trains ``n`` steps and returns a `Timing`; `measure` warms each one up once
 that a noisy machine slows every contender alike.
 """
 
+import ctypes
 import gc
 import os
 import statistics
@@ -197,9 +198,12 @@ def peak_rss_growth(call: Callable[[], object]) -> tuple[int, object]:
     """Runs ``call()`` and returns (peak resident memory above the start, in bytes, its result).
 
     Linux only: writing 5 to /proc/self/clear_refs resets the process's peak
-    RSS (VmHWM), which is then read back after the call.
+    RSS (VmHWM), which is then read back after the call. Free heap memory that
+    earlier calls left resident is first given back to the system
+    (``malloc_trim``), else the call could reuse it unseen.
     """
     gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")
     start = _status_bytes("VmRSS")

@@ -265,3 +265,29 @@ def test_auto_evaluate_and_predict_stay_exact_over_loops_of_changing_length():
         np.testing.assert_allclose(ours[key], value, rtol=1e-5)
     assert tm.last_run_stats.steps == 126
     assert tm.traces == {"eval": 1, "predict": 1}
+
+
+def test_a_cap_bounds_measured_lengths_and_passes_the_timings_on():
+    length = LoopLength("1s")
+    capped = length.at_most(8)
+    sizes = drive(capped, step=0.001, overhead=0.0, loops=8)
+    assert sizes[:3] == [1, 4, 8] and max(sizes) == 8
+    assert length.step_seconds == pytest.approx(0.001)
+    assert as_loop_length(capped) is capped
+
+
+def test_a_cap_leaves_a_fixed_count_and_no_cap_alone():
+    fixed = LoopLength(30)
+    assert fixed.at_most(8) is fixed and fixed.next_size(100) == 30
+    auto = LoopLength("auto")
+    assert auto.at_most(None) is auto
+
+
+def test_large_auto_predicts_run_in_loops_of_at_most_an_eighth():
+    model = tiny_model()
+    x, _ = tiny_data(1000)
+    tm = tpufit.TPUModel(model)
+    for _ in range(2):
+        predictions = tm.predict(x, batch_size=10, verbose=0)
+    np.testing.assert_allclose(predictions, model(x, training=False), atol=1e-5)
+    assert max(tm.last_run_stats.loop_sizes) <= 13 and sum(tm.last_run_stats.loop_sizes) == 100

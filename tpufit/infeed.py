@@ -50,12 +50,14 @@ class Infeed:
             tail), or `None` when unknown (the stop signal ends the pass).
         tail: For the unpadded layout, the partial last batch of each pass as
             a stream of one batch per pass (endless when `dataset` is); else `None`.
+        rows: Real rows in one pass, when known (arrays).
     """
 
     dataset: tf.data.Dataset
     batch_size: int
     steps_per_pass: int | None
     tail: tf.data.Dataset | None = None
+    rows: int | None = None
 
 
 def _to_tensor_ready(value):
@@ -191,7 +193,7 @@ def from_arrays(
         tail = tail_passes.map(tail_batch)
         tail = tail.with_options(_array_options()).prefetch(1)
     dataset = dataset.with_options(_array_options()).prefetch(tf.data.AUTOTUNE)
-    return Infeed(dataset, batch_size, steps, tail)
+    return Infeed(dataset, batch_size, steps, tail, full * batch_size + remainder)
 
 
 def dataset_batch_size(dataset: tf.data.Dataset) -> int:

@@ -107,6 +107,14 @@ class LoopLength:
             size = max(1, min(int(wanted + 1e-9), GROWTH * self._longest, MAX_STEPS))
         return size if remaining is None else min(size, remaining)
 
+    def at_most(self, steps: int | None) -> LoopLength | CappedLoopLength:
+        """This length with no loop over `steps` steps; loops still teach it.
+
+        A fixed number of steps is the user's choice and stays as given, as
+        it does with `steps=None`.
+        """
+        return self if steps is None or self._fixed is not None else CappedLoopLength(self, steps)
+
     def record(self, steps: int, seconds: float) -> None:
         """Takes in a loop that ran `steps` steps in `seconds` (host wall time).
 
@@ -149,9 +157,33 @@ def _weighted_intercept(loops: list[tuple[int, float]]) -> float | None:
     return (st - slope * sn) / sw
 
 
-def as_loop_length(iterations_per_loop: int | str | LoopLength) -> LoopLength:
+class CappedLoopLength:
+    """A `LoopLength` whose loops run at most `cap` steps; what they measure goes to it.
+
+    With `"auto"` or a duration, predict caps its loops at an eighth of its
+    steps: a loop's outputs are held twice on the device (per step, then
+    stacked) until the host copies them into the result, so short loops keep
+    the peak memory near the result's own size.
+    """
+
+    def __init__(self, length: LoopLength, cap: int) -> None:
+        self.length = length
+        self.cap = max(1, int(cap))
+
+    def next_size(self, remaining: int | None = None) -> int:
+        """The capped length's next size, at most `cap`."""
+        return self.length.next_size(self.cap if remaining is None else min(remaining, self.cap))
+
+    def record(self, steps: int, seconds: float) -> None:
+        """Passes the loop on to the capped length."""
+        self.length.record(steps, seconds)
+
+
+def as_loop_length(
+    iterations_per_loop: int | str | LoopLength | CappedLoopLength,
+) -> LoopLength | CappedLoopLength:
     """Returns `iterations_per_loop` as a `LoopLength` (an int or string makes a new one)."""
-    if isinstance(iterations_per_loop, LoopLength):
+    if isinstance(iterations_per_loop, (LoopLength, CappedLoopLength)):
         return iterations_per_loop
     return LoopLength(iterations_per_loop)
 

@@ -273,29 +273,29 @@ class TPUModel:
         callback_list = callback_list_for(
             self.model, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
         )
-        outputs: list = []
-        masks: list = []
+        collector = padding.RowCollector(None if steps else feed.rows)
 
         def after_loop(first: int, result: programs.LoopResult) -> None:
-            predictions, mask = programs.stack_rows(result.outfeed)
-            outputs.append(predictions)
-            masks.append(mask)
+            collector.add(*programs.stack_rows(result.outfeed))
             callback_list.on_predict_batch_end(first + result.steps - 1, {})
 
         callback_list.on_predict_begin()
         self.last_run_stats = RunStats("predict", self.config.iterations_per_loop)
+        total = steps or feed.steps_per_pass
         runner.run_loops(
             program,
             iter(self._distribute(feed.dataset)),
-            total_steps=steps or feed.steps_per_pass,
-            iterations_per_loop=self._loop_lengths.get("predict", feed.batch_size),
+            total_steps=total,
+            iterations_per_loop=self._loop_lengths.get("predict", feed.batch_size).at_most(
+                total and -(-total // 8)  # a loop's outputs stay small next to the result
+            ),
             before_loop=lambda first, _: callback_list.on_predict_batch_begin(first),
             after_loop=after_loop,
             stop_requested=lambda: False,
             stats=self.last_run_stats,
         )
         callback_list.on_predict_end()
-        return padding.drop_padding(outputs, masks)
+        return collector.result()
 
     def _check_compiled(self, method: str) -> None:
         if not self._compiled:

@@ -95,6 +95,7 @@ def run_loops(
             length.record(result.steps, seconds)
         if stats is not None:
             stats.add_loop(result, seconds, traced=traced)
+        del result  # its outfeed can go before the next loop fills another
         if stop:
             return done
     if tail is not None:
