@@ -126,10 +126,10 @@ def _hand_written_step(make_model):
     return train_step, optimizer
 
 
-def limit_contender(make_model, ds, loop: int):
-    """What one tf.function over an XLA step and a tf.data iterator does, nothing else."""
+def limit_contender(make_model, ds, loop: int, jit: bool = True):
+    """What one tf.function over a step (XLA or not) and a tf.data iterator does, nothing else."""
     train_step, optimizer = _hand_written_step(make_model)
-    train_step = tf.function(train_step, jit_compile=True)
+    train_step = tf.function(train_step, jit_compile=jit)
     iterator = iter(ds)
 
     @tf.function
@@ -143,11 +143,14 @@ def limit_contender(make_model, ds, loop: int):
     return _looped_runner(train_loop, loop, optimizer)
 
 
-def resident_contender(make_model, x, y, batch: int, loop: int, *, whole_loop_xla: bool):
+def resident_contender(
+    make_model, x, y, batch: int, loop: int, *, whole_loop_xla: bool, jit: bool = True
+):
     """One tf.function over batches held in a tensor (device-resident data).
 
     With ``whole_loop_xla`` the whole loop is one XLA program; else the loop
-    is a plain ``tf.function`` calling an XLA-compiled step, like tpufit's.
+    is a plain ``tf.function`` calling a step, XLA-compiled if ``jit``, like
+    tpufit's and Keras's.
     """
     train_step, optimizer = _hand_written_step(make_model)
     n_batches = len(x) // batch
@@ -172,7 +175,7 @@ def resident_contender(make_model, x, y, batch: int, loop: int, *, whole_loop_xl
             return loss
 
     else:
-        step = tf.function(train_step, jit_compile=True)
+        step = tf.function(train_step, jit_compile=jit)
 
         @tf.function
         def train_loop(n):

@@ -73,9 +73,9 @@ def _middle_spe(steps: int) -> int:
 
 
 def _keras_settings(steps: int) -> list[tuple[int, bool]]:
-    """(steps_per_execution, jit_compile): 1, about 100 and the whole run, with and without XLA."""
-    spes = dict.fromkeys((1, _middle_spe(steps), steps))
-    return [(spe, jit) for spe in spes for jit in (False, True)]
+    """(steps_per_execution, jit_compile): 1 and the whole run with and without XLA, about 100."""
+    settings = [(1, False), (1, True), (_middle_spe(steps), True), (steps, False), (steps, True)]
+    return list(dict.fromkeys(settings))
 
 
 def _train_contenders(make_model, ds, x, y, batch, steps):
@@ -86,14 +86,16 @@ def _train_contenders(make_model, ds, x, y, batch, steps):
         )
     contenders["tpufit auto"] = throughput.tpufit_contender(make_model, ds, "auto")
     loop = min(steps, 1000)
-    contenders["limit tf.data loop"] = throughput.limit_contender(make_model, ds, loop)
-    if x is not None:
-        contenders["limit resident loop"] = throughput.resident_contender(
-            make_model, x, y, batch, loop, whole_loop_xla=False
+    contenders["limit tf.data loop, XLA step"] = throughput.limit_contender(make_model, ds, loop)
+    for jit in (True, False):
+        contenders[f"limit resident loop, {'XLA' if jit else 'plain'} step"] = (
+            throughput.resident_contender(
+                make_model, x, y, batch, loop, whole_loop_xla=False, jit=jit
+            )
         )
-        contenders["limit resident XLA loop"] = throughput.resident_contender(
-            make_model, x, y, batch, loop, whole_loop_xla=True
-        )
+    contenders["limit resident loop, all XLA"] = throughput.resident_contender(
+        make_model, x, y, batch, loop, whole_loop_xla=True
+    )
     return contenders
 
 
@@ -105,7 +107,7 @@ def _train_result(name, description, results, targets) -> CaseResult:
 
 
 def train_small(smoke: bool, repeats: int) -> CaseResult:
-    batch, steps = 128, (40 if smoke else 1000)
+    batch, steps = 128, (40 if smoke else 600)
     x, y = synthetic_classification(batch * 16, MLP_SIZES[0], MLP_SIZES[-1])
     ds = cached_dataset(x, y, batch)
     contenders = _train_contenders(_maker(build_mlp), ds, x, y, batch, steps)
@@ -120,7 +122,7 @@ def train_small(smoke: bool, repeats: int) -> CaseResult:
 
 
 def train_conv(smoke: bool, repeats: int) -> CaseResult:
-    batch, steps = 64, (10 if smoke else 150)
+    batch, steps = 64, (10 if smoke else 60)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch * 8, *CONV_SHAPE), dtype=np.float32)
     y = rng.integers(0, 10, size=len(x), dtype=np.int32)

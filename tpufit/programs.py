@@ -3,10 +3,11 @@
 A program is one `tf.function` whose `tf.range` loop pulls a batch from the
 distributed iterator and runs the step under `strategy.run`, `n` times, the
 loop length being a tensor so a shorter last loop does not retrace. The step is
-its own `tf.function`, XLA-compiled where allowed, traced once and called from
-the loop. Each step's outputs are written to `TensorArray`s (the outfeed) and
-handed to the host when the loop returns: per-step losses and logs in train and
-eval, per-step predictions and masks in predict.
+its own `tf.function`, XLA-compiled where allowed and faster (`jit_choice.py`),
+traced once and called from the loop. Each step's outputs are written to
+`TensorArray`s (the outfeed) and handed to the host when the loop returns:
+per-step losses and logs in train and eval, per-step predictions and masks in
+predict.
 
 The loop also times itself with `tf.timestamp`: how long each step's
 `get_next` on the infeed took to hand it its batch, and how long the step ran.
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tpufit import errors
+from tpufit.jit_choice import JitChoice
 
 _MEAN = tf.distribute.ReduceOp.MEAN
 _SUM = tf.distribute.ReduceOp.SUM
@@ -63,10 +63,6 @@ class LoopResult:
 
 def _spec_key(element_spec) -> str:
     return repr(element_spec)
-
-
-def _is_tpu(strategy: tf.distribute.Strategy) -> bool:
-    return isinstance(strategy, tf.distribute.TPUStrategy)
 
 
 class LoopProgram:
@@ -107,58 +103,34 @@ class LoopProgram:
         self._replica_step = replica_step
         self._reduce = reduce
         self._stops = stops
-        self._requested_jit = jit_compile
+        self._jit = JitChoice(jit_compile, name)
         self.name = name
-        self.jit_compile: bool | None = None
         self.traces = 0
         self._output_specs: dict[Any, Any] = {}
         self._prepared_iterator: Callable[[], Any] = lambda: None
-        self._step_fn: Any = None
         self._loop_fn = tf.function(self._loop)
+
+    @property
+    def jit_compile(self) -> bool | None:
+        """Whether the step runs with XLA; `None` until known (for "auto", until measured)."""
+        return self._jit.jit_compile
+
+    @property
+    def jit_timings(self) -> dict[bool, list[float]]:
+        """Seconds per step of the loops "auto" measured, with XLA (`True`) and without."""
+        return self._jit.timings
 
     def _one_step(self, element):
         data, signals = element
         outputs = self._strategy.run(self._replica_step, args=(data, signals))
         return self._reduce(self._strategy, outputs)
 
-    def _choose_jit(self, element_spec) -> bool:
-        requested = self._requested_jit
-        if requested is False or _is_tpu(self._strategy):
-            return False  # A TPU compiles every replica step with XLA anyway.
-        replicas = self._strategy.num_replicas_in_sync
-        if replicas > 1:
-            reason = (
-                f"the strategy runs {replicas} replicas in one program, and XLA "
-                "on CPU/GPU compiles a step for one device"
-            )
-        else:
-            step = tf.function(self._one_step, jit_compile=True)
-            try:
-                # Lowering to HLO finds unsupported ops without running anything.
-                example = tf.nest.map_structure(
-                    lambda s: tf.zeros([d or 1 for d in s.shape], s.dtype), element_spec
-                )
-                step.experimental_get_compiler_ir(example)(stage="hlo")
-                self._step_fn = step
-                return True
-            except Exception as error:  # noqa: BLE001 - any failure means "no XLA".
-                reason = f"XLA cannot compile it ({str(error).splitlines()[0][:300]})"
-        if requested is True:
-            raise errors.InvalidArgumentError(
-                f"jit_compile=True was asked for the {self.name} step, but {reason}. "
-                'Use jit_compile="auto" or False. Received: jit_compile=True'
-            )
-        warnings.warn(f"tpufit: the {self.name} step runs without XLA: {reason}.", stacklevel=4)
-        return False
-
     def _prepare(self, element_spec) -> None:
         key = _spec_key(element_spec)
         if key not in self._output_specs:
-            if self.jit_compile is None:
-                self.jit_compile = self._choose_jit(element_spec)
-                if self._step_fn is None:
-                    self._step_fn = tf.function(self._one_step)
-            concrete = self._step_fn.get_concrete_function(element_spec)
+            self._jit.prepare(self._strategy, self._one_step, element_spec)
+            step_fn = next(iter(self._jit.steps.values()))
+            concrete = step_fn.get_concrete_function(element_spec)
             self._output_specs[key] = tf.nest.map_structure(
                 lambda t: tf.TensorSpec(t.shape, t.dtype), concrete.structured_outputs
             )
@@ -167,9 +139,19 @@ class LoopProgram:
         stops = self._strategy.experimental_local_results(element[1]["stop"])
         return tf.reduce_any(tf.stack([tf.reduce_any(s) for s in stops]))
 
-    def _loop(self, iterator, num_steps):
+    def _loop(self, iterator, num_steps, use_xla):
         self.traces += 1
-        per_step_spec, latest_spec = self._output_specs[_spec_key(iterator.element_spec)]
+        specs = self._output_specs[_spec_key(iterator.element_spec)]
+        steps = self._jit.steps
+        if len(steps) == 1:
+            outputs = self._steps(iterator, num_steps, next(iter(steps.values())), *specs)
+        elif use_xla:  # "auto" still measuring: one cond per loop, both steps in one trace
+            outputs = self._steps(iterator, num_steps, steps[True], *specs)
+        else:
+            outputs = self._steps(iterator, num_steps, steps[False], *specs)
+        return outputs
+
+    def _steps(self, iterator, num_steps, step_fn, per_step_spec, latest_spec):
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=0, dynamic_size=True, element_shape=s.shape),
             per_step_spec,
@@ -182,7 +164,7 @@ class LoopProgram:
             # Training: exactly num_steps steps, with nothing but the step (and its clock) inside.
             for i in tf.range(num_steps):
                 element, ready, waited = _next_timed(iterator, clock, waited)
-                per_step, latest = self._step_fn(element)
+                per_step, latest = step_fn(element)
                 arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
                 computed, clock = _timed(computed, ready, per_step, latest)
             stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
@@ -194,7 +176,7 @@ class LoopProgram:
             if self._stop_requested(element):
                 stopped = tf.constant(True)
                 break
-            per_step, latest = self._step_fn(element)
+            per_step, latest = step_fn(element)
             arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
             computed, clock = _timed(computed, ready, per_step, latest)
             steps = i + 1
@@ -234,10 +216,12 @@ class LoopProgram:
             # A weak reference, so a finished run's prefetching iterator is not kept alive.
             self._prepare(iterator.element_spec)
             self._prepared_iterator = weakref.ref(iterator)
+        use_xla = self._jit.use_xla()
         outfeed, latest, steps, stopped, waited, computed = self._loop_fn(
-            iterator, tf.constant(num_steps, tf.int32)
+            iterator, tf.constant(num_steps, tf.int32), tf.constant(use_xla)
         )
         steps = int(steps)
+        self._jit.record(use_xla, steps, float(computed))
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
         latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
         return LoopResult(outfeed, latest, steps, bool(stopped), float(waited), float(computed))
