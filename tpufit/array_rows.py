@@ -8,6 +8,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+SMALL_BYTES = 4 * 2**20
+
+
+def small(data: Any) -> bool:
+    """Whether arrays are small enough to copy whole (4 MiB at most) without a thought."""
+    return sum(np.asarray(a).nbytes for a in tf.nest.flatten(data)) <= SMALL_BYTES
+
 
 def row_taker(data: Any) -> Callable[[tf.Tensor], Any]:
     """Returns `take(rows)`: the arrays' `rows` (an int64 tensor) as tensors, in `data`'s structure.

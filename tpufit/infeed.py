@@ -112,6 +112,8 @@ def _array_options() -> tf.data.Options:
     options = tf.data.Options()
     # Arrays are in memory on every worker: shard them by element, not by file.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Already parallel and prefetched: default rewrites would only slow making the iterator.
+    options.experimental_optimization.apply_default_optimizations = False
     return options
 
 
@@ -156,7 +158,13 @@ def from_arrays(
     positions, signals = padding.pass_layout(rows, batch_size, pad=padded)
     steps = len(positions)
     take = array_rows.row_taker(data)
-    if shuffle_seed is None:
+    gathered = shuffle_seed is None and steps > 0 and array_rows.small(data)
+    if gathered:
+        # Small data: its padded batches, gathered once on the host; no map to trace.
+        batches = tf.nest.map_structure(lambda a: np.take(a, positions, axis=0), data)
+        indices = tf.data.Dataset.from_tensor_slices((batches, signals))
+        indices = indices.repeat() if endless else indices
+    elif shuffle_seed is None:
         indices = tf.data.Dataset.from_tensor_slices((positions, signals))
         indices = indices.repeat() if endless else indices
     else:
@@ -172,7 +180,10 @@ def from_arrays(
         return take(rows_), batch_signals
 
     if steps:
-        dataset = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        if gathered:
+            dataset = indices
+        else:
+            dataset = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         if not endless:
             dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
     else:
