@@ -164,7 +164,8 @@ class LoopProgram:
             # Training: exactly num_steps steps, with nothing but the step (and its clock) inside.
             for i in tf.range(num_steps):
                 element, ready, waited = _next_timed(iterator, clock, waited)
-                per_step, latest = step_fn(element)
+                with tf.control_dependencies([ready]):  # else `ready` may be read mid-step
+                    per_step, latest = step_fn(element)
                 arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
                 computed, clock = _timed(computed, ready, per_step, latest)
             stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
@@ -176,7 +177,8 @@ class LoopProgram:
             if self._stop_requested(element):
                 stopped = tf.constant(True)
                 break
-            per_step, latest = step_fn(element)
+            with tf.control_dependencies([ready]):
+                per_step, latest = step_fn(element)
             arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
             computed, clock = _timed(computed, ready, per_step, latest)
             steps = i + 1
