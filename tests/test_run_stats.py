@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -142,3 +143,19 @@ def test_evaluate_and_predict_leave_their_own_stats():
     assert tm.last_run_stats.mode == "predict" and tm.last_run_stats.steps == 10
     assert tm.last_run_stats.loop_sizes == [3, 3, 3, 1]
     assert np.isfinite(tm.last_run_stats.input_seconds)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_heavy_step_counts_as_compute_whether_inlined_or_xla(jit_compile):
+    x = np.random.default_rng(0).normal(size=(512, 256)).astype("float32")
+    model = keras.Sequential(
+        [keras.Input((256,)), keras.layers.Dense(2048), keras.layers.Dense(2048)]
+    )
+    tm = tpufit.TPUModel(model, iterations_per_loop=4)
+    tm.compile(jit_compile=jit_compile)
+    for _ in range(2):
+        tm.predict(x, batch_size=256, verbose=0)
+    stats = tm.last_run_stats
+    # Two 256x2048 and 2048x2048 matmuls a step take milliseconds; taking a
+    # prefetched batch of 256x256 takes microseconds.
+    assert stats.compute_seconds > 5 * stats.input_seconds

@@ -59,7 +59,10 @@ class JitChoice:
         """
         if self.steps:
             return
-        plain = tf.function(one_step)
+        # Not inlined (public tf.function argument, TF's own attribute): the step stays one
+        # call op, so the program's clock reads before and after it; inlined, its ops were
+        # reordered around the clock. tests/test_run_stats.py fails if this stops holding.
+        plain = tf.function(one_step, experimental_attributes={"_noinline": True})
         if self.requested is False or _is_tpu(strategy):
             self.steps = {False: plain}  # A TPU compiles every replica step with XLA anyway.
             return
