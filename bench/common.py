@@ -68,6 +68,8 @@ def cached_dataset(x, y, batch_size: int) -> tf.data.Dataset:
 class Timing:
     """One timed run: wall seconds, steps the optimizer took, how it was timed.
 
+    ``cpu_seconds`` is the process's CPU time over the same span (all threads):
+    on a machine shared with other work it moves less than wall time does.
     ``stats`` holds tpufit's ``last_run_stats`` of the run, when it has one.
     """
 
@@ -75,10 +77,15 @@ class Timing:
     steps: int
     how: str
     stats: object = None
+    cpu_seconds: float = 0.0
 
     @property
     def ms_per_step(self) -> float:
         return 1000.0 * self.seconds / self.steps
+
+    @property
+    def cpu_ms_per_step(self) -> float:
+        return 1000.0 * self.cpu_seconds / self.steps
 
 
 class SpanTimer(keras.callbacks.Callback):
@@ -97,20 +104,25 @@ class SpanTimer(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._steps0 = self._count()
-        self._t0 = time.perf_counter()
+        self._t0, self._cpu0 = time.perf_counter(), time.process_time()
 
     def on_train_end(self, logs=None):
         steps = self._count() - self._steps0
-        self.timing = Timing(time.perf_counter() - self._t0, steps, "callback span")
+        self.timing = Timing(
+            time.perf_counter() - self._t0,
+            steps,
+            "callback span",
+            cpu_seconds=time.process_time() - self._cpu0,
+        )
 
 
 def time_call(fn: Callable[[], object], count: Callable[[], int], how: str) -> Timing:
     """Times ``fn()`` from the host; ``count`` syncs with the device after it."""
     steps0 = count()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     fn()
     steps = count() - steps0
-    return Timing(time.perf_counter() - t0, steps, how)
+    return Timing(time.perf_counter() - t0, steps, how, cpu_seconds=time.process_time() - cpu0)
 
 
 @dataclass
@@ -123,6 +135,10 @@ class Result:
     @property
     def median_ms(self) -> float:
         return statistics.median(t.ms_per_step for t in self.timings)
+
+    @property
+    def median_cpu_ms(self) -> float:
+        return statistics.median(t.cpu_ms_per_step for t in self.timings)
 
     @property
     def min_ms(self) -> float:
@@ -168,22 +184,22 @@ def _check_steps(name: str, timing: Timing, expected: int) -> Timing:
 
 def time_calls(
     calls: dict[str, Callable[[], object]], repeats: int, log: Callable[[str], None] = print
-) -> dict[str, list[float]]:
+) -> dict[str, Result]:
     """Warms up every call once, then times ``repeats`` rounds of them, round-robin.
 
-    Returns each call's seconds per round.
+    Returns each call's timings, one step per call.
     """
     for name, call in calls.items():
         log(f"warm-up  {name}")
         call()
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    results = {name: Result(name) for name in calls}
     for r in range(repeats):
         for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            seconds[name].append(time.perf_counter() - start)
-            log(f"run {r + 1}/{repeats} {name}: {seconds[name][-1]:.4f} s")
-    return seconds
+            timing = time_call(call, lambda: 0, "host wall")
+            timing.steps = 1
+            results[name].timings.append(timing)
+            log(f"run {r + 1}/{repeats} {name}: {timing.seconds:.4f} s")
+    return results
 
 
 def _status_bytes(field: str) -> int:

@@ -23,7 +23,6 @@ Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -100,13 +99,17 @@ def _check_same(name: str, expected, got, atol: float) -> None:
         raise RuntimeError(f"{name} does not return what tpufit returns")
 
 
-def _time(calls: dict, repeats: int, reference: str, atol: float) -> dict[str, float]:
+def _time(calls: dict, repeats: int, reference: str, atol: float) -> tuple[dict, dict]:
+    """Median seconds per call and CPU seconds per call, after checking the results agree."""
     outputs = {name: call() for name, call in calls.items()}
     for name, output in outputs.items():
         _check_same(name, outputs[reference], output, atol)
     del outputs
-    seconds = time_calls(calls, repeats)
-    return {name: statistics.median(times) for name, times in seconds.items()}
+    results = time_calls(calls, repeats)
+    return (
+        {name: r.median_ms / 1000 for name, r in results.items()},
+        {name: r.median_cpu_ms / 1000 for name, r in results.items()},
+    )
 
 
 def predict_large(smoke: bool, repeats: int) -> list[CaseResult]:
@@ -117,11 +120,13 @@ def predict_large(smoke: bool, repeats: int) -> list[CaseResult]:
     for name, model in keras_models.items():
         calls[name] = lambda m=model: m.predict(x, batch_size=BATCH, verbose=0)
     calls["limit resident loop"] = _limit_predict(tm.model, x)
-    costs = _time(calls, repeats, "tpufit auto", atol=1e-4)
+    costs, cpu = _time(calls, repeats, "tpufit auto", atol=1e-4)
     notes = [tm.last_run_stats.summary()]
     description = f"predict {rows:,} rows, batch {BATCH:,}"
-    speed = CaseResult("predict-large", description, "s/call", costs, "tpufit auto", [], notes)
-    speed.targets = [("keras best", 1.0)]
+    speed = CaseResult(
+        "predict-large", description, "s/call", costs, "tpufit auto", [("keras best", 1.0)], notes
+    )
+    speed.cpu = cpu
 
     output_mb = rows * MLP_SIZES[-1] * 4 / 1e6
     model_mb = model_bytes(tm.model) / 1e6
@@ -151,18 +156,18 @@ def predict_small(smoke: bool, repeats: int) -> list[CaseResult]:
     resident = tf.constant(x)
     call = tf.function(lambda b: tm.model(b, training=False), jit_compile=True)
     calls["limit one call"] = lambda: call(resident).numpy()
-    costs = _time(calls, max(repeats, 3 if smoke else 15), "tpufit auto", atol=1e-4)
+    costs, cpu = _time(calls, max(repeats, 3 if smoke else 15), "tpufit auto", atol=1e-4)
     # Fixed cost at most half of Keras's: Keras's cost / tpufit's at least 2.
-    return [
-        CaseResult(
-            "predict-10",
-            "predict on 10 rows: the fixed cost of one call",
-            "s/call",
-            costs,
-            "tpufit auto",
-            [("keras best", 2.0)],
-        )
-    ]
+    result = CaseResult(
+        "predict-10",
+        "predict on 10 rows: the fixed cost of one call",
+        "s/call",
+        costs,
+        "tpufit auto",
+        [("keras best", 2.0)],
+    )
+    result.cpu = cpu
+    return [result]
 
 
 def _limit_evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray):
@@ -202,14 +207,14 @@ def evaluate(smoke: bool, repeats: int) -> list[CaseResult]:
     for name, model in keras_models.items():
         calls[name] = lambda m=model: m.evaluate(x, y, **kwargs)
     calls["limit resident loop"] = _limit_evaluate(tm.model, x, y)
-    costs = _time(calls, repeats, "tpufit auto", atol=1e-5)
+    costs, cpu = _time(calls, repeats, "tpufit auto", atol=1e-5)
     notes = [tm.last_run_stats.summary()]
     description = f"evaluate loss and accuracy on {rows:,} rows, batch {BATCH:,}"
-    return [
-        CaseResult(
-            "evaluate", description, "s/call", costs, "tpufit auto", [("keras best", 1.0)], notes
-        )
-    ]
+    result = CaseResult(
+        "evaluate", description, "s/call", costs, "tpufit auto", [("keras best", 1.0)], notes
+    )
+    result.cpu = cpu
+    return [result]
 
 
 CASES = {"predict-large": predict_large, "predict-10": predict_small, "evaluate": evaluate}

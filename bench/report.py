@@ -34,6 +34,8 @@ class CaseResult:
         tpufit: The contender that is tpufit.
         targets: ``(group, least ratio)`` pairs, the group one of `GROUPS`.
         notes: Lines printed under the table (e.g. tpufit's run summary).
+        cpu: Median process CPU time per contender, in the same unit (all
+            threads; steadier than wall time on a shared machine).
     """
 
     name: str
@@ -43,6 +45,7 @@ class CaseResult:
     tpufit: str
     targets: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def best(self, group: str) -> tuple[str, float] | None:
         """The cheapest contender of ``group`` and its cost, or None."""
@@ -115,5 +118,13 @@ def table(results: list[CaseResult]) -> str:
             lines.append(f"  Keras best: {best[0]}")
         if limit:
             lines.append(f"  limit: {limit[0]}")
+        if r.cpu:
+            shown = [(r.tpufit, "tpufit")] + [
+                (b[0], g) for b, g in ((best, "Keras best"), (limit, "limit")) if b
+            ]
+            lines.append(
+                f"  CPU {r.unit} (all threads): "
+                + ", ".join(f"{label} {_cell(r.cpu[name], r.unit)}" for name, label in shown)
+            )
         lines.extend(f"  {note}" for note in r.notes)
     return "\n".join(lines)

@@ -103,7 +103,9 @@ def _train_result(name, description, results, targets) -> CaseResult:
     ms = {contender: r.median_ms for contender, r in results.items()}
     tpufit_run = results["tpufit auto"].timings[-1]
     notes = [tpufit_run.stats.summary()] if tpufit_run.stats is not None else []
-    return CaseResult(name, description, "ms/step", ms, "tpufit auto", targets, notes)
+    result = CaseResult(name, description, "ms/step", ms, "tpufit auto", targets, notes)
+    result.cpu = {contender: r.median_cpu_ms for contender, r in results.items()}
+    return result
 
 
 def train_small(smoke: bool, repeats: int) -> CaseResult:
