@@ -69,9 +69,10 @@ class RunConfig:
             a step budget or the data shrinks so that exactly the requested
             steps run. See docs/performance.md.
         model_dir: Directory for the run's files (checkpoints), or `None`.
-        jit_compile: `"auto"` compiles the step with XLA wherever the model
-            and strategy allow it and falls back (with one warning) elsewhere;
-            `True` requires XLA; `False` never uses it.
+        jit_compile: `"auto"` compiles the step with XLA where the model and
+            strategy allow it and the first loops measure it faster than the
+            plain step, and falls back (with one warning) where XLA cannot
+            compile it; `True` requires XLA; `False` never uses it.
         seed: Seed of the per-epoch shuffle of array inputs; `None` draws one
             from Keras's global seed state.
 

@@ -91,8 +91,9 @@ class TPUModel:
         Args:
             *args: Passed to the model's `compile` (Keras's, or the model's
                 own when it defines one, e.g. a GAN taking two optimizers).
-            jit_compile: `"auto"` (XLA for the step wherever it compiles, with
-                one warning where it does not), `True` or `False`.
+            jit_compile: `"auto"` (XLA for the step where it compiles and
+                measures faster; one warning where it does not compile), `True`
+                or `False`.
             **kwargs: Passed to the model's `compile`: `optimizer`, `loss`,
                 `metrics`, `loss_weights`, `weighted_metrics`, ...
         """

@@ -9,7 +9,7 @@ import numpy as np
 
 from tpufit import errors
 from tpufit.logs import to_python
-from tpufit.loop_length import LoopLength, as_loop_length
+from tpufit.loop_length import CappedLoopLength, LoopLength, as_loop_length
 from tpufit.programs import LoopProgram, LoopResult
 from tpufit.run_stats import RunStats
 
@@ -51,7 +51,7 @@ def run_loops(
     iterator,
     *,
     total_steps: int | None,
-    iterations_per_loop: int | str | LoopLength,
+    iterations_per_loop: int | str | LoopLength | CappedLoopLength,
     before_loop: Callable[[int, int], None],
     after_loop: Callable[[int, LoopResult], None],
     stop_requested: Callable[[], bool],
@@ -73,7 +73,7 @@ def run_loops(
         stop_requested: Asked after every loop; `True` ends the run there.
         tail: Iterator over the unpadded partial last batch, run as one more
             one-step loop (its own trace) unless the run stopped early.
-        stats: Collects every loop's timing and outfeed, when given.
+        stats: Collects every loop's timing, when given.
 
     Returns:
         The number of steps that ran.
