@@ -7,6 +7,8 @@ trains ``n`` steps and returns a `Timing`; `measure` warms each one up once
 that a noisy machine slows every contender alike.
 """
 
+import ctypes
+import gc
 import os
 import statistics
 import time
@@ -64,15 +66,26 @@ def cached_dataset(x, y, batch_size: int) -> tf.data.Dataset:
 
 @dataclass
 class Timing:
-    """One timed run: wall seconds, steps the optimizer took, how it was timed."""
+    """One timed run: wall seconds, steps the optimizer took, how it was timed.
+
+    ``cpu_seconds`` is the process's CPU time over the same span (all threads):
+    on a machine shared with other work it moves less than wall time does.
+    ``stats`` holds tpufit's ``last_run_stats`` of the run, when it has one.
+    """
 
     seconds: float
     steps: int
     how: str
+    stats: object = None
+    cpu_seconds: float = 0.0
 
     @property
     def ms_per_step(self) -> float:
         return 1000.0 * self.seconds / self.steps
+
+    @property
+    def cpu_ms_per_step(self) -> float:
+        return 1000.0 * self.cpu_seconds / self.steps
 
 
 class SpanTimer(keras.callbacks.Callback):
@@ -91,20 +104,25 @@ class SpanTimer(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._steps0 = self._count()
-        self._t0 = time.perf_counter()
+        self._t0, self._cpu0 = time.perf_counter(), time.process_time()
 
     def on_train_end(self, logs=None):
         steps = self._count() - self._steps0
-        self.timing = Timing(time.perf_counter() - self._t0, steps, "callback span")
+        self.timing = Timing(
+            time.perf_counter() - self._t0,
+            steps,
+            "callback span",
+            cpu_seconds=time.process_time() - self._cpu0,
+        )
 
 
 def time_call(fn: Callable[[], object], count: Callable[[], int], how: str) -> Timing:
     """Times ``fn()`` from the host; ``count`` syncs with the device after it."""
     steps0 = count()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     fn()
     steps = count() - steps0
-    return Timing(time.perf_counter() - t0, steps, how)
+    return Timing(time.perf_counter() - t0, steps, how, cpu_seconds=time.process_time() - cpu0)
 
 
 @dataclass
@@ -117,6 +135,10 @@ class Result:
     @property
     def median_ms(self) -> float:
         return statistics.median(t.ms_per_step for t in self.timings)
+
+    @property
+    def median_cpu_ms(self) -> float:
+        return statistics.median(t.cpu_ms_per_step for t in self.timings)
 
     @property
     def min_ms(self) -> float:
@@ -158,6 +180,57 @@ def _check_steps(name: str, timing: Timing, expected: int) -> Timing:
             "its ms/step would not be comparable"
         )
     return timing
+
+
+def time_calls(
+    calls: dict[str, Callable[[], object]], repeats: int, log: Callable[[str], None] = print
+) -> dict[str, Result]:
+    """Warms up every call once, then times ``repeats`` rounds of them, round-robin.
+
+    Returns each call's timings, one step per call.
+    """
+    for name, call in calls.items():
+        log(f"warm-up  {name}")
+        call()
+    results = {name: Result(name) for name in calls}
+    for r in range(repeats):
+        for name, call in calls.items():
+            timing = time_call(call, lambda: 0, "host wall")
+            timing.steps = 1
+            results[name].timings.append(timing)
+            log(f"run {r + 1}/{repeats} {name}: {timing.seconds:.4f} s")
+    return results
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_rss_growth(call: Callable[[], object]) -> tuple[int, object]:
+    """Runs ``call()`` and returns (peak resident memory above the start, in bytes, its result).
+
+    Linux only: writing 5 to /proc/self/clear_refs resets the process's peak
+    RSS (VmHWM), which is then read back after the call. Free heap memory that
+    earlier calls left resident is first given back to the system
+    (``malloc_trim``), else the call could reuse it unseen.
+    """
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    start = _status_bytes("VmRSS")
+    result = call()
+    # The kernel updates the peak lazily; it is never below the start.
+    return max(_status_bytes("VmHWM") - start, 0), result
+
+
+def model_bytes(model: keras.Model) -> int:
+    """Bytes of a model's weights."""
+    return sum(np.asarray(w).nbytes for w in model.get_weights())
 
 
 def environment() -> str:

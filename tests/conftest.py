@@ -11,6 +11,7 @@ import functools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,6 +68,27 @@ def tiny_model(seed: int = 0) -> keras.Model:
             keras.layers.Dense(CLASSES),
         ]
     )
+
+
+class Sleep(keras.layers.Layer):
+    """Passes its input through after sleeping `seconds` on the host: a known step time."""
+
+    def __init__(self, seconds: float, **kwargs):
+        super().__init__(**kwargs)
+        self.seconds = seconds
+
+    def call(self, x):
+        token = tf.py_function(lambda: time.sleep(self.seconds) or 0.0, [], tf.float32)
+        return x + 0.0 * tf.reshape(token, [])  # py_function outputs have no static shape
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def sleepy_model(seconds: float, seed: int = 0) -> keras.Model:
+    """`tiny_model` whose every step sleeps `seconds` first (run it with jit_compile=False)."""
+    tiny = tiny_model(seed)
+    return keras.Sequential([keras.Input((FEATURES,)), Sleep(seconds), *tiny.layers])
 
 
 def tiny_data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

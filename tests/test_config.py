@@ -10,11 +10,12 @@ import pytest
 
 import tpufit
 from tpufit import RunConfig
+from tpufit.config import parse_iterations_per_loop
 
 
 def test_run_config_defaults():
     config = RunConfig()
-    assert config.iterations_per_loop == 100
+    assert config.iterations_per_loop == "auto"
     assert config.model_dir is None
     assert config.jit_compile == "auto"
     assert config.seed is None
@@ -52,6 +53,14 @@ INVALID = [
     ("iterations_per_loop", "10", "'10'"),
     ("iterations_per_loop", True, "True"),
     ("iterations_per_loop", None, "None"),
+    ("iterations_per_loop", "0s", "'0s'"),
+    ("iterations_per_loop", "-1s", "'-1s'"),
+    ("iterations_per_loop", "2x", "'2x'"),
+    ("iterations_per_loop", "fast", "'fast'"),
+    ("iterations_per_loop", "Auto", "'Auto'"),
+    ("iterations_per_loop", "", "''"),
+    ("iterations_per_loop", "s", "'s'"),
+    ("iterations_per_loop", 2.0, "2.0"),
     ("jit_compile", "yes", "'yes'"),
     ("jit_compile", 1, "1"),
     ("jit_compile", None, "None"),
@@ -93,8 +102,39 @@ def test_bad_iterations_per_loop_is_caught_by_except_value_or_type_error(value):
 
 
 def test_bad_iterations_per_loop_message_says_what_works():
-    with pytest.raises(tpufit.InvalidArgumentError, match="positive int"):
+    with pytest.raises(tpufit.InvalidArgumentError, match="positive int") as info:
         RunConfig(iterations_per_loop=0)
+    assert '"auto"' in str(info.value) and '"2s"' in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["auto", "2s", "0.5s", "500ms", "1m", "1h", ".25s", 1, 100])
+def test_iterations_per_loop_takes_auto_a_duration_or_a_positive_int(value):
+    assert RunConfig(iterations_per_loop=value).iterations_per_loop == value
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        ("auto", ("auto", 0.0)),
+        ("2s", ("seconds", 2.0)),
+        ("0.5s", ("seconds", 0.5)),
+        ("500ms", ("seconds", 0.5)),
+        ("2m", ("seconds", 120.0)),
+        ("1h", ("seconds", 3600.0)),
+        (7, ("steps", 7.0)),
+        (np.int32(7), ("steps", 7.0)),
+    ],
+)
+def test_parse_iterations_per_loop_reads_kind_and_amount(value, parsed):
+    assert parse_iterations_per_loop(value) == parsed
+
+
+def test_tpu_model_default_and_override_of_iterations_per_loop(model):
+    assert tpufit.TPUModel(model).config.iterations_per_loop == "auto"
+    config = RunConfig(iterations_per_loop="2s")
+    assert tpufit.TPUModel(model, config=config).config.iterations_per_loop == "2s"
+    tm = tpufit.TPUModel(model, iterations_per_loop=8, config=config)
+    assert tm.config.iterations_per_loop == 8
 
 
 def test_bad_types_are_type_errors():

@@ -7,6 +7,7 @@ tell which row of the input each batch row holds.
 from __future__ import annotations
 
 import math
+from unittest import mock
 
 import keras
 import numpy as np
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tpufit
-from tpufit import infeed
+from tpufit import array_rows, infeed
 
 PIPELINES = settings(max_examples=25, deadline=None)
 ROWS_AND_BATCH = dict(rows=st.integers(1, 300), batch=st.integers(1, 64))
@@ -483,3 +484,43 @@ def test_a_batch_larger_than_the_first_fails_with_a_message_naming_batch_size():
     recut = infeed.from_dataset(dataset, endless=False, padded=True, batch_size=4)
     elements = _take(recut.dataset, 2)
     assert [float(np.sum(signals["mask"])) for _, signals in elements] == [4.0, 3.0]
+
+
+# --- array paths: small data gathered once, larger data gathered per batch on the host ---
+
+
+@PIPELINES
+@given(**ROWS_AND_BATCH, endless=st.booleans(), padded=st.booleans())
+def test_small_arrays_and_host_gathered_arrays_give_the_same_stream(rows, batch, endless, padded):
+    data = _id_data(rows)
+
+    def stream(small_bytes):
+        with mock.patch.object(array_rows, "SMALL_BYTES", small_bytes):
+            feed = infeed.from_arrays(data, batch, endless=endless, padded=padded)
+        count = (feed.steps_per_pass or 0) + 2
+        tail = _take(feed.tail, 2) if feed.tail is not None else []
+        return feed, _take(feed.dataset, count) + tail
+
+    small_feed, small = stream(array_rows.SMALL_BYTES)
+    host_feed, host = stream(0)
+    assert small_feed.steps_per_pass == host_feed.steps_per_pass
+    assert small_feed.rows == host_feed.rows == rows
+    assert len(small) == len(host)
+    for a, b in zip(small, host, strict=True):
+        tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+
+
+def test_row_taker_takes_numeric_rows_on_the_host_and_strings_as_tensors():
+    numbers = (np.arange(12.0).reshape(6, 2), np.arange(6))
+    rows = tf.constant([4, 0, 4], tf.int64)
+    x, y = array_rows.row_taker(numbers)(rows)
+    np.testing.assert_array_equal(x.numpy(), numbers[0][[4, 0, 4]])
+    np.testing.assert_array_equal(y.numpy(), [4, 0, 4])
+    words = np.array(["a", "b", "c"])
+    taken = array_rows.row_taker(words)(tf.constant([2, 1], tf.int64))
+    assert taken.numpy().tolist() == [b"c", b"b"]
+
+
+def test_only_small_arrays_count_as_small():
+    assert array_rows.small((np.zeros((10, 6)), np.zeros(10)))
+    assert not array_rows.small(np.zeros((array_rows.SMALL_BYTES // 8 + 1,)))

@@ -101,7 +101,7 @@ def test_fit_returns_history_with_validation_entries():
 @given(
     rows=st.integers(1, 300),
     batch_size=st.integers(1, 64),
-    iterations_per_loop=st.integers(1, 5),
+    iterations_per_loop=st.integers(1, 5) | st.sampled_from(["auto", "0.01s"]),
 )
 def test_predict_returns_exactly_the_rows_of_a_direct_call(rows, batch_size, iterations_per_loop):
     model = tiny_model()
@@ -116,7 +116,7 @@ def test_predict_returns_exactly_the_rows_of_a_direct_call(rows, batch_size, ite
 @given(
     rows=st.integers(1, 300),
     batch_size=st.integers(1, 64),
-    iterations_per_loop=st.integers(1, 5),
+    iterations_per_loop=st.integers(1, 5) | st.sampled_from(["auto", "0.01s"]),
 )
 def test_evaluate_equals_keras_on_the_whole_data_in_one_batch(
     rows, batch_size, iterations_per_loop
@@ -334,15 +334,21 @@ def test_jit_auto_falls_back_with_one_warning_naming_the_reason():
         strict.evaluate(x, np.zeros((20, 2)), batch_size=8, verbose=0)
 
 
-def test_jit_auto_compiles_the_step_where_it_can():
-    x, y = tiny_data(40)
-    tm = compiled()
+def test_jit_auto_measures_xla_against_the_plain_step_and_keeps_the_faster():
+    x, y = tiny_data(80)
+    tm = compiled(iterations_per_loop=2)
     tm.fit(x, y, batch_size=8, verbose=0)
-    assert tm._replicas._programs[("train", True, ())].jit_compile is True
-    no_xla = compiled()
-    no_xla.compile(**compile_args(), jit_compile=False)
-    no_xla.fit(x, y, batch_size=8, verbose=0)
-    assert no_xla._replicas._programs[("train", True, ())].jit_compile is False
+    program = tm._replicas._programs[("train", True, ())]
+    timings = program.jit_timings
+    assert len(timings[True]) >= 2 and len(timings[False]) >= 2
+    assert program.jit_compile == (min(timings[True][1:]) <= min(timings[False][1:]))
+    assert tm.traces == {"train": 1}
+    for setting in (False, True):
+        fixed = compiled()
+        fixed.compile(**compile_args(), jit_compile=setting)
+        fixed.fit(x, y, batch_size=8, verbose=0)
+        assert fixed._replicas._programs[("train", True, ())].jit_compile is setting
+        assert fixed._replicas._programs[("train", True, ())].jit_timings == {True: [], False: []}
 
 
 def weights_of(model):

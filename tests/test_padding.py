@@ -280,3 +280,24 @@ def test_nearest_valid_batch_sizes_are_the_closest_positive_multiples(batch_size
         assert batch_size - below < replicas
     if batch_size % replicas == 0:
         assert below == above == batch_size
+
+
+@pytest.mark.parametrize("rows_known", [True, False])
+def test_row_collector_keeps_the_real_rows_of_each_loop_in_order(rows_known):
+    loops = [
+        ({"a": np.arange(6.0).reshape(3, 2), "b": np.arange(3)}, np.array([1, 1, 1])),
+        ({"a": np.arange(6.0, 12.0).reshape(3, 2), "b": np.arange(3, 6)}, np.array([1, 0, 0])),
+    ]
+    collector = padding.RowCollector(4 if rows_known else None)
+    for outputs, mask in loops:
+        collector.add(outputs, mask)
+    result = collector.result()
+    np.testing.assert_array_equal(result["a"], np.arange(8.0).reshape(4, 2))
+    np.testing.assert_array_equal(result["b"], [0, 1, 2, 3])
+
+
+def test_row_collector_with_a_known_count_checks_it():
+    collector = padding.RowCollector(5)
+    collector.add(np.zeros((3, 2)), np.ones(3))
+    with pytest.raises(ValueError, match="3 real rows where 5"):
+        collector.result()

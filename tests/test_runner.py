@@ -9,13 +9,16 @@ the infeed: one element per step, stopping at the first stop element.
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tpufit.loop_length import GROWTH, LoopLength
 from tpufit.programs import LoopResult
+from tpufit.run_stats import RunStats
 from tpufit.runner import loop_sizes, run_loops
 
 FAST = settings(max_examples=100, deadline=None)
@@ -220,3 +223,84 @@ def test_run_loops_with_zero_steps_runs_nothing():
     assert program.asked == []
     assert recorder.before == [] and recorder.after == []
     assert next(iterator) == 0
+
+
+# --- loop lengths and stats ----------------------------------------------------------
+
+
+class TimedProgram(StreamProgram):
+    """A `StreamProgram` whose steps take `step` seconds and whose first call traces."""
+
+    def __init__(self, step: float):
+        super().__init__()
+        self.step = step
+        self.traces = 0
+
+    def run(self, iterator, n: int) -> LoopResult:
+        if not self.asked:
+            self.traces += 1
+        time.sleep(self.step * n)
+        result = super().run(iterator, n)
+        result.compute_seconds = self.step * result.steps
+        return result
+
+
+def test_run_loops_with_a_time_form_sizes_loops_from_the_known_step_time():
+    program = TimedProgram(step=0.002)
+    length = LoopLength("0.05s")
+    done = run_loops(
+        program,
+        stream(None),
+        total_steps=300,
+        iterations_per_loop=length,
+        before_loop=lambda first, asked: None,
+        after_loop=lambda first, result: None,
+        stop_requested=lambda: False,
+    )
+    assert done == 300 and sum(program.asked) == 300
+    assert program.asked[:3] == [1, 1, 4]  # the first loop traced: not a measure
+    assert all(
+        program.asked[i] <= GROWTH * max(program.asked[:i]) for i in range(1, len(program.asked))
+    )
+    # 0.05 s of 2 ms steps is 25; sleeps overshoot on a busy machine, never undershoot.
+    settled = program.asked[4:-1]
+    assert settled and all(12 <= n <= 25 for n in settled)
+    assert length.step_seconds == pytest.approx(0.002, rel=0.5)
+
+
+def test_run_loops_takes_an_int_or_a_setting_as_before():
+    for setting in (4, "auto"):
+        done, program, _, _ = run(None, 10, setting)
+        assert done == 10 and sum(program.asked) == 10
+    assert run(None, 10, 4)[1].asked == [4, 4, 2]
+    assert run(None, 10, "auto")[1].asked[0] == 1
+
+
+@FAST
+@given(total=st.integers(1, 300), data_steps=st.integers(0, 300) | st.none())
+def test_run_loops_with_auto_never_asks_more_than_remain(total, data_steps):
+    done, program, recorder, _ = run(data_steps, total, "auto")
+    assert done == (total if data_steps is None else min(total, data_steps))
+    firsts = [first for first, _ in recorder.before]
+    assert all(first + asked <= total for first, asked in recorder.before)
+    assert firsts == [sum(program.asked[:i]) for i in range(len(program.asked))]
+
+
+def test_run_loops_gives_every_loop_to_the_stats_and_the_traced_one_as_compile_time():
+    program = TimedProgram(step=0.001)
+    stats = RunStats("train")
+    run_loops(
+        program,
+        stream(None),
+        total_steps=20,
+        iterations_per_loop=5,
+        before_loop=lambda first, asked: None,
+        after_loop=lambda first, result: None,
+        stop_requested=lambda: False,
+        stats=stats,
+    )
+    assert stats.steps == 20 and stats.loop_sizes == [5, 5, 5, 5]
+    assert stats.timed_steps == 15
+    assert stats.compile_seconds >= 0.005
+    assert stats.seconds >= 0.015
+    assert stats.compute_seconds == pytest.approx(0.015)

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import errors, padding, validation
+from tpufit import array_rows, errors, padding, validation
 
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays.
 _INFINITE = tf.data.INFINITE_CARDINALITY
@@ -54,6 +54,7 @@ class Infeed:
             stream (for sources that can be read only once); else `dataset`.
         dataset_fn: Builds one input pipeline's per-replica batches (an
             `input_fn`), for `distribute_datasets_from_function`; else `None`.
+        rows: Real rows in one pass, when known (arrays).
     """
 
     dataset: tf.data.Dataset
@@ -62,6 +63,7 @@ class Infeed:
     tail: tf.data.Dataset | None = None
     probe: tf.data.Dataset | None = None
     dataset_fn: Any = None
+    rows: int | None = None
 
 
 def _to_tensor_ready(value):
@@ -116,6 +118,8 @@ def _array_options() -> tf.data.Options:
     options = tf.data.Options()
     # Arrays are in memory on every worker: shard them by element, not by file.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Already parallel and prefetched: default rewrites would only slow making the iterator.
+    options.experimental_optimization.apply_default_optimizations = False
     return options
 
 
@@ -159,8 +163,14 @@ def from_arrays(
     padded = padded and remainder > 0
     positions, signals = padding.pass_layout(rows, batch_size, pad=padded)
     steps = len(positions)
-    arrays = tf.data.Dataset.from_tensors(data).repeat()
-    if shuffle_seed is None:
+    take = array_rows.row_taker(data)
+    gathered = shuffle_seed is None and steps > 0 and array_rows.small(data)
+    if gathered:
+        # Small data: its padded batches, gathered once on the host; no map to trace.
+        batches = tf.nest.map_structure(lambda a: np.take(a, positions, axis=0), data)
+        indices = tf.data.Dataset.from_tensor_slices((batches, signals))
+        indices = indices.repeat() if endless else indices
+    elif shuffle_seed is None:
         indices = tf.data.Dataset.from_tensor_slices((positions, signals))
         indices = indices.repeat() if endless else indices
     else:
@@ -172,14 +182,14 @@ def from_arrays(
         passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
         indices = passes.flat_map(pass_batches)
 
-    def gather(arrays_, batch):
-        rows_, batch_signals = batch
-        return tf.nest.map_structure(lambda a: tf.gather(a, rows_), arrays_), batch_signals
+    def gather(rows_, batch_signals):
+        return take(rows_), batch_signals
 
     if steps:
-        dataset = tf.data.Dataset.zip((arrays, indices)).map(
-            gather, num_parallel_calls=tf.data.AUTOTUNE
-        )
+        if gathered:
+            dataset = indices
+        else:
+            dataset = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
         if not endless:
             dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
     else:
@@ -192,16 +202,15 @@ def from_arrays(
     if remainder and not padded:
         tail_rows = remainder
 
-        def tail_batch(arrays_, pass_index):
+        def tail_batch(pass_index):
             order = _permutation(rows, shuffle_seed, pass_index)[rows - tail_rows :]
-            batch = tf.nest.map_structure(lambda a: tf.gather(a, order), arrays_)
-            return batch, padding.make_signals(tail_rows, tail_rows)
+            return take(order), padding.make_signals(tail_rows, tail_rows)
 
         tail_passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
-        tail = tf.data.Dataset.zip((arrays, tail_passes)).map(tail_batch)
+        tail = tail_passes.map(tail_batch)
         tail = tail.with_options(_array_options()).prefetch(1)
     dataset = dataset.with_options(_array_options()).prefetch(tf.data.AUTOTUNE)
-    return Infeed(dataset, batch_size, steps, tail)
+    return Infeed(dataset, batch_size, steps, tail, full * batch_size + remainder)
 
 
 def dataset_batch_size(dataset: tf.data.Dataset) -> int:

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from tpufit import logs as logs_module
 from tpufit import padding, programs, runner
@@ -31,20 +29,22 @@ class Plan:
         iterator: Iterator over the distributed infeed.
         total_steps: Steps to take from `iterator` per epoch, or `None` to
             run until the stopping signal.
-        iterations_per_loop: The most steps one loop runs.
+        iterations_per_loop: How long each loop is (`loop_length.LoopLength`).
         tail: Iterator over the unpadded last batch, run as one more step of
             every epoch (a model's own step), or `None`.
         resumed: `(epoch, steps)`: that epoch already trained its first
             `steps` steps (a run resumed from a checkpoint), so it starts at
             step `steps`; the iterators are already past those batches.
+        stats: Collects every loop's timing (`run_stats.RunStats`), or `None`.
     """
 
     program: programs.LoopProgram
     iterator: Any
     total_steps: int | None
-    iterations_per_loop: int
+    iterations_per_loop: Any
     tail: Any = None
     resumed: tuple[int, int] = (0, 0)
+    stats: Any = None
 
 
 def _run_epoch(run: Run, hooks: HookList, plan: Plan, epoch: int, to_values):
@@ -59,6 +59,7 @@ def _run_epoch(run: Run, hooks: HookList, plan: Plan, epoch: int, to_values):
         after_loop=lambda done, result: events.after_loop(first + done, result),
         stop_requested=events.stop_requested,
         tail=plan.tail,
+        stats=plan.stats,
     )
     return events
 
@@ -112,21 +113,28 @@ def evaluation_loop(run: Run, hooks: HookList, plan: Plan, *, model: keras.Model
     return run.logs
 
 
-def prediction_loop(run: Run, hooks: HookList, plan: Plan) -> Any:
-    """Predicts over the plan's data; returns the outputs of the real rows, in order."""
-    outputs: list = []
+def prediction_loop(run: Run, hooks: HookList, plan: Plan, num_rows: int | None) -> Any:
+    """Predicts over the plan's data; returns the outputs of the real rows, in order.
+
+    Each loop's real rows go into the result as the loop returns (preallocated
+    when `num_rows` is known, so a loop's padded buffers can go at once);
+    hooks get them as `values.outfeed["outputs"]`.
+    """
+    rows = padding.RowCollector(num_rows)
+    if plan.total_steps:
+        # A loop's outputs stay small next to the result: peak memory near the output's size.
+        plan.iterations_per_loop = plan.iterations_per_loop.at_most(-(-plan.total_steps // 8))
 
     def to_values(result: programs.LoopResult) -> RunValues:
-        predictions, mask = programs.stack_rows(result.outfeed)
-        outputs.append(padding.drop_padding([predictions], [mask]))
-        return RunValues(outfeed={"outputs": outputs[-1]}, logs={})
+        real_rows = rows.add(*programs.stack_rows(result.outfeed))
+        return RunValues(outfeed={"outputs": real_rows}, logs={})
 
     with hooks.running(run):
         hooks.after_create_session(run)
         hooks.epoch_begin(run, 0)
         _run_epoch(run, hooks, plan, 0, to_values)
         hooks.epoch_end(run, 0, run.logs)
-    return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *outputs)
+    return rows.result()
 
 
 def _finalize_optimizer(model: keras.Model) -> None:

@@ -16,15 +16,28 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import adapters, checkpoint, errors, export, failures, infeed, loops, runner, validation
+from tpufit import (
+    adapters,
+    checkpoint,
+    cluster,
+    errors,
+    export,
+    failures,
+    infeed,
+    loops,
+    runner,
+    validation,
+)
 from tpufit import logs as logs_module
 from tpufit.callbacks import KerasCallbackHook
 from tpufit.config import RunConfig
 from tpufit.hooks import StopAtStepHook
 from tpufit.hooks.base import Hook, HookList, Run
+from tpufit.loop_length import LoopLengths
 from tpufit.model_dir import ModelDir
 from tpufit.progress import ProgressHook, verbosity
 from tpufit.replicas import Replicas
+from tpufit.run_stats import RunStats
 from tpufit.strategy import resolve_strategy
 
 
@@ -62,7 +75,7 @@ class TPUModel:
         model: keras.Model,
         *,
         strategy: tf.distribute.Strategy | str | None = None,
-        iterations_per_loop: int = 100,
+        iterations_per_loop: int | str = "auto",
         model_dir: str | None = None,
         config: RunConfig | None = None,
     ) -> None:
@@ -76,6 +89,8 @@ class TPUModel:
         self._model = self._replicas.model
         self._model_dir = ModelDir(self.config, self._state, self._replicas)
         self._model_dir.restore()
+        self._loop_lengths = LoopLengths(self.config.iterations_per_loop)
+        self.last_run_stats: RunStats | None = None
 
     @property
     def global_step(self) -> int:
@@ -196,7 +211,8 @@ class TPUModel:
         program = self._replicas.program(
             "train", padded, self.config.jit_compile, hook_list.host_calls("train")
         )
-        plan = self._plan(program, train_feed, epoch_steps - use_tail, use_tail, start)
+        stats = RunStats("train", self.config.iterations_per_loop, validation.is_dataset(x))
+        plan = self._plan(program, train_feed, epoch_steps - use_tail, use_tail, stats, start)
         run = Run(
             "train",
             self,
@@ -217,6 +233,7 @@ class TPUModel:
         self._model.stop_training = self.model.stop_training = False
         with self._replicas.keeping_user_weights():
             loops.fit_loop(run, hook_list, plan, model=self._model, validate=validate)
+        self.last_run_stats = stats.report(verbosity(verbose) if cluster.is_chief() else 0)
         return history
 
     @failures.translated
@@ -287,14 +304,11 @@ class TPUModel:
         total_steps = steps or feed.steps_per_pass
         hook_list, _ = self._hooks(hooks, callbacks, verbose, epochs=1, steps=total_steps)
         self._start_run(feed, build_metrics=False)
-        plan = self._plan(
-            self._replicas.program("predict", True, self.config.jit_compile),
-            feed,
-            total_steps,
-            False,
-        )
+        self.last_run_stats = RunStats("predict", self.config.iterations_per_loop)
+        program = self._replicas.program("predict", True, self.config.jit_compile)
+        plan = self._plan(program, feed, total_steps, False, self.last_run_stats)
         run = Run("predict", self, steps_per_epoch=total_steps, batch_size=feed.batch_size)
-        return loops.prediction_loop(run, hook_list, plan)
+        return loops.prediction_loop(run, hook_list, plan, None if steps else feed.rows)
 
     def export(
         self, path: str | os.PathLike, *, batch_size: int = infeed.DEFAULT_BATCH_SIZE
@@ -347,7 +361,7 @@ class TPUModel:
         self._replicas.prepare_state(feed, build_metrics=build_metrics)
         self._model_dir.restore()
 
-    def _plan(self, program, feed, total_steps, use_tail: bool, start=None):
+    def _plan(self, program, feed, total_steps, use_tail: bool, stats, start=None):
         resumed, skip = (start.position, start.skip) if start else ((0, 0), (0, 0))
         source = feed
         if skip[0]:
@@ -359,9 +373,10 @@ class TPUModel:
             program,
             self._replicas.distribute(source),
             total_steps,
-            self.config.iterations_per_loop,
+            self._loop_lengths.get(program.name, feed.batch_size),
             tail,
             resumed,
+            stats,
         )
 
     def _evaluate_run(
@@ -374,7 +389,8 @@ class TPUModel:
             "eval", padded, self.config.jit_compile, hook_list.host_calls("eval")
         )
         self._replicas.prepare_state(feed, build_metrics=padded)
-        plan = self._plan(program, feed, total_steps, use_tail)
+        self.last_run_stats = RunStats("eval", self.config.iterations_per_loop)
+        plan = self._plan(program, feed, total_steps, use_tail, self.last_run_stats)
         steps_per_epoch = None if total_steps is None else total_steps + use_tail
         run = Run(
             "eval", self, steps_per_epoch=steps_per_epoch, batch_size=feed.batch_size, parent=parent

@@ -152,6 +152,59 @@ def pass_layout(num_rows: int, batch_size: int, pad: bool) -> tuple[np.ndarray, 
     return positions.reshape(shape), signals
 
 
+class RowCollector:
+    """Collects a predict's outputs loop by loop, keeping only the real rows, in order.
+
+    With the number of real rows known (arrays), the result is allocated once
+    and each loop's real rows are written into it as the loop returns, so the
+    loop's own buffers can be freed at once: peak memory stays near the
+    result's size, not two or three times it (padded pieces, their
+    concatenation, then the unpadded copy). Otherwise the real rows of each
+    loop are kept and joined at the end.
+
+    Args:
+        rows: The number of real rows, or `None` when unknown.
+    """
+
+    def __init__(self, rows: int | None = None) -> None:
+        self._rows = rows
+        self._pieces: list = []
+        self._result = None
+        self._filled = 0
+
+    def add(self, outputs, mask: np.ndarray):
+        """Takes one loop's outputs (rows first) and its mask (1 for real rows).
+
+        Returns:
+            The loop's real rows (a view into the result when it is preallocated).
+        """
+        keep = np.asarray(mask) > 0.5
+        count = int(np.count_nonzero(keep))
+        if self._rows is None:
+            self._pieces.append(tf.nest.map_structure(lambda a: np.compress(keep, a, 0), outputs))
+            return self._pieces[-1]
+        if self._result is None:
+            self._result = tf.nest.map_structure(
+                lambda a: np.empty((self._rows,) + a.shape[1:], a.dtype), outputs
+            )
+        end = self._filled + count
+        tf.nest.map_structure(
+            lambda a, out: np.compress(keep, a, axis=0, out=out[self._filled : end]),
+            outputs,
+            self._result,
+        )
+        start, self._filled = self._filled, end
+        return tf.nest.map_structure(lambda out: out[start:end], self._result)
+
+    def result(self):
+        """The real rows of every loop, in order."""
+        if self._rows is None:
+            return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *self._pieces)
+        if self._filled != self._rows:
+            raise ValueError(f"collected {self._filled} real rows where {self._rows} were expected")
+        return self._result
+
+
 def drop_padding(outputs, masks: Sequence[np.ndarray]):
     """Stitches per-loop outputs together and drops the padding rows.
 
@@ -163,8 +216,11 @@ def drop_padding(outputs, masks: Sequence[np.ndarray]):
     Returns:
         One nested structure of numpy arrays holding only the real rows, in order.
     """
-    keep = np.concatenate([np.asarray(m) for m in masks]) > 0.5
-    return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0)[keep], *outputs)
+    rows = int(sum(np.count_nonzero(np.asarray(m) > 0.5) for m in masks))
+    collector = RowCollector(rows)
+    for part, mask in zip(outputs, masks, strict=True):
+        collector.add(part, mask)
+    return collector.result()
 
 
 def nearest_valid_batch_sizes(batch_size: int, num_replicas: int) -> tuple[int, int]:

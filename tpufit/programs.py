@@ -3,10 +3,16 @@
 A program is one `tf.function` whose `tf.range` loop pulls a batch from the
 distributed iterator and runs the step under `strategy.run`, `n` times, the
 loop length being a tensor so a shorter last loop does not retrace. The step is
-its own `tf.function`, XLA-compiled where allowed, traced once and called from
-the loop. Each step's outputs are written to `TensorArray`s (the outfeed) and
-handed to the host when the loop returns: per-step losses and logs in train and
-eval, per-step predictions and masks in predict.
+its own `tf.function`, XLA-compiled where allowed and faster (`jit_choice.py`),
+traced once and called from the loop. Each step's outputs are written to
+`TensorArray`s (the outfeed) and handed to the host when the loop returns:
+per-step losses and logs in train and eval, per-step predictions and masks in
+predict.
+
+The loop also times itself with `tf.timestamp`: how long each step's
+`get_next` on the infeed took to hand it its batch, and how long the step ran.
+`run_stats.py` turns these into the input-bound / compute-bound analysis; the
+host cannot see this split.
 
 There is no `tf.cond` around a training step: under `MirroredStrategy` a
 conditional step whose optimizer does a cross-replica `merge_call` fails
@@ -19,7 +25,7 @@ stop at the first stop batch.
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tpufit import errors
+from tpufit.jit_choice import JitChoice
 
 _MEAN = tf.distribute.ReduceOp.MEAN
 _SUM = tf.distribute.ReduceOp.SUM
@@ -43,20 +49,20 @@ class LoopResult:
             (the logs); zeros when no step ran.
         steps: How many steps ran (fewer than asked only at a stop batch).
         stopped: Whether the loop read a stop batch.
+        input_seconds: Time the loop's steps spent getting their batches.
+        compute_seconds: Time the loop's steps ran.
     """
 
     outfeed: Any
     latest: Any
     steps: int
     stopped: bool
+    input_seconds: float = 0.0
+    compute_seconds: float = 0.0
 
 
 def _spec_key(element_spec) -> str:
     return repr(element_spec)
-
-
-def _is_tpu(strategy: tf.distribute.Strategy) -> bool:
-    return isinstance(strategy, tf.distribute.TPUStrategy)
 
 
 class LoopProgram:
@@ -103,58 +109,34 @@ class LoopProgram:
         self._replica_step = replica_step
         self._reduce = reduce
         self._stops = stops
-        self._requested_jit = jit_compile
+        self._jit = JitChoice(jit_compile, name)
         self.name = name
-        self.jit_compile: bool | None = None
         self.traces = 0
         self._output_specs: dict[Any, Any] = {}
         self._prepared_iterator: Callable[[], Any] = lambda: None
-        self._step_fn: Any = None
         self._loop_fn = tf.function(self._loop)
+
+    @property
+    def jit_compile(self) -> bool | None:
+        """Whether the step runs with XLA; `None` until known (for "auto", until measured)."""
+        return self._jit.jit_compile
+
+    @property
+    def jit_timings(self) -> dict[bool, list[float]]:
+        """Seconds per step of the loops "auto" measured, with XLA (`True`) and without."""
+        return self._jit.timings
 
     def _one_step(self, element):
         data, signals = element
         outputs = self._strategy.run(self._replica_step, args=(data, signals))
         return self._reduce(self._strategy, outputs)
 
-    def _choose_jit(self, element_spec) -> bool:
-        requested = self._requested_jit
-        if requested is False or _is_tpu(self._strategy):
-            return False  # A TPU compiles every replica step with XLA anyway.
-        replicas = self._strategy.num_replicas_in_sync
-        if replicas > 1:
-            reason = (
-                f"the strategy runs {replicas} replicas in one program, and XLA "
-                "on CPU/GPU compiles a step for one device"
-            )
-        else:
-            step = tf.function(self._one_step, jit_compile=True)
-            try:
-                # Lowering to HLO finds unsupported ops without running anything.
-                example = tf.nest.map_structure(
-                    lambda s: tf.zeros([d or 1 for d in s.shape], s.dtype), element_spec
-                )
-                step.experimental_get_compiler_ir(example)(stage="hlo")
-                self._step_fn = step
-                return True
-            except Exception as error:  # noqa: BLE001 - any failure means "no XLA".
-                reason = f"XLA cannot compile it ({str(error).splitlines()[0][:300]})"
-        if requested is True:
-            raise errors.InvalidArgumentError(
-                f"jit_compile=True was asked for the {self.name} step, but {reason}. "
-                'Use jit_compile="auto" or False. Received: jit_compile=True'
-            )
-        warnings.warn(f"tpufit: the {self.name} step runs without XLA: {reason}.", stacklevel=4)
-        return False
-
     def _prepare(self, element_spec) -> None:
         key = _spec_key(element_spec)
         if key not in self._output_specs:
-            if self.jit_compile is None:
-                self.jit_compile = self._choose_jit(element_spec)
-                if self._step_fn is None:
-                    self._step_fn = tf.function(self._one_step)
-            concrete = self._step_fn.get_concrete_function(element_spec)
+            self._jit.prepare(self._strategy, self._one_step, element_spec)
+            step_fn = next(iter(self._jit.steps.values()))
+            concrete = step_fn.get_concrete_function(element_spec)
             self._output_specs[key] = tf.nest.map_structure(
                 lambda t: tf.TensorSpec(t.shape, t.dtype), concrete.structured_outputs
             )
@@ -163,33 +145,52 @@ class LoopProgram:
         stops = self._strategy.experimental_local_results(element[1]["stop"])
         return tf.reduce_any(tf.stack([tf.reduce_any(s) for s in stops]))
 
-    def _loop(self, iterator, num_steps):
+    def _loop(self, iterator, num_steps, use_xla):
         self.traces += 1
-        per_step_spec, latest_spec = self._output_specs[_spec_key(iterator.element_spec)]
+        specs = self._output_specs[_spec_key(iterator.element_spec)]
+        steps = self._jit.steps
+        if len(steps) == 1:
+            outputs = self._steps(iterator, num_steps, next(iter(steps.values())), *specs)
+        elif use_xla:  # "auto" still measuring: one cond per loop, both steps in one trace
+            outputs = self._steps(iterator, num_steps, steps[True], *specs)
+        else:
+            outputs = self._steps(iterator, num_steps, steps[False], *specs)
+        return outputs
+
+    def _steps(self, iterator, num_steps, step_fn, per_step_spec, latest_spec):
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=0, dynamic_size=True, element_shape=s.shape),
             per_step_spec,
         )
         latest = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), latest_spec)
+        clock = tf.timestamp()  # when the previous step ended
+        waited = tf.constant(0.0, tf.float64)
+        computed = tf.constant(0.0, tf.float64)
         if not self._stops:
-            # Training: exactly num_steps steps, with nothing but the step in the body.
+            # Training: exactly num_steps steps, with nothing but the step (and its clock) inside.
             for i in tf.range(num_steps):
-                per_step, latest = self._step_fn(next(iterator))
+                element, ready, waited = _next_timed(iterator, clock, waited)
+                with tf.control_dependencies([ready]):  # else `ready` may be read mid-step
+                    per_step, latest = step_fn(element)
                 arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+                computed, clock = _timed(computed, ready, per_step, latest)
             self._count(num_steps)
             stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
-            return stacked, latest, num_steps, tf.constant(False)
+            return stacked, latest, num_steps, tf.constant(False), waited, computed
         steps = tf.constant(0)
         stopped = tf.constant(False)
         for i in tf.range(num_steps):
-            element = next(iterator)
+            element, ready, waited = _next_timed(iterator, clock, waited)
             if self._stop_requested(element):
                 stopped = tf.constant(True)
                 break
-            per_step, latest = self._step_fn(element)
+            with tf.control_dependencies([ready]):
+                per_step, latest = step_fn(element)
             arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+            computed, clock = _timed(computed, ready, per_step, latest)
             steps = i + 1
-        return tf.nest.map_structure(lambda a: a.stack(), arrays), latest, steps, stopped
+        stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
+        return stacked, latest, steps, stopped, waited, computed
 
     def _count(self, steps) -> None:
         if self._counter is not None:
@@ -215,23 +216,65 @@ class LoopProgram:
             outfeed = tf.nest.map_structure(
                 lambda a, b: np.concatenate([a, b]), first.outfeed, rest.outfeed
             )
-            return LoopResult(outfeed, rest.latest, num_steps, False)
+            return LoopResult(
+                outfeed,
+                rest.latest,
+                num_steps,
+                False,
+                first.input_seconds + rest.input_seconds,
+                first.compute_seconds + rest.compute_seconds,
+            )
         if iterator is not self._prepared_iterator():
             # Once per iterator, not per loop: the spec's key is built from its repr.
             # A weak reference, so a finished run's prefetching iterator is not kept alive.
             self._prepare(iterator.element_spec)
             self._prepared_iterator = weakref.ref(iterator)
-        outfeed, latest, steps, stopped = self._loop_fn(iterator, tf.constant(num_steps, tf.int32))
+        use_xla = self._jit.use_xla()
+        outfeed, latest, steps, stopped, waited, computed = self._loop_fn(
+            iterator, tf.constant(num_steps, tf.int32), tf.constant(use_xla)
+        )
         steps = int(steps)
+        self._jit.record(use_xla, steps, float(computed))
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
         latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
-        return LoopResult(outfeed, latest, steps, bool(stopped))
+        return LoopResult(outfeed, latest, steps, bool(stopped), float(waited), float(computed))
 
     def _run_one_step_eagerly(self, iterator) -> LoopResult:
-        per_step, latest = self._one_step(next(iterator))
+        start = time.perf_counter()
+        element = next(iterator)
+        ready = time.perf_counter()
+        per_step, latest = self._one_step(element)
         self._count(1)
         outfeed = tf.nest.map_structure(lambda t: _numpy(t)[None], per_step)
-        return LoopResult(outfeed, tf.nest.map_structure(_numpy, latest), 1, False)
+        latest = tf.nest.map_structure(_numpy, latest)
+        done = time.perf_counter()
+        return LoopResult(outfeed, latest, 1, False, ready - start, done - ready)
+
+
+def _tensors(*values) -> list:
+    return tf.nest.flatten(values, expand_composites=True)
+
+
+def _next_timed(iterator, clock: tf.Tensor, waited: tf.Tensor):
+    """Pulls the next element after `clock`; returns it, when it came, and `waited` plus the wait.
+
+    The wait is the `get_next` call alone: from asking (after the previous
+    step and the loop's own bookkeeping) until the batch is there.
+    """
+    with tf.control_dependencies([clock]):
+        asked = tf.timestamp()
+    with tf.control_dependencies([asked]):
+        element = next(iterator)
+    with tf.control_dependencies(_tensors(element)):
+        ready = tf.timestamp()
+    return element, ready, waited + (ready - asked)
+
+
+def _timed(computed, ready, *step_outputs):
+    """Adds a step's run time (from its batch being there until its outputs exist)."""
+    with tf.control_dependencies(_tensors(*step_outputs)):
+        now = tf.timestamp()
+    return computed + (now - ready), now
 
 
 def _numpy(value):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -9,7 +10,9 @@ import numpy as np
 from tpufit import errors
 from tpufit.hooks.base import HookList, Run, RunContext, RunValues
 from tpufit.logs import to_python
+from tpufit.loop_length import CappedLoopLength, LoopLength, as_loop_length
 from tpufit.programs import LoopProgram, LoopResult
+from tpufit.run_stats import RunStats
 
 
 def loop_sizes(total_steps: int, iterations_per_loop: int) -> list[int]:
@@ -49,11 +52,12 @@ def run_loops(
     iterator,
     *,
     total_steps: int | None,
-    iterations_per_loop: int,
+    iterations_per_loop: int | str | LoopLength | CappedLoopLength,
     before_loop: Callable[[int, int], int | None],
     after_loop: Callable[[int, LoopResult], None],
     stop_requested: Callable[[], bool],
     tail=None,
+    stats: RunStats | None = None,
 ) -> int:
     """Runs loops until `total_steps` ran, a stop batch came, or a stop was requested.
 
@@ -61,7 +65,9 @@ def run_loops(
         program: The device program to run.
         iterator: Iterator over the distributed infeed.
         total_steps: Steps to run, or `None` to run until the stopping signal.
-        iterations_per_loop: The most steps one loop runs.
+        iterations_per_loop: How each loop's length is chosen: a
+            `LoopLength` (which learns from every loop's wall time, the
+            hooks between loops included), or a setting to make one from.
         before_loop: Called with `(index of the loop's first step, steps asked)`;
             may return fewer steps for the loop to run (at least 1).
         after_loop: Called with `(index of the loop's first step, result)`
@@ -70,29 +76,43 @@ def run_loops(
             `True` ends the run there.
         tail: Iterator over the unpadded partial last batch, run as one more
             one-step loop (its own trace) unless the run stopped early.
+        stats: Collects every loop's timing, when given.
 
     Returns:
         The number of steps that ran.
     """
+    length = as_loop_length(iterations_per_loop)
     done = 0
     if stop_requested():
         return done
     while total_steps is None or done < total_steps:
-        asked = iterations_per_loop
-        if total_steps is not None:
-            asked = min(asked, total_steps - done)
+        start, traces = time.perf_counter(), getattr(program, "traces", 0)
+        asked = length.next_size(None if total_steps is None else total_steps - done)
         limited = before_loop(done, asked)
-        result = program.run(iterator, asked if limited is None else limited)
+        asked = asked if limited is None else limited
+        result = program.run(iterator, asked)
         if result.steps:
             after_loop(done, result)
         done += result.steps
-        if result.stopped or stop_requested():
+        stop = result.stopped or stop_requested()
+        seconds = time.perf_counter() - start
+        traced = getattr(program, "traces", 0) != traces  # then it compiled too: no measure
+        if not traced:
+            length.record(result.steps, seconds)
+        if stats is not None:
+            stats.add_loop(result, seconds, traced=traced)
+        del result  # its outfeed can go before the next loop fills another
+        if stop:
             return done
     if tail is not None:
+        start, traces = time.perf_counter(), getattr(program, "traces", 0)
         before_loop(done, 1)
         result = program.run(tail, 1)
         after_loop(done, result)
         done += result.steps
+        if stats is not None:
+            traced = getattr(program, "traces", 0) != traces
+            stats.add_loop(result, time.perf_counter() - start, traced=traced)
     return done
 
 
