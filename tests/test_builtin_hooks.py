@@ -62,16 +62,18 @@ def test_logging_hook_writes_loss_and_speed_every_n_steps():
 
 def test_nan_guard_names_the_exact_global_step_inside_a_loop():
     x, y = tiny_data(80)
-    x[44] = np.inf  # row 44 is in step 6 (batch 8): the second step of the second loop
+    # A NaN weight makes the loss NaN on every path (a NaN input may not: XLA's
+    # relu turns NaN into 0). Row 44 is in step 6 (batch 8): the second step of loop 2.
+    weights = np.ones(80, "float32")
+    weights[44] = np.nan
     tm = compiled(iterations_per_loop=4)
+    fit = dict(x=x, y=y, sample_weight=weights, batch_size=8, epochs=2, shuffle=False, verbose=0)
     with pytest.raises(tpufit.NonFiniteLossError, match="global step 6") as raised:
-        tm.fit(x, y, batch_size=8, epochs=2, shuffle=False, hooks=[NanGuardHook()], verbose=0)
+        tm.fit(**fit, hooks=[NanGuardHook()])
     assert raised.value.step == 6
     assert tm.global_step == 8  # the loop holding step 6 ran to its end
     guard = NanGuardHook(fail=False)
-    history = compiled().fit(
-        x, y, batch_size=8, epochs=2, shuffle=False, hooks=[guard], verbose=0
-    )
+    history = compiled().fit(**fit, hooks=[guard])
     assert guard.bad_step == 6 and len(history.epoch) == 1
 
 

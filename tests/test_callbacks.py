@@ -252,10 +252,11 @@ def test_learning_rate_scheduler_to_zero_leaves_the_weights_unchanged():
 
 def test_terminate_on_nan_stops_at_the_end_of_the_loop_with_the_nan():
     x, y = tiny_data(80)
-    x[20] = np.nan  # row 20 is in step 3 (batch 8), inside the first loop of 4
+    weights = np.ones(80, "float32")
+    weights[20] = np.nan  # row 20 is in step 3 (batch 8), inside the first loop of 4
     tm = compiled(iterations_per_loop=4)
     history = tm.fit(
-        x, y, batch_size=8, epochs=3, shuffle=False,
+        x, y, sample_weight=weights, batch_size=8, epochs=3, shuffle=False,
         callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0,
     )  # fmt: skip
     assert tm.global_step == 4

@@ -210,7 +210,7 @@ def from_arrays(
         tail = tail_passes.map(tail_batch)
         tail = tail.with_options(_array_options()).prefetch(1)
     dataset = dataset.with_options(_array_options()).prefetch(tf.data.AUTOTUNE)
-    return Infeed(dataset, batch_size, steps, tail, full * batch_size + remainder)
+    return Infeed(dataset, batch_size, steps, tail, rows=full * batch_size + remainder)
 
 
 def dataset_batch_size(dataset: tf.data.Dataset) -> int:

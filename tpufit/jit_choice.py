@@ -30,10 +30,16 @@ class JitChoice:
     Args:
         requested: `True`, `False` or `"auto"` (see `RunConfig`).
         name: The mode, for messages.
+        measure: For `"auto"`: time both steps (else XLA wherever it compiles).
+            Measuring runs the first loops with either step, whose results
+            differ in the last bits (and in dropout's random numbers), so a
+            run that must be reproduced exactly (resumed from a checkpoint,
+            or laid out in other loops) does not measure.
     """
 
-    def __init__(self, requested: bool | str, name: str) -> None:
+    def __init__(self, requested: bool | str, name: str, measure: bool = True) -> None:
         self.requested = requested
+        self.measure = measure
         self.name = name
         self.steps: dict[bool, Callable] = {}
         self.timings: dict[bool, list[float]] = {True: [], False: []}
@@ -84,7 +90,7 @@ class JitChoice:
                 reason = f"XLA cannot compile it ({str(error).splitlines()[0][:300]})"
             else:
                 self.steps = {True: compiled}
-                if self.requested is not True:  # "auto": measured against the plain step
+                if self.requested is not True and self.measure:  # "auto": measured vs plain
                     self.steps[False] = plain
                 return
         if self.requested is True:

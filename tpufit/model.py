@@ -88,6 +88,7 @@ class TPUModel:
         self._replicas = Replicas(model, self.strategy, self._state.global_step)
         self._model = self._replicas.model
         self._model_dir = ModelDir(self.config, self._state, self._replicas)
+        self._replicas.measure_jit = self.config.model_dir is None
         self._model_dir.restore()
         self._loop_lengths = LoopLengths(self.config.iterations_per_loop)
         self.last_run_stats: RunStats | None = None

@@ -87,6 +87,8 @@ class LoopProgram:
             the device, in the same call that runs them (the global step): a
             loop that completed is always counted, even if the host is
             interrupted right after it.
+        measure_jit: For `jit_compile="auto"`, time XLA against the plain
+            step in the first loops (see `jit_choice.JitChoice`).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class LoopProgram:
         name: str,
         first_step_eagerly: bool = False,
         step_counter: tf.Variable | None = None,
+        measure_jit: bool = True,
     ) -> None:
         if first_step_eagerly and stops:
             raise ValueError("first_step_eagerly is for training programs, which never stop")
@@ -109,7 +112,7 @@ class LoopProgram:
         self._replica_step = replica_step
         self._reduce = reduce
         self._stops = stops
-        self._jit = JitChoice(jit_compile, name)
+        self._jit = JitChoice(jit_compile, name, measure_jit)
         self.name = name
         self.traces = 0
         self._output_specs: dict[Any, Any] = {}

@@ -42,6 +42,9 @@ class Replicas:
         self.model = place_model(model, strategy)
         self.global_step = global_step
         self.compiled = False
+        # jit_compile="auto" times XLA against the plain step in training's first loops;
+        # a model_dir's runs must replay exactly, so there it takes XLA wherever it compiles.
+        self.measure_jit = True
         self.optimizers: list[keras.optimizers.Optimizer] = []  # Every optimizer compiled.
         self.input_spec: Any = None  # The inputs' spec of the latest run's data.
         self._programs: dict[tuple, programs.LoopProgram] = {}
@@ -103,6 +106,7 @@ class Replicas:
                 name=mode,
                 first_step_eagerly=mode == "train" and not padded,
                 step_counter=self.global_step if mode == "train" else None,
+                measure_jit=mode == "train" and self.measure_jit,
             )
         return self._programs[key]
 
