@@ -5,8 +5,13 @@ initial weights on the same data. A contender is a function ``run(n)`` that
 trains ``n`` steps and returns a `Timing`; `measure` warms each one up once
 (tracing and XLA compiles are excluded), then times the repeats round-robin so
 that a noisy machine slows every contender alike.
+
+As ``timeit`` does, Python's garbage collector is paused during each timed run
+(and run, untimed, before it): a full collection over TensorFlow's object
+graph takes about a second here, and which contender's run it lands in is luck.
 """
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -149,6 +154,19 @@ class Result:
         return ", ".join(sorted({t.how for t in self.timings}))
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Collects garbage, then keeps the collector off for the block."""
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def measure(
     contenders: dict[str, Callable[[int], Timing]],
     steps: int,
@@ -167,7 +185,9 @@ def measure(
         _check_steps(name, run(warmup_steps), warmup_steps)
     for r in range(repeats):
         for name, run in contenders.items():
-            timing = _check_steps(name, run(steps), steps)
+            with gc_paused():
+                timing = run(steps)
+            timing = _check_steps(name, timing, steps)
             results[name].timings.append(timing)
             log(f"run {r + 1}/{repeats} {name}: {timing.ms_per_step:.3f} ms/step")
     return results
@@ -195,7 +215,8 @@ def time_calls(
     results = {name: Result(name) for name in calls}
     for r in range(repeats):
         for name, call in calls.items():
-            timing = time_call(call, lambda: 0, "host wall")
+            with gc_paused():
+                timing = time_call(call, lambda: 0, "host wall")
             timing.steps = 1
             results[name].timings.append(timing)
             log(f"run {r + 1}/{repeats} {name}: {timing.seconds:.4f} s")

@@ -32,6 +32,9 @@ def row_taker(data: Any) -> Callable[[tf.Tensor], Any]:
         return lambda rows: tf.nest.pack_sequence_as(data, [tf.gather(t, rows) for t in tensors])
 
     def take_numpy(rows):
+        if len(rows) and np.all(np.diff(rows) == 1):
+            # An unshuffled batch: a slice, no indexing (TensorFlow copies it once).
+            return [a[rows[0] : rows[0] + len(rows)] for a in flat]
         return [np.take(a, rows, axis=0) for a in flat]
 
     def take(rows):
