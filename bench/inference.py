@@ -112,26 +112,43 @@ def _time(calls: dict, repeats: int, reference: str, atol: float) -> tuple[dict,
     )
 
 
+def _case(name, description, calls, repeats, atol, target, notes_from=None) -> CaseResult:
+    """Times ``calls`` (tpufit's first) and makes the case's result against Keras's best."""
+    costs, cpu = _time(calls, repeats, "tpufit auto", atol)
+    notes = [notes_from.last_run_stats.summary()] if notes_from is not None else []
+    result = CaseResult(
+        name, description, "s/call", costs, "tpufit auto", [("keras best", target)], notes
+    )
+    result.cpu = cpu
+    return result
+
+
+def _calls(tpufit_call, keras_models, keras_call, limit) -> dict:
+    """tpufit's call, then each Keras model's, then the limit's."""
+    calls = {"tpufit auto": tpufit_call}
+    for name, model in keras_models.items():
+        calls[name] = lambda m=model: keras_call(m)
+    calls[next(iter(limit))] = next(iter(limit.values()))
+    return calls
+
+
 def predict_large(smoke: bool, repeats: int) -> list[CaseResult]:
     rows = 2_001 if smoke else 200_001
     x = np.random.default_rng(0).standard_normal((rows, MLP_SIZES[0]), dtype=np.float32)
     tm, keras_models = _models(KERAS_SETTINGS)
-    calls = {"tpufit auto": lambda: tm.predict(x, batch_size=BATCH, verbose=0)}
-    for name, model in keras_models.items():
-        calls[name] = lambda m=model: m.predict(x, batch_size=BATCH, verbose=0)
-    calls["limit resident loop"] = _limit_predict(tm.model, x)
-    costs, cpu = _time(calls, repeats, "tpufit auto", atol=1e-4)
-    notes = [tm.last_run_stats.summary()]
-    description = f"predict {rows:,} rows, batch {BATCH:,}"
-    speed = CaseResult(
-        "predict-large", description, "s/call", costs, "tpufit auto", [("keras best", 1.0)], notes
+    calls = _calls(
+        lambda: tm.predict(x, batch_size=BATCH, verbose=0),
+        keras_models,
+        lambda m: m.predict(x, batch_size=BATCH, verbose=0),
+        {"limit resident loop": _limit_predict(tm.model, x)},
     )
-    speed.cpu = cpu
+    description = f"predict {rows:,} rows, batch {BATCH:,}"
+    speed = _case("predict-large", description, calls, repeats, 1e-4, 1.0, tm)
 
     output_mb = rows * MLP_SIZES[-1] * 4 / 1e6
     model_mb = model_bytes(tm.model) / 1e6
     peaks = {}
-    for name in ("tpufit auto", min(keras_models, key=costs.get)):
+    for name in ("tpufit auto", min(keras_models, key=speed.costs.get)):
         growth, _ = peak_rss_growth(calls[name])
         peaks[name] = growth / 1e6
     peaks["limit budget"] = 1.5 * output_mb + model_mb
@@ -150,24 +167,17 @@ def predict_large(smoke: bool, repeats: int) -> list[CaseResult]:
 def predict_small(smoke: bool, repeats: int) -> list[CaseResult]:
     x = np.random.default_rng(1).standard_normal((10, MLP_SIZES[0]), dtype=np.float32)
     tm, keras_models = _models([(1, False), (1, True)])
-    calls = {"tpufit auto": lambda: tm.predict(x, verbose=0)}
-    for name, model in keras_models.items():
-        calls[name] = lambda m=model: m.predict(x, verbose=0)
     resident = tf.constant(x)
     call = tf.function(lambda b: tm.model(b, training=False), jit_compile=True)
-    calls["limit one call"] = lambda: call(resident).numpy()
-    costs, cpu = _time(calls, max(repeats, 3 if smoke else 15), "tpufit auto", atol=1e-4)
-    # Fixed cost at most half of Keras's: Keras's cost / tpufit's at least 2.
-    result = CaseResult(
-        "predict-10",
-        "predict on 10 rows: the fixed cost of one call",
-        "s/call",
-        costs,
-        "tpufit auto",
-        [("keras best", 2.0)],
+    calls = _calls(
+        lambda: tm.predict(x, verbose=0),
+        keras_models,
+        lambda m: m.predict(x, verbose=0),
+        {"limit one call": lambda: call(resident).numpy()},
     )
-    result.cpu = cpu
-    return [result]
+    description = "predict on 10 rows: the fixed cost of one call"
+    # Fixed cost at most half of Keras's: Keras's cost / tpufit's at least 2.
+    return [_case("predict-10", description, calls, max(repeats, 3 if smoke else 15), 1e-4, 2.0)]
 
 
 def _limit_evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray):
@@ -203,18 +213,14 @@ def evaluate(smoke: bool, repeats: int) -> list[CaseResult]:
     y = rng.integers(0, MLP_SIZES[-1], size=rows, dtype=np.int32)
     tm, keras_models = _models(KERAS_SETTINGS, metrics=["accuracy"])
     kwargs = {"batch_size": BATCH, "verbose": 0, "return_dict": True}
-    calls = {"tpufit auto": lambda: tm.evaluate(x, y, **kwargs)}
-    for name, model in keras_models.items():
-        calls[name] = lambda m=model: m.evaluate(x, y, **kwargs)
-    calls["limit resident loop"] = _limit_evaluate(tm.model, x, y)
-    costs, cpu = _time(calls, repeats, "tpufit auto", atol=1e-5)
-    notes = [tm.last_run_stats.summary()]
-    description = f"evaluate loss and accuracy on {rows:,} rows, batch {BATCH:,}"
-    result = CaseResult(
-        "evaluate", description, "s/call", costs, "tpufit auto", [("keras best", 1.0)], notes
+    calls = _calls(
+        lambda: tm.evaluate(x, y, **kwargs),
+        keras_models,
+        lambda m: m.evaluate(x, y, **kwargs),
+        {"limit resident loop": _limit_evaluate(tm.model, x, y)},
     )
-    result.cpu = cpu
-    return [result]
+    description = f"evaluate loss and accuracy on {rows:,} rows, batch {BATCH:,}"
+    return [_case("evaluate", description, calls, repeats, 1e-5, 1.0, tm)]
 
 
 CASES = {"predict-large": predict_large, "predict-10": predict_small, "evaluate": evaluate}
