@@ -8,8 +8,10 @@ import os
 import pytest
 import tensorflow as tf
 
-from tpufit import cluster, failures, sharding
-from tpufit.infeed import from_arrays, from_dataset, pack_arrays
+from tpufit import cluster
+from tpufit.data import sharding
+from tpufit.data.infeed import from_arrays, from_dataset, pack_arrays
+from tpufit.run import failures
 
 ONE_MACHINE = tf.distribute.get_strategy()
 CLUSTER = {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}

@@ -20,9 +20,8 @@ except ImportError as _error:  # pragma: no cover - exercised in a bare venv onl
     ) from _error
 
 from tpufit import hooks
-from tpufit.callbacks import KerasCallbackHook
-from tpufit.config import RunConfig
-from tpufit.context import TPUContext
+from tpufit.config import RunConfig, WarmStartSettings
+from tpufit.data.context import TPUContext
 from tpufit.errors import (
     IncompatibleCheckpointError,
     InvalidArgumentError,
@@ -44,9 +43,9 @@ from tpufit.hooks import (
     StopAtStepHook,
     SummaryHook,
 )
+from tpufit.hooks.keras_callbacks import KerasCallbackHook
+from tpufit.hooks.progress_bar import ProgressHook
 from tpufit.model import TPUModel
-from tpufit.progress import ProgressHook
-from tpufit.warm_start import WarmStartSettings
 
 __all__ = [
     "Hook",

@@ -1,16 +1,23 @@
-"""`RunConfig`: the settings of a `TPUModel`, validated once when made."""
+"""The words every stage shares: `RunConfig`, the modes of a run, the batch layouts.
+
+`RunConfig` holds a `TPUModel`'s settings, validated once when made;
+`WarmStartSettings` is one of them. `Mode` and `Layout` are the two decisions
+a run carries from the front door to the device: which of `fit` / `evaluate`
+/ `predict` runs, and how its partial last batch is laid out.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import re
 from typing import Any
 
 import numpy as np
 
-from tpufit import errors, validation
-from tpufit.warm_start import WarmStartSettings
+from tpufit import errors
+from tpufit.errors import is_int
 
 JIT_CHOICES = ("auto", True, False)
 AUTO = "auto"
@@ -22,6 +29,74 @@ _LOOP_EXPECTED = (
     'steps each device loop runs, e.g. 100) or a duration such as "2s" or '
     '"0.5s" (loops of about that long)'
 )
+
+
+class Mode(enum.StrEnum):
+    """What a run does. A `str`, so `ctx.mode == "train"` keeps working in hooks."""
+
+    TRAIN = "train"
+    EVAL = "eval"
+    PREDICT = "predict"
+
+
+class Layout(enum.Enum):
+    """How a run's batches reach the step: decided once per run, carried by its infeed.
+
+    `PADDED`: every batch has the static size; the partial last batch is
+    padded with copies of its rows and a mask says which rows are real
+    (tpufit's masked copies of Keras's steps, and every `predict`).
+    `TRUE_SIZE`: full batches have the static size; the partial last batch
+    runs at its true size in a second trace of the step, with no padding at
+    all (a model's own `train_step` / `test_step`, which cannot be masked).
+    """
+
+    PADDED = "padded"
+    TRUE_SIZE = "true_size"
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartSettings:
+    """Which checkpoint to warm-start from, and which weights to take (TPUEstimator's names).
+
+    Weights are taken by position in `model.weights`, as `set_weights` takes
+    them: weight `i` of this model from weight `i` of the checkpoint's model,
+    for every weight whose `variable.path` matches `vars_to_warm_start`
+    (`re.search`). The other weights keep their initial values; the global
+    step and the optimizer state are never taken.
+
+    Args:
+        ckpt_to_initialize_from: A checkpoint prefix (`runs/a/ckpt-500`) or a
+            `model_dir` (its latest checkpoint).
+        vars_to_warm_start: A regular expression over the weights' paths,
+            e.g. `"dense"` or `"^(?!.*head)"`; `".*"` takes every weight.
+
+    Example:
+        >>> config = tpufit.RunConfig(warm_start_from=tpufit.WarmStartSettings(
+        ...     "runs/pretrained", vars_to_warm_start="body"))
+    """
+
+    ckpt_to_initialize_from: str | os.PathLike
+    vars_to_warm_start: str = ".*"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ckpt_to_initialize_from, (str, os.PathLike)):
+            raise errors.invalid_type(
+                "ckpt_to_initialize_from",
+                self.ckpt_to_initialize_from,
+                "a checkpoint path or a model_dir (str or os.PathLike)",
+            )
+        if not isinstance(self.vars_to_warm_start, str):
+            raise errors.invalid_type(
+                "vars_to_warm_start", self.vars_to_warm_start, "a regular expression (str)"
+            )
+        try:
+            re.compile(self.vars_to_warm_start)
+        except re.error as error:
+            raise errors.invalid_argument(
+                "vars_to_warm_start",
+                self.vars_to_warm_start,
+                f"a valid regular expression ({error})",
+            ) from error
 
 
 def parse_iterations_per_loop(value: Any) -> tuple[str, float]:
@@ -47,7 +122,7 @@ def parse_iterations_per_loop(value: Any) -> tuple[str, float]:
         match = _DURATION.match(value)
         if match and float(match.group(1)) > 0:
             return "seconds", float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    elif validation.is_int(value) and value >= 1:
+    elif is_int(value) and value >= 1:
         return "steps", float(value)
     raise errors.invalid_argument("iterations_per_loop", value, _LOOP_EXPECTED)
 
@@ -138,13 +213,13 @@ class RunConfig:
             and (not isinstance(self.jit_compile, bool))
         ):
             raise errors.invalid_argument("jit_compile", self.jit_compile, '"auto", True or False')
-        if self.seed is not None and not validation.is_int(self.seed):
+        if self.seed is not None and not is_int(self.seed):
             raise errors.invalid_type("seed", self.seed, "an int or None")
         self._check_checkpointing()
 
     def _check_checkpointing(self) -> None:
         steps = self.save_checkpoints_steps
-        if steps is not None and (not validation.is_int(steps) or steps < 1):
+        if steps is not None and (not is_int(steps) or steps < 1):
             raise errors.invalid_argument(
                 "save_checkpoints_steps",
                 steps,
@@ -155,7 +230,7 @@ class RunConfig:
             if value is not None and (not _is_number(value) or value < 0):
                 raise errors.invalid_argument(name, value, "a non-negative number or None")
         keep = self.keep_checkpoint_max
-        if keep is not None and (not validation.is_int(keep) or keep < 0):
+        if keep is not None and (not is_int(keep) or keep < 0):
             raise errors.invalid_argument(
                 "keep_checkpoint_max", keep, "a non-negative int (0 or None keeps all) or None"
             )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 class TPUFitError(Exception):
     """Base class of every error tpufit raises on purpose."""
@@ -89,3 +91,18 @@ class NonFiniteLossError(TPUFitError, FloatingPointError):
         super().__init__(message)
         self.step = step
         self.loss = loss
+
+
+def is_int(value: Any) -> bool:
+    """Whether `value` is an int (Python or numpy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """Checks that `value` is a positive int (or `None` when allowed)."""
+    if value is None and allow_none:
+        return
+    if not is_int(value) or value < 1:
+        expected = "a positive int" + (" or None" if allow_none else "")
+        raise invalid_argument(name, value, expected)

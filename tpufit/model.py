@@ -16,29 +16,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import (
-    adapters,
-    checkpoint,
-    cluster,
-    errors,
-    export,
-    failures,
-    infeed,
-    loops,
-    runner,
-    validation,
-)
-from tpufit import logs as logs_module
-from tpufit.callbacks import KerasCallbackHook
-from tpufit.config import RunConfig
+from tpufit import cluster, errors
+from tpufit.config import Layout, Mode, RunConfig
+from tpufit.data import adapters, infeed
+from tpufit.data import checks as validation
+from tpufit.data.request import InfeedRequest
+from tpufit.device.replicas import Replicas
+from tpufit.device.strategy import resolve_strategy
 from tpufit.hooks import StopAtStepHook
 from tpufit.hooks.base import Hook, HookList, Run
-from tpufit.loop_length import LoopLengths
-from tpufit.model_dir import ModelDir
-from tpufit.progress import ProgressHook, verbosity
-from tpufit.replicas import Replicas
-from tpufit.run_stats import RunStats
-from tpufit.strategy import resolve_strategy
+from tpufit.hooks.keras_callbacks import KerasCallbackHook
+from tpufit.hooks.progress_bar import ProgressHook, verbosity
+from tpufit.model_dir import checkpoint, export
+from tpufit.model_dir.directory import ModelDir
+from tpufit.run import failures, loops, runner
+from tpufit.run import logs as logs_module
+from tpufit.run.loop_length import LoopLengths
+from tpufit.run.stats import RunStats
 
 
 class TPUModel:
@@ -86,7 +80,7 @@ class TPUModel:
         self.strategy = resolve_strategy(strategy)
         self._state = checkpoint.TrainingState()
         self._replicas = Replicas(model, self.strategy, self._state.global_step)
-        self._model = self._replicas.model
+        self._model = self._replicas.replica_model
         self._model_dir = ModelDir(self.config, self._state, self._replicas)
         self._replicas.measure_jit = self.config.model_dir is None
         self._model_dir.restore()
@@ -331,14 +325,19 @@ class TPUModel:
                 "never compiled"
             )
 
-    def _infeed(self, x, y, sample_weight, batch_size, **layout) -> infeed.Infeed:
+    def _infeed(self, x, y, sample_weight, batch_size, *, mode, padded, **options) -> infeed.Infeed:
         seed = self.config.seed
-        if seed is None and layout.get("shuffle"):
+        if seed is None and options.get("shuffle"):
             # Follows keras.utils.set_random_seed; a model_dir keeps one seed for all its fits.
             seed = self._model_dir.shuffle_seed(lambda: int(np.random.randint(0, 2**31 - 1)))
-        return adapters.build_infeed(
-            x, y, sample_weight, batch_size, strategy=self.strategy, seed=seed, **layout
+        request = InfeedRequest(
+            Mode(mode),
+            Layout.PADDED if padded else Layout.TRUE_SIZE,
+            batch_size,
+            seed=seed,
+            **options,
         )
+        return adapters.build_infeed(x, y, sample_weight, request, self.strategy)
 
     def _hooks(
         self, hooks, callbacks, verbose, *, epochs: int, steps: int | None, first=(), last=()

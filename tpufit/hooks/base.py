@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from tpufit import errors
+from tpufit.device.steps import StepTensors
 
 MODES = ("train", "eval", "predict")
 
@@ -169,25 +170,6 @@ class RunValues:
 
     outfeed: dict[str, Any]
     logs: dict[str, Any]
-
-
-@dataclasses.dataclass
-class StepTensors:
-    """What a `host_call` function sees inside one step, on one replica.
-
-    Attributes:
-        model: The Keras model the step runs (the replicas' copy).
-        data: The step's batch as the input yields it.
-        logs: The step's logs (tensors).
-        gradients: The step's gradients, one per trainable weight, in
-            tpufit's own training step; `None` in eval and in a model's own
-            `train_step`.
-    """
-
-    model: keras.Model
-    data: Any
-    logs: dict[str, Any]
-    gradients: list[Any] | None
 
 
 class Hook:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tpufit import errors
+from tpufit.errors import is_int
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues
-from tpufit.validation import is_int
 
 
 class StopAtStepHook(Hook):

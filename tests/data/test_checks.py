@@ -1,0 +1,220 @@
+"""Tests of tpufit/validation.py: each check raises a tpufit error saying what to do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import FEATURES, tiny_data, tiny_model
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tpufit
+from tpufit import errors
+from tpufit.data import checks as validation
+
+# --- check_keras_model ---------------------------------------------------------------
+
+
+def test_keras_model_passes_through():
+    model = tiny_model()
+    assert validation.check_keras_model(model) is model
+
+
+class NotAModel:
+    def __call__(self, x):
+        return x
+
+
+@pytest.mark.parametrize("value", [NotAModel(), object(), tf.Module(), None, "model.keras"])
+def test_non_keras_model_is_an_invalid_type_error_naming_model(value):
+    with pytest.raises(tpufit.InvalidTypeError) as info:
+        validation.check_keras_model(value)
+    assert isinstance(info.value, TypeError)
+    message = str(info.value)
+    assert "`model`" in message
+    assert "Keras 3" in message and "keras.Model" in message
+    assert f"of type {type(value).__name__}" in message
+
+
+# --- check_positive_int / check_batch_size ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (0, "0"),
+        (-3, "-3"),
+        (2.5, "2.5"),
+        ("64", "'64'"),
+        (True, "True"),
+        (None, "None"),
+    ],
+)
+def test_bad_batch_size_names_it_the_value_and_what_works(value, shown):
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_batch_size(value, 1)
+    assert isinstance(info.value, ValueError)
+    message = str(info.value)
+    assert "`batch_size`" in message
+    assert f"Received: batch_size={shown}" in message
+    assert "positive int" in message
+
+
+@pytest.mark.parametrize("value", [1, 64, np.int64(64), np.int32(3)])
+def test_positive_int_batch_sizes_pass(value):
+    validation.check_batch_size(value, 1)
+
+
+def test_batch_size_not_splitting_over_replicas_names_replicas_and_nearest_sizes():
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_batch_size(10, 4)
+    message = str(info.value)
+    assert "4 replicas" in message
+    assert "8" in message and "12" in message
+    assert "batch_size=10" in message
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch_size=st.integers(1, 2048), replicas=st.integers(1, 16))
+def test_batch_size_must_be_a_multiple_of_the_replicas(batch_size, replicas):
+    if batch_size % replicas == 0:
+        validation.check_batch_size(batch_size, replicas)
+        return
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_batch_size(batch_size, replicas)
+    below, above = tpufit.padding.nearest_valid_batch_sizes(batch_size, replicas)
+    message = str(info.value)
+    assert f"{replicas} replicas" in message
+    if below == above:
+        assert f"the nearest valid size is {above}." in message
+    else:
+        assert f"the nearest valid sizes are {below} and {above}." in message
+
+
+@pytest.mark.parametrize("name", ["steps", "epochs", "steps_per_epoch"])
+def test_check_positive_int_names_the_argument(name):
+    with pytest.raises(tpufit.InvalidArgumentError, match=f"`{name}`.*{name}=0"):
+        errors.check_positive_int(name, 0)
+
+
+def test_check_positive_int_allows_none_only_when_asked():
+    errors.check_positive_int("steps", None, allow_none=True)
+    with pytest.raises(tpufit.InvalidArgumentError, match="or None"):
+        errors.check_positive_int("steps", -1, allow_none=True)
+    with pytest.raises(tpufit.InvalidArgumentError, match="steps=None"):
+        errors.check_positive_int("steps", None)
+
+
+# --- check_arrays --------------------------------------------------------------------
+
+
+def test_check_arrays_returns_the_shared_row_count():
+    x, y = tiny_data(7)
+    assert validation.check_arrays(x=x, y=y, sample_weight=np.ones(7)) == 7
+    assert validation.check_arrays(x=x, y=None, sample_weight=None) == 7
+    assert validation.check_arrays(x={"a": x, "b": [x, x]}, y=y) == 7
+
+
+def test_x_and_y_of_different_lengths_names_both_lengths():
+    x, _ = tiny_data(10)
+    _, y = tiny_data(9)
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_arrays(x=x, y=y)
+    assert isinstance(info.value, ValueError)
+    message = str(info.value)
+    assert "x has 10 rows" in message
+    assert "y has 9 rows" in message
+
+
+def test_sample_weight_of_a_different_length_is_named():
+    x, y = tiny_data(10)
+    with pytest.raises(tpufit.InvalidArgumentError, match="sample_weight has 4 rows"):
+        validation.check_arrays(x=x, y=y, sample_weight=np.ones(4))
+
+
+def test_nested_inputs_of_different_lengths_name_the_part():
+    x, y = tiny_data(6)
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_arrays(x=(x, x[:5]), y=y)
+    message = str(info.value)
+    assert "x[0] has 6 rows" in message and "x[1] has 5 rows" in message
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {"x": np.zeros((0, FEATURES))},
+        {"x": np.zeros((0, FEATURES)), "y": np.zeros(0)},
+        {"x": {"a": np.zeros((0, 2))}},
+    ],
+)
+def test_empty_arrays_are_an_error_naming_x(arrays):
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_arrays(**arrays)
+    message = str(info.value)
+    assert "x=" in message
+    assert "empty" in message and "at least one row" in message
+
+
+def test_scalar_data_is_an_error_naming_it():
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_arrays(x=np.zeros((3, 2)), y=np.float32(1.0))
+    message = str(info.value)
+    assert "`y` is a scalar" in message
+    assert "first (batch) dimension" in message
+
+
+@pytest.mark.parametrize("x", [{}, ()])
+def test_data_without_any_array_is_a_tpufit_error(x):
+    with pytest.raises(tpufit.InvalidArgumentError, match="x"):
+        validation.check_arrays(x=x)
+
+
+# --- datasets ------------------------------------------------------------------------
+
+
+def test_is_dataset():
+    assert validation.is_dataset(tf.data.Dataset.range(3))
+    assert not validation.is_dataset(np.arange(3))
+    assert not validation.is_dataset([tf.data.Dataset.range(3)])
+
+
+@pytest.mark.parametrize("name", ["y", "sample_weight"])
+def test_y_or_sample_weight_with_a_dataset_is_an_error_naming_it(name):
+    kwargs = {"y": None, "sample_weight": None, name: np.arange(4)}
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_dataset_extras(**kwargs)
+    assert isinstance(info.value, ValueError)
+    message = str(info.value)
+    assert f"`{name}`" in message
+    assert f"Received: {name}=array([0, 1, 2, 3])" in message
+    assert "None when x is a tf.data.Dataset" in message
+
+
+def test_dataset_without_y_or_sample_weight_passes():
+    validation.check_dataset_extras(None, None)
+
+
+# --- check_epochs --------------------------------------------------------------------
+
+
+def test_valid_epochs_pass():
+    validation.check_epochs(3, 0)
+    validation.check_epochs(3, 2)
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 1.5, "3"])
+def test_bad_epochs_is_an_error_naming_epochs(epochs):
+    with pytest.raises(tpufit.InvalidArgumentError, match=r"`epochs`.*epochs="):
+        validation.check_epochs(epochs, 0)
+
+
+@pytest.mark.parametrize("initial_epoch", [-1, 3, 5, 1.0, None])
+def test_initial_epoch_outside_the_epochs_is_an_error_with_the_range(initial_epoch):
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_epochs(3, initial_epoch)
+    message = str(info.value)
+    assert "`initial_epoch`" in message
+    assert "[0, epochs=3)" in message
+    assert f"initial_epoch={initial_epoch!r}" in message

@@ -1,0 +1,526 @@
+"""Tests of tpufit/infeed.py: arrays and datasets to static-shape batches with signals.
+
+Rows are identified by their label column: `y = arange(rows)`, so the tests can
+tell which row of the input each batch row holds.
+"""
+
+from __future__ import annotations
+
+import math
+from unittest import mock
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import FEATURES, tiny_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tpufit
+from tpufit.data import array_rows, infeed
+
+PIPELINES = settings(max_examples=25, deadline=None)
+ROWS_AND_BATCH = dict(rows=st.integers(1, 300), batch=st.integers(1, 64))
+
+
+def _id_data(rows: int) -> tuple:
+    """Packed `(x, y)` whose `y` is the row index."""
+    x, _ = tiny_data(rows)
+    return infeed.pack_arrays(x, np.arange(rows))
+
+
+def _take(dataset: tf.data.Dataset, count: int) -> list:
+    """The first `count` elements, as numpy, read eagerly."""
+    return [tf.nest.map_structure(lambda t: t.numpy(), element) for element in dataset.take(count)]
+
+
+def _check_static_batch(element, batch: int) -> None:
+    data, signals = element
+    for value in tf.nest.flatten(data) + list(signals.values()):
+        assert value.shape[0] == batch
+
+
+def _real_ids(elements: list) -> np.ndarray:
+    """Row ids of the mask-1 rows of `(x, y=ids)` batches, in stream order."""
+    ids = [data[1][signals["mask"] > 0.5] for data, signals in elements]
+    return np.concatenate(ids) if ids else np.zeros([0], np.int64)
+
+
+def _check_rows_match_ids(elements: list, x: np.ndarray) -> None:
+    """Every row (real or padding) carries the features of the row its id names."""
+    for (bx, by), _ in elements:
+        np.testing.assert_array_equal(bx, x[by])
+
+
+# --- pack_arrays -----------------------------------------------------------------
+
+
+def test_pack_arrays_builds_keras_data_tuples():
+    x, y = tiny_data(4)
+    weights = np.ones(4)
+    assert isinstance(infeed.pack_arrays(x), np.ndarray)
+    assert len(infeed.pack_arrays(x, y)) == 2
+    packed = infeed.pack_arrays(x, y, weights)
+    assert len(packed) == 3
+    np.testing.assert_array_equal(packed[1], y)
+
+
+def test_pack_arrays_turns_lists_into_tuples_and_keeps_dicts():
+    a = np.zeros((3, 2))
+    b = np.ones((3, 4))
+    (x,) = infeed.pack_arrays([a, b])
+    assert isinstance(x, tuple) and len(x) == 2
+    assert x[1].shape == (3, 4)
+    (x, y) = infeed.pack_arrays({"a": a, "b": [b, b]}, [np.arange(3)])
+    assert isinstance(x, dict) and set(x) == {"a", "b"}
+    assert isinstance(x["b"], tuple) and len(x["b"]) == 2
+    assert isinstance(y, tuple)
+
+
+def test_pack_arrays_casts_floats_to_floatx_and_keeps_ints():
+    x = np.linspace(0, 1, 6, dtype=np.float64).reshape(3, 2)
+    y = np.arange(3, dtype=np.int64)
+    packed_x, packed_y = infeed.pack_arrays({"f": x, "half": x.astype("float16")}, y)
+    assert packed_x["f"].dtype == np.dtype(keras.config.floatx()) == np.float32
+    assert packed_x["half"].dtype == np.float32
+    assert packed_y.dtype == np.int64
+    np.testing.assert_allclose(packed_x["f"], x, rtol=1e-7)
+
+
+def test_pack_arrays_converts_nested_python_numbers_to_arrays():
+    x = infeed.pack_arrays({"a": np.array([[1.5], [2.5]])})
+    assert isinstance(x["a"], np.ndarray)
+
+
+def test_pack_arrays_of_x_alone_matches_keras_packing():
+    x, _ = tiny_data(4)
+    (packed,) = tf.nest.flatten(infeed.pack_arrays(x))
+    keras_packed = keras.utils.pack_x_y_sample_weight(x)
+    assert type(infeed.pack_arrays(x)) is type(keras_packed)
+    np.testing.assert_array_equal(packed, keras_packed)
+
+
+def test_sample_weight_without_y_works_or_raises_a_tpufit_error():
+    x, _ = tiny_data(5)
+    try:
+        data = infeed.pack_arrays(x, sample_weight=np.ones(5))
+    except tpufit.TPUFitError as error:
+        assert "sample_weight" in str(error)
+        return
+    feed = infeed.from_arrays(data, 2, endless=False, padded=True)
+    _take(feed.dataset, 1)
+
+
+# --- from_arrays: padded, one pass (evaluate / predict) ---------------------------
+
+
+@PIPELINES
+@given(**ROWS_AND_BATCH)
+def test_padded_pass_yields_every_row_once_in_order_then_stops(rows, batch):
+    data = _id_data(rows)
+    feed = infeed.from_arrays(data, batch, endless=False, padded=True)
+    steps = math.ceil(rows / batch)
+    assert feed.steps_per_pass == steps
+    assert feed.batch_size == batch
+    assert feed.tail is None
+    elements = _take(feed.dataset, steps + 3)
+    assert len(elements) == steps + 3
+    for element in elements:
+        _check_static_batch(element, batch)
+    real, stops = elements[:steps], elements[steps:]
+    np.testing.assert_array_equal(_real_ids(real), np.arange(rows))
+    _check_rows_match_ids(real, data[0])
+    for (_, ids), signals in real:
+        assert not signals["stop"].any()
+        real_count = int(signals["mask"].sum())
+        # Real rows first; padding rows are copies of this batch's real rows.
+        assert signals["mask"][:real_count].all()
+        assert set(ids[real_count:]) <= set(ids[:real_count])
+        np.testing.assert_array_equal(signals["real_rows"], real_count)
+    for _, signals in stops:
+        assert signals["stop"].all()
+        assert not signals["mask"].any()
+
+
+def test_padded_pass_keeps_stopping_forever():
+    feed = infeed.from_arrays(_id_data(5), 4, endless=False, padded=True)
+    elements = _take(feed.dataset, 12)
+    assert [bool(s["stop"].all()) for _, s in elements] == [False] * 2 + [True] * 10
+
+
+def test_padded_pass_of_a_multiple_of_the_batch_has_no_padding():
+    feed = infeed.from_arrays(_id_data(12), 4, endless=False, padded=True)
+    assert feed.steps_per_pass == 3
+    elements = _take(feed.dataset, 3)
+    assert all(signals["mask"].all() for _, signals in elements)
+
+
+def test_padded_pass_batches_nested_dict_inputs():
+    x, _ = tiny_data(5)
+    data = infeed.pack_arrays({"a": x, "b": [x[:, :2], x[:, 2:]]}, np.arange(5))
+    feed = infeed.from_arrays(data, 4, endless=False, padded=True)
+    (first_x, first_y), _ = _take(feed.dataset, 1)[0]
+    assert set(first_x) == {"a", "b"} and isinstance(first_x["b"], tuple)
+    assert first_x["a"].shape == (4, FEATURES)
+    assert first_x["b"][1].shape == (4, FEATURES - 2)
+    np.testing.assert_array_equal(first_x["a"], x[:4])
+
+
+# --- from_arrays: padded, endless (train) ----------------------------------------
+
+
+def _passes(feed, passes: int) -> list[list]:
+    steps = feed.steps_per_pass
+    elements = _take(feed.dataset, steps * passes)
+    return [elements[i * steps : (i + 1) * steps] for i in range(passes)]
+
+
+@PIPELINES
+@given(**ROWS_AND_BATCH, seed=st.integers(0, 2**31 - 1))
+def test_endless_padded_stream_has_every_row_once_per_pass(rows, batch, seed):
+    data = _id_data(rows)
+    feed = infeed.from_arrays(data, batch, endless=True, padded=True, shuffle_seed=seed)
+    assert feed.steps_per_pass == math.ceil(rows / batch)
+    for elements in _passes(feed, 2):
+        ids = _real_ids(elements)
+        np.testing.assert_array_equal(np.sort(ids), np.arange(rows))
+        _check_rows_match_ids(elements, data[0])
+        for element in elements:
+            _check_static_batch(element, batch)
+            assert not element[1]["stop"].any()
+        # Only the last batch of a pass may be short.
+        masks = [signals["mask"].sum() for _, signals in elements]
+        assert masks[:-1] == [batch] * (len(masks) - 1)
+
+
+def test_endless_stream_reshuffles_each_pass_with_a_seed():
+    feed = infeed.from_arrays(_id_data(100), 16, endless=True, padded=True, shuffle_seed=3)
+    orders = [_real_ids(elements) for elements in _passes(feed, 3)]
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(100))
+        assert not np.array_equal(order, np.arange(100))
+    assert not np.array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[1], orders[2])
+
+
+def test_endless_stream_order_depends_only_on_the_seed():
+    def orders(seed):
+        feed = infeed.from_arrays(_id_data(50), 8, endless=True, padded=True, shuffle_seed=seed)
+        return [_real_ids(elements) for elements in _passes(feed, 2)]
+
+    first, again, other = orders(11), orders(11), orders(12)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_endless_stream_without_seed_keeps_input_order_every_pass():
+    feed = infeed.from_arrays(_id_data(10), 4, endless=True, padded=True)
+    assert feed.steps_per_pass == 3
+    for elements in _passes(feed, 3):
+        np.testing.assert_array_equal(_real_ids(elements), np.arange(10))
+
+
+# --- from_arrays: drop_remainder --------------------------------------------------
+
+
+@PIPELINES
+@given(**ROWS_AND_BATCH, seed=st.one_of(st.none(), st.integers(0, 1000)))
+def test_drop_remainder_yields_only_full_batches(rows, batch, seed):
+    feed = infeed.from_arrays(
+        _id_data(rows),
+        batch,
+        endless=True,
+        padded=True,
+        shuffle_seed=seed,
+        drop_remainder=True,
+    )
+    assert feed.steps_per_pass == rows // batch
+    assert feed.tail is None
+    if rows < batch:
+        return
+    for elements in _passes(feed, 2):
+        ids = _real_ids(elements)
+        assert len(ids) == len(set(ids)) == (rows // batch) * batch
+        for _, signals in elements:
+            assert signals["mask"].all()
+            assert not signals["stop"].any()
+
+
+# --- from_arrays: unpadded (models with their own steps) -------------------------
+
+
+def test_unpadded_stream_gives_full_batches_and_the_remainder_as_tail():
+    data = _id_data(10)
+    feed = infeed.from_arrays(data, 4, endless=True, padded=False, shuffle_seed=5)
+    assert feed.steps_per_pass == 2
+    assert feed.tail is not None
+    main = _passes(feed, 3)
+    tails = _take(feed.tail, 3)
+    orders = []
+    for elements, tail in zip(main, tails, strict=True):
+        for element in elements:
+            _check_static_batch(element, 4)
+            assert element[1]["mask"].all()
+        (tail_x, tail_ids), tail_signals = tail
+        assert tail_ids.shape == (2,)
+        assert tail_signals["mask"].tolist() == [1.0, 1.0]
+        np.testing.assert_array_equal(tail_x, data[0][tail_ids])
+        # The pass's full batches and its tail hold every row exactly once.
+        all_ids = np.concatenate([_real_ids(elements), tail_ids])
+        np.testing.assert_array_equal(np.sort(all_ids), np.arange(10))
+        orders.append(all_ids)
+    # Reshuffled each pass, the tail included.
+    assert not np.array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[1], orders[2])
+
+
+@pytest.mark.parametrize("endless", [True, False])
+def test_unpadded_full_batches_have_a_static_batch_dimension(endless):
+    feed = infeed.from_arrays(_id_data(10), 4, endless=endless, padded=False)
+    for spec in tf.nest.flatten(feed.dataset.element_spec):
+        assert spec.shape[0] == 4
+
+
+def test_unpadded_one_pass_gives_full_batches_then_stops_and_one_tail():
+    feed = infeed.from_arrays(_id_data(10), 4, endless=False, padded=False)
+    elements = _take(feed.dataset, 4)
+    np.testing.assert_array_equal(_real_ids(elements[:2]), np.arange(8))
+    assert [bool(s["stop"].all()) for _, s in elements] == [False, False, True, True]
+    tails = _take(feed.tail, 5)
+    assert len(tails) == 1
+    np.testing.assert_array_equal(tails[0][0][1], [8, 9])
+
+
+def test_unpadded_stream_of_a_multiple_of_the_batch_has_no_tail():
+    feed = infeed.from_arrays(_id_data(8), 4, endless=True, padded=False)
+    assert feed.tail is None
+    assert feed.steps_per_pass == 2
+    np.testing.assert_array_equal(_real_ids(_take(feed.dataset, 2)), np.arange(8))
+
+
+@pytest.mark.parametrize("endless", [True, False])
+def test_unpadded_stream_with_fewer_rows_than_the_batch_is_all_tail(endless):
+    data = _id_data(3)
+    feed = infeed.from_arrays(data, 8, endless=endless, padded=False, shuffle_seed=1)
+    assert feed.steps_per_pass == 0
+    tails = _take(feed.tail, 2)
+    assert len(tails) == (2 if endless else 1)
+    for (tail_x, tail_ids), signals in tails:
+        np.testing.assert_array_equal(np.sort(tail_ids), np.arange(3))
+        np.testing.assert_array_equal(tail_x, data[0][tail_ids])
+        assert signals["mask"].tolist() == [1.0] * 3
+
+
+# --- from_dataset ------------------------------------------------------------------
+
+
+def _id_dataset(rows: int, batch: int) -> tf.data.Dataset:
+    x, _ = tiny_data(rows)
+    return tf.data.Dataset.from_tensor_slices((x, np.arange(rows))).batch(batch)
+
+
+@PIPELINES
+@given(**ROWS_AND_BATCH)
+def test_dataset_with_a_partial_last_batch_is_padded_to_static_batches(rows, batch):
+    x, _ = tiny_data(rows)
+    feed = infeed.from_dataset(_id_dataset(rows, batch), endless=False, padded=True)
+    steps = math.ceil(rows / batch)
+    # The static size is the dataset's first batch: `batch`, or every row when
+    # the only batch is the short one.
+    batch = min(batch, rows)
+    assert feed.batch_size == batch
+    for spec in tf.nest.flatten(feed.dataset.element_spec):
+        assert spec.shape[0] == batch
+    elements = _take(feed.dataset, steps + 2)
+    real, stops = elements[:steps], elements[steps:]
+    np.testing.assert_array_equal(_real_ids(real), np.arange(rows))
+    _check_rows_match_ids(real, x)
+    for (_, ids), signals in real:
+        assert not signals["stop"].any()
+        real_count = int(signals["mask"].sum())
+        assert set(ids[real_count:]) <= set(ids[:real_count])
+    for _, signals in stops:
+        assert signals["stop"].all() and not signals["mask"].any()
+
+
+def test_dataset_shorter_than_the_given_batch_size_is_padded_to_it():
+    x, _ = tiny_data(3)
+    feed = infeed.from_dataset(_id_dataset(3, 8), endless=False, padded=True, batch_size=8)
+    assert feed.batch_size == 8
+    elements = _take(feed.dataset, 2)
+    _check_static_batch(elements[0], 8)
+    assert elements[0][1]["mask"].tolist() == [1.0] * 3 + [0.0] * 5
+    _check_rows_match_ids(elements[:1], x)
+    assert elements[1][1]["stop"].all()
+
+
+def test_dataset_with_static_batches_keeps_its_known_length():
+    x, _ = tiny_data(12)
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(12))).batch(4, drop_remainder=True)
+    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    assert feed.steps_per_pass == 3
+    np.testing.assert_array_equal(_real_ids(_take(feed.dataset, 3)), np.arange(12))
+
+
+def test_one_pass_dataset_of_known_length_with_partial_batch_reports_its_steps():
+    dataset = _id_dataset(10, 4)
+    assert int(dataset.cardinality()) == 3
+    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    assert feed.steps_per_pass == 3
+
+
+def test_dataset_of_unknown_length_has_no_step_count_in_one_pass_mode():
+    dataset = _id_dataset(20, 1).unbatch().filter(lambda x, i: i % 2 == 0).batch(4)
+    assert int(dataset.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    assert feed.steps_per_pass is None
+    elements = _take(feed.dataset, 5)
+    np.testing.assert_array_equal(_real_ids(elements[:3]), np.arange(0, 20, 2))
+    assert [bool(s["stop"].all()) for _, s in elements] == [False] * 3 + [True] * 2
+
+
+def test_dataset_of_unknown_length_is_counted_in_endless_mode():
+    dataset = _id_dataset(20, 1).unbatch().filter(lambda x, i: i % 2 == 0).batch(4)
+    feed = infeed.from_dataset(dataset, endless=True, padded=True)
+    assert feed.steps_per_pass == 3  # 10 rows at 4: 4, 4, 2 (padded)
+    elements = _take(feed.dataset, 6)
+    for epoch in (elements[:3], elements[3:]):
+        np.testing.assert_array_equal(_real_ids(epoch), np.arange(0, 20, 2))
+    assert not any(s["stop"].any() for _, s in elements)
+
+
+def test_variable_size_batches_are_rebatched_to_the_static_size():
+    x, _ = tiny_data(10)
+    ids = np.arange(10)
+    sizes = [(0, 3), (3, 8), (8, 10)]  # batches of 3, 5 and 2 rows
+    dataset = None
+    for start, stop in sizes:
+        part = tf.data.Dataset.from_tensors((x[start:stop], ids[start:stop]))
+        dataset = part if dataset is None else dataset.concatenate(part)
+    feed = infeed.from_dataset(dataset, endless=False, padded=True, batch_size=4)
+    assert feed.batch_size == 4
+    elements = _take(feed.dataset, 4)
+    for element in elements:
+        _check_static_batch(element, 4)
+    assert [int(s["mask"].sum()) for _, s in elements] == [4, 4, 2, 0]
+    np.testing.assert_array_equal(_real_ids(elements[:3]), ids)
+    _check_rows_match_ids(elements[:3], x)
+    assert elements[3][1]["stop"].all()
+
+
+def test_dataset_of_dicts_keeps_its_structure_when_padded():
+    x, _ = tiny_data(5)
+    dataset = tf.data.Dataset.from_tensor_slices(({"features": x}, np.arange(5))).batch(2)
+    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    elements = _take(feed.dataset, 3)
+    (last_x, last_ids), signals = elements[2]
+    assert set(last_x) == {"features"}
+    assert last_x["features"].shape == (2, FEATURES)
+    assert signals["mask"].tolist() == [1.0, 0.0]
+    np.testing.assert_array_equal(last_ids, [4, 4])
+
+
+def test_unpadded_dataset_passes_batches_through_as_they_are():
+    x, _ = tiny_data(10)
+    feed = infeed.from_dataset(_id_dataset(10, 4), endless=False, padded=False)
+    elements = _take(feed.dataset, 5)
+    sizes = [len(ids) for (_, ids), _ in elements[:3]]
+    assert sizes == [4, 4, 2]
+    for (bx, ids), signals in elements[:3]:
+        assert signals["mask"].tolist() == [1.0] * len(ids)
+        assert not signals["stop"].any()
+        np.testing.assert_array_equal(bx, x[ids])
+    np.testing.assert_array_equal(_real_ids(elements[:3]), np.arange(10))
+    for _, signals in elements[3:]:
+        assert signals["stop"].all()
+
+
+def test_unpadded_endless_dataset_repeats_with_its_length():
+    feed = infeed.from_dataset(_id_dataset(10, 4), endless=True, padded=False)
+    assert feed.steps_per_pass == 3
+    elements = _take(feed.dataset, 6)
+    assert [len(ids) for (_, ids), _ in elements] == [4, 4, 2] * 2
+
+
+def test_unpadded_dataset_keeps_one_element_tuples():
+    x, _ = tiny_data(6)
+    dataset = tf.data.Dataset.from_tensor_slices((x,)).batch(3)
+    assert isinstance(dataset.element_spec, tuple)
+    feed = infeed.from_dataset(dataset, endless=False, padded=False)
+    data_spec = feed.dataset.element_spec[0]
+    assert isinstance(data_spec, tuple) and len(data_spec) == 1
+
+
+# --- dataset helpers -----------------------------------------------------------------
+
+
+def test_dataset_batch_size_reads_static_or_first_batch():
+    assert infeed.dataset_batch_size(tf.data.Dataset.range(10).batch(4, True)) == 4
+    assert infeed.dataset_batch_size(tf.data.Dataset.range(10).batch(3)) == 3
+
+
+def test_empty_dataset_is_a_tpufit_error():
+    empty = tf.data.Dataset.range(0).batch(4)
+    with pytest.raises(tpufit.InvalidArgumentError, match="x"):
+        infeed.dataset_batch_size(empty)
+
+
+def test_count_batches_counts_unknown_and_gives_none_for_endless():
+    assert infeed.count_batches(tf.data.Dataset.range(10).batch(4)) == 3
+    filtered = tf.data.Dataset.range(10).filter(lambda v: v < 5).batch(2)
+    assert infeed.count_batches(filtered) == 3
+    assert infeed.count_batches(tf.data.Dataset.range(3).repeat()) is None
+
+
+def test_a_batch_larger_than_the_first_fails_with_a_message_naming_batch_size():
+    sizes = tf.data.Dataset.from_tensor_slices(np.array([2, 5], np.int64))
+    dataset = sizes.map(lambda n: tf.zeros([n, 3]))
+    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    assert feed.batch_size == 2
+    with pytest.raises(tf.errors.InvalidArgumentError, match="batch_size="):
+        _take(feed.dataset, 2)
+    recut = infeed.from_dataset(dataset, endless=False, padded=True, batch_size=4)
+    elements = _take(recut.dataset, 2)
+    assert [float(np.sum(signals["mask"])) for _, signals in elements] == [4.0, 3.0]
+
+
+# --- array paths: small data gathered once, larger data gathered per batch on the host ---
+
+
+@PIPELINES
+@given(**ROWS_AND_BATCH, endless=st.booleans(), padded=st.booleans())
+def test_small_arrays_and_host_gathered_arrays_give_the_same_stream(rows, batch, endless, padded):
+    data = _id_data(rows)
+
+    def stream(small_bytes):
+        with mock.patch.object(array_rows, "SMALL_BYTES", small_bytes):
+            feed = infeed.from_arrays(data, batch, endless=endless, padded=padded)
+        count = (feed.steps_per_pass or 0) + 2
+        tail = _take(feed.tail, 2) if feed.tail is not None else []
+        return feed, _take(feed.dataset, count) + tail
+
+    small_feed, small = stream(array_rows.SMALL_BYTES)
+    host_feed, host = stream(0)
+    assert small_feed.steps_per_pass == host_feed.steps_per_pass
+    assert small_feed.rows == host_feed.rows == rows
+    assert len(small) == len(host)
+    for a, b in zip(small, host, strict=True):
+        tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+
+
+def test_row_taker_takes_numeric_rows_on_the_host_and_strings_as_tensors():
+    numbers = (np.arange(12.0).reshape(6, 2), np.arange(6))
+    rows = tf.constant([4, 0, 4], tf.int64)
+    x, y = array_rows.row_taker(numbers)(rows)
+    np.testing.assert_array_equal(x.numpy(), numbers[0][[4, 0, 4]])
+    np.testing.assert_array_equal(y.numpy(), [4, 0, 4])
+    words = np.array(["a", "b", "c"])
+    taken = array_rows.row_taker(words)(tf.constant([2, 1], tf.int64))
+    assert taken.numpy().tolist() == [b"c", b"b"]
+
+
+def test_only_small_arrays_count_as_small():
+    assert array_rows.small((np.zeros((10, 6)), np.zeros(10)))
+    assert not array_rows.small(np.zeros((array_rows.SMALL_BYTES // 8 + 1,)))

@@ -1,0 +1,98 @@
+"""LoopProgram: n steps per call from one trace, per-step outfeed, the stopping signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from conftest import compile_args, tiny_data, tiny_model
+
+from tpufit.data import infeed
+from tpufit.device import programs, steps
+
+STRATEGY = tf.distribute.get_strategy()
+
+
+def counting_step(data, signals):
+    """Returns each row's value and mask: the outfeed shows which batches ran."""
+    return data[0], signals["mask"]
+
+
+def one_pass(rows: int, batch_size: int):
+    data = (np.arange(rows, dtype="float32"),)
+    return infeed.from_arrays(data, batch_size, endless=False, padded=True)
+
+
+def counting_program(stops: bool) -> programs.LoopProgram:
+    return programs.LoopProgram(
+        STRATEGY,
+        counting_step,
+        programs.gather_predictions,
+        stops=stops,
+        jit_compile=False,
+        name="predict" if stops else "train",
+    )
+
+
+def test_one_trace_serves_every_loop_length_and_outfeeds_every_step():
+    program = counting_program(stops=True)
+    iterator = iter(one_pass(rows=30, batch_size=4).dataset)
+    lengths = []
+    for asked in (3, 1, 2):
+        result = program.run(iterator, asked)
+        lengths.append(result.steps)
+        assert result.outfeed[0].shape == (asked, 4)
+    assert lengths == [3, 1, 2]
+    assert program.traces == 1
+
+
+def test_the_stop_signal_ends_the_loop_at_the_end_of_the_data():
+    program = counting_program(stops=True)
+    iterator = iter(one_pass(rows=10, batch_size=4).dataset)
+    result = program.run(iterator, 100)
+    assert result.stopped and result.steps == 3
+    values, mask = programs.stack_rows(result.outfeed)
+    np.testing.assert_array_equal(values[mask > 0], np.arange(10))
+    again = program.run(iterator, 5)
+    assert again.stopped and again.steps == 0
+
+
+def test_a_training_program_ignores_stop_batches_and_runs_exactly_n_steps():
+    program = counting_program(stops=False)
+    result = program.run(iter(one_pass(rows=4, batch_size=4).dataset), 3)
+    assert not result.stopped and result.steps == 3
+
+
+def per_step_losses(iterations_per_loop: int, total: int) -> np.ndarray:
+    model = tiny_model()
+    model.compile(**compile_args())
+    x, y = tiny_data(96)
+    feed = infeed.from_arrays(
+        infeed.pack_arrays(x, y), 16, endless=True, padded=True, shuffle_seed=3
+    )
+    model.optimizer.build(model.trainable_variables)
+    program = programs.LoopProgram(
+        STRATEGY,
+        steps.train_step_for(model, padded=True),
+        programs.reduce_logs,
+        stops=False,
+        jit_compile=True,
+        name="train",
+    )
+    iterator = iter(feed.dataset)
+    losses = []
+    for _ in range(total // iterations_per_loop):
+        losses.append(program.run(iterator, iterations_per_loop).outfeed["loss"])
+    return np.concatenate(losses)
+
+
+def test_the_outfeed_holds_every_steps_loss_equal_to_one_step_loops():
+    looped = per_step_losses(iterations_per_loop=6, total=12)
+    single = per_step_losses(iterations_per_loop=1, total=12)
+    assert looped.shape == (12,)
+    np.testing.assert_allclose(looped, single, rtol=1e-5)
+    assert len(set(np.round(looped, 6))) > 1  # each step's own loss, not one repeated value
+
+
+def test_stack_rows_merges_steps_into_rows():
+    outfeed = {"a": np.arange(12).reshape(2, 3, 2)}
+    assert programs.stack_rows(outfeed)["a"].shape == (6, 2)

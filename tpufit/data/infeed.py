@@ -1,0 +1,374 @@
+"""Any user data → a stream of static-shape global batches with their signals.
+
+Keras's data adapters hand the step batches of whatever size the data ends
+with; a looped, compiled program wants one static shape. The infeed owns that
+difference. It yields `(data, signals)` elements, where `data` is the user's
+structure (packed as Keras packs arrays: `x`, `(x, y)` or `(x, y,
+sample_weight)`; whatever a `tf.data.Dataset` yields) and `signals` are the
+per-row mask and stopping signal of `padding.py`. Splitting batches over
+replicas is `tf.distribute`'s job (`strategy.experimental_distribute_dataset`),
+done by `TPUModel`.
+
+Two layouts:
+
+- *padded* (models on Keras's own steps, and every `predict`): each pass over
+  the data ends with a batch padded to full size;
+- *unpadded* (models with their own `train_step` / `test_step`): the full
+  batches form the stream, and the partial last batch of each pass is a
+  separate one-element `tail` stream, run as a one-step loop of its own
+  (arrays; a dataset's batches pass through as they are).
+
+Training streams repeat pass after pass (reshuffling arrays each pass), so one
+iterator serves a whole `fit`; evaluation and prediction streams make one pass
+and then repeat a stop batch, so a loop that reads past the data stops cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tpufit import errors
+from tpufit.data import array_rows, padding
+from tpufit.data import checks as validation
+
+DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays.
+_INFINITE = tf.data.INFINITE_CARDINALITY
+_UNKNOWN = tf.data.UNKNOWN_CARDINALITY
+
+
+@dataclasses.dataclass(frozen=True)
+class Infeed:
+    """A stream of `(data, signals)` global batches and what is known of it.
+
+    Attributes:
+        dataset: The stream; endless (train) or one pass then stop batches.
+        batch_size: The global batch size, the static first dimension.
+        steps_per_pass: Batches in one pass over the data (not counting the
+            tail), or `None` when unknown (the stop signal ends the pass).
+        tail: For the unpadded layout, the partial last batch of each pass as
+            a stream of one batch per pass (endless when `dataset` is); else `None`.
+        probe: A dataset to read a first batch from without touching the
+            stream (for sources that can be read only once); else `dataset`.
+        dataset_fn: Builds one input pipeline's per-replica batches (an
+            `input_fn`), for `distribute_datasets_from_function`; else `None`.
+        rows: Real rows in one pass, when known (arrays).
+    """
+
+    dataset: tf.data.Dataset
+    batch_size: int
+    steps_per_pass: int | None
+    tail: tf.data.Dataset | None = None
+    probe: tf.data.Dataset | None = None
+    dataset_fn: Any = None
+    rows: int | None = None
+
+
+def _to_tensor_ready(value):
+    if isinstance(value, list):
+        return tuple(_to_tensor_ready(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(_to_tensor_ready(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_tensor_ready(v) for k, v in value.items()}
+    array = np.asarray(value)
+    if np.issubdtype(array.dtype, np.floating):
+        array = array.astype(keras.config.floatx(), copy=False)
+    return array
+
+
+def pack_arrays(x, y=None, sample_weight=None):
+    """Packs arrays as Keras hands them to a step: `x`, `(x, y)` or `(x, y, sample_weight)`.
+
+    As `keras.utils.pack_x_y_sample_weight` does, `x` alone stays bare unless it
+    is a list or tuple (multi-input), which becomes `(x,)`. Lists become tuples
+    (so multi-input lists are not stacked into one tensor) and floating arrays
+    take Keras's `floatx`, as Keras's array adapter does.
+
+    Raises:
+        InvalidArgumentError: `sample_weight` is given without `y`.
+    """
+    if sample_weight is not None and y is None:
+        raise errors.invalid_argument(
+            "sample_weight",
+            "an array",
+            "y as well: weights weigh each row's loss against its target",
+            what="`sample_weight` was given without `y`",
+        )
+    return _to_tensor_ready(keras.utils.pack_x_y_sample_weight(x, y, sample_weight))
+
+
+def num_rows(data) -> int:
+    """Returns the number of rows of a packed array structure."""
+    return int(tf.nest.flatten(data)[0].shape[0])
+
+
+def _permutation(num: int, seed: int | None, pass_index: tf.Tensor) -> tf.Tensor:
+    order = tf.range(num, dtype=tf.int64)
+    if seed is None:
+        return order
+    return tf.random.experimental.stateless_shuffle(
+        order, seed=tf.stack([tf.constant(seed, tf.int64), pass_index])
+    )
+
+
+def _array_options() -> tf.data.Options:
+    options = tf.data.Options()
+    # Arrays are in memory on every worker: shard them by element, not by file.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Already parallel and prefetched: default rewrites would only slow making the iterator.
+    options.experimental_optimization.apply_default_optimizations = False
+    return options
+
+
+def _stop_batches(data_spec, batch_size: int) -> tf.data.Dataset:
+    def zeros(spec: tf.TensorSpec):
+        shape = [batch_size] + [d if d is not None else 1 for d in spec.shape[1:]]
+        return tf.zeros(shape, spec.dtype)
+
+    data = tf.nest.map_structure(zeros, data_spec)
+    return tf.data.Dataset.from_tensors((data, padding.stop_signals(batch_size))).repeat()
+
+
+def from_arrays(
+    data: tuple,
+    batch_size: int,
+    *,
+    endless: bool,
+    padded: bool,
+    shuffle_seed: int | None = None,
+    drop_remainder: bool = False,
+) -> Infeed:
+    """Builds the infeed of in-memory arrays.
+
+    Args:
+        data: Arrays packed by `pack_arrays`: `x`, `(x,)`, `(x, y)` or
+            `(x, y, sample_weight)`.
+        batch_size: The global batch size.
+        endless: Repeat pass after pass (training); else one pass, then stop
+            batches (evaluation, prediction).
+        padded: Pad the partial last batch; else give it as the `tail` stream.
+        shuffle_seed: Reshuffle the rows each pass with this seed; `None`
+            keeps the input order.
+        drop_remainder: Drop the partial last batch of each pass altogether.
+
+    Returns:
+        The `Infeed`.
+    """
+    rows = num_rows(data)
+    full = rows // batch_size
+    remainder = 0 if drop_remainder else rows - full * batch_size
+    padded = padded and remainder > 0
+    positions, signals = padding.pass_layout(rows, batch_size, pad=padded)
+    steps = len(positions)
+    take = array_rows.row_taker(data)
+    gathered = shuffle_seed is None and steps > 0 and array_rows.small(data)
+    if gathered:
+        # Small data: its padded batches, gathered once on the host; no map to trace.
+        batches = tf.nest.map_structure(lambda a: np.take(a, positions, axis=0), data)
+        indices = tf.data.Dataset.from_tensor_slices((batches, signals))
+        indices = indices.repeat() if endless else indices
+    elif shuffle_seed is None:
+        indices = tf.data.Dataset.from_tensor_slices((positions, signals))
+        indices = indices.repeat() if endless else indices
+    else:
+
+        def pass_batches(pass_index):
+            order = _permutation(rows, shuffle_seed, pass_index)
+            return tf.data.Dataset.from_tensor_slices((tf.gather(order, positions), signals))
+
+        passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
+        indices = passes.flat_map(pass_batches)
+
+    def gather(rows_, batch_signals):
+        return take(rows_), batch_signals
+
+    if steps:
+        if gathered:
+            dataset = indices
+        else:
+            dataset = indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        if not endless:
+            dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
+    else:
+        # Only the tail has rows; an endless stream of empty passes would spin.
+        spec = tf.nest.map_structure(
+            lambda a: tf.TensorSpec((batch_size,) + a.shape[1:], tf.as_dtype(a.dtype)), data
+        )
+        dataset = _stop_batches(spec, batch_size)
+    tail = None
+    if remainder and not padded:
+        tail_rows = remainder
+
+        def tail_batch(pass_index):
+            order = _permutation(rows, shuffle_seed, pass_index)[rows - tail_rows :]
+            return take(order), padding.make_signals(tail_rows, tail_rows)
+
+        tail_passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
+        tail = tail_passes.map(tail_batch)
+        tail = tail.with_options(_array_options()).prefetch(1)
+    dataset = dataset.with_options(_array_options()).prefetch(tf.data.AUTOTUNE)
+    return Infeed(dataset, batch_size, steps, tail, rows=full * batch_size + remainder)
+
+
+def dataset_batch_size(dataset: tf.data.Dataset) -> int:
+    """Returns the batch size of a batched dataset: static, else its first batch's."""
+    first_dim = tf.nest.flatten(dataset.element_spec)[0].shape
+    if first_dim.rank and first_dim[0] is not None:
+        return int(first_dim[0])
+    for element in dataset.take(1):
+        return int(tf.shape(tf.nest.flatten(element)[0])[0])
+    raise errors.invalid_argument(
+        "x", dataset, "a dataset that yields at least one batch", what="Empty dataset"
+    )
+
+
+def count_batches(dataset: tf.data.Dataset) -> int | None:
+    """Returns the number of batches, counting them once if TF does not know.
+
+    Returns `None` for an endless dataset.
+    """
+    cardinality = int(dataset.cardinality())
+    if cardinality == _INFINITE:
+        return None
+    if cardinality == _UNKNOWN:
+        return int(dataset.reduce(np.int64(0), lambda count, _: count + 1))
+    return cardinality
+
+
+def _as_given(element_spec):
+    """Returns how to rebuild a dataset element from the arguments `map` passes.
+
+    `Dataset.map` spreads a tuple element over its arguments; the element a
+    step receives must keep its structure, a 1-tuple included.
+    """
+    if isinstance(element_spec, tuple):
+        return lambda args: tuple(args)
+    return lambda args: args[0]
+
+
+def from_dataset(
+    dataset: tf.data.Dataset,
+    *,
+    endless: bool,
+    padded: bool,
+    batch_size: int | None = None,
+    count: bool = True,
+    rebatch: bool = True,
+) -> Infeed:
+    """Builds the infeed of a user's batched `tf.data.Dataset`.
+
+    Args:
+        dataset: Yields batches (`x`, `(x, y)` or `(x, y, sample_weight)`).
+        endless: Repeat the dataset pass after pass (training); else one pass,
+            then stop batches.
+        padded: Pad short batches to the static size (full batches get
+            constant signals); else pass the batches through as they are (for
+            a model's own steps).
+        batch_size: Re-cut the batches to this size; by default the
+            dataset's own (its static batch size, else its first batch's).
+        count: In training, count the batches of a dataset of unknown length
+            (reading it once); else leave `steps_per_pass` unknown.
+        rebatch: Re-cut to `batch_size`; else keep the batches and pad each
+            up to `batch_size` (one step per batch, as Keras runs a `PyDataset`).
+
+    Returns:
+        The `Infeed`; `steps_per_pass` is `None` when TF cannot tell the
+        dataset's length without reading it (evaluation and prediction then
+        run to the stop signal).
+    """
+    if batch_size is not None and rebatch:
+        # An explicit size re-cuts the batches, so that only the last is short.
+        dataset = dataset.rebatch(batch_size)
+    batch_size = batch_size or dataset_batch_size(dataset)
+    cardinality = int(dataset.cardinality())
+    steps = cardinality if cardinality >= 0 else None
+    as_given = _as_given(dataset.element_spec)
+    first_dim = tf.nest.flatten(dataset.element_spec)[0].shape
+    if padded and first_dim.rank and first_dim[0] == batch_size:
+        # Every batch is already full: attach constant signals, no per-batch work.
+        signals = tf.data.Dataset.from_tensors(padding.make_signals(batch_size, batch_size))
+        dataset = tf.data.Dataset.zip((dataset, signals.repeat()))
+    elif padded:
+        dataset = dataset.map(
+            lambda *data: padding.pad_batch(as_given(data), batch_size),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+
+        def with_signals(*data):
+            data = as_given(data)
+            rows = tf.shape(tf.nest.flatten(data)[0])[0]
+            return data, padding.make_signals(rows, rows)
+
+        dataset = dataset.map(with_signals)
+    if endless:
+        if steps is None and count:
+            steps = count_batches(dataset)
+        dataset = dataset.repeat()
+    else:
+        dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
+    return Infeed(dataset.prefetch(tf.data.AUTOTUNE), batch_size, steps)
+
+
+def from_user_data(
+    x: Any,
+    y: Any,
+    sample_weight: Any,
+    batch_size: int | None,
+    *,
+    mode: str,
+    padded: bool,
+    num_replicas: int,
+    seed: int | None = None,
+    shuffle: bool = False,
+    drop_remainder: bool = False,
+) -> Infeed:
+    """Checks what the user passed to `fit` / `evaluate` / `predict` and builds its infeed.
+
+    Args:
+        x: Inputs as in Keras: arrays (or nested lists/dicts of them), or a
+            batched `tf.data.Dataset` that yields targets and weights too.
+        y: Targets for arrays, or `None`.
+        sample_weight: Per-row weights for arrays, or `None`.
+        batch_size: The global batch size; Keras's 32 for arrays when `None`,
+            the dataset's own for a dataset.
+        mode: "train" (an endless stream), "eval" or "predict" (one pass).
+        padded: The padded layout (else the unpadded one with a tail).
+        num_replicas: Replicas the global batch is split over.
+        seed: The shuffle seed, used when `shuffle`.
+        shuffle: Reshuffle arrays each pass.
+        drop_remainder: Drop the partial last batch of arrays.
+
+    Returns:
+        The `Infeed`.
+
+    Raises:
+        InvalidArgumentError: Anything `validation.py` rejects; nothing has
+            touched a device yet.
+    """
+    if x is None:
+        raise errors.invalid_argument("x", x, "arrays, a dict/list of arrays or a tf.data.Dataset")
+    endless = mode == "train"
+    if validation.is_dataset(x):
+        validation.check_dataset_extras(y, sample_weight)
+        if batch_size is not None:
+            validation.check_batch_size(batch_size, num_replicas)
+        feed = from_dataset(x, endless=endless, padded=padded, batch_size=batch_size)
+        validation.check_batch_size(feed.batch_size, num_replicas)
+        return feed
+    validation.check_arrays(x=x, y=y, sample_weight=sample_weight)
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    validation.check_batch_size(batch_size, num_replicas)
+    return from_arrays(
+        pack_arrays(x, y, sample_weight),
+        batch_size,
+        endless=endless,
+        padded=padded,
+        shuffle_seed=seed if shuffle else None,
+        drop_remainder=drop_remainder,
+    )

@@ -1,0 +1,324 @@
+"""The looped device programs: up to `n` steps per host call, and their outfeed.
+
+A program is one `tf.function` whose `tf.range` loop pulls a batch from the
+distributed iterator and runs the step under `strategy.run`, `n` times, the
+loop length being a tensor so a shorter last loop does not retrace. The step is
+its own `tf.function`, XLA-compiled where allowed and faster (`jit_choice.py`),
+traced once and called from the loop. Each step's outputs are written to
+`TensorArray`s (the outfeed) and handed to the host when the loop returns:
+per-step losses and logs in train and eval, per-step predictions and masks in
+predict.
+
+The loop also times itself with `tf.timestamp`: how long each step's
+`get_next` on the infeed took to hand it its batch, and how long the step ran.
+`run_stats.py` turns these into the input-bound / compute-bound analysis; the
+host cannot see this split.
+
+There is no `tf.cond` around a training step: under `MirroredStrategy` a
+conditional step whose optimizer does a cross-replica `merge_call` fails
+(keras-team/keras#19246), so training loops always run exactly `n` steps, and
+the host sizes `n` from the known number of batches. Evaluation and prediction
+steps have no `merge_call`, so their loops also read the stopping signal and
+stop at the first stop batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tpufit.device.jit_choice import JitChoice
+
+_MEAN = tf.distribute.ReduceOp.MEAN
+_SUM = tf.distribute.ReduceOp.SUM
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """What one loop hands to the host.
+
+    Attributes:
+        outfeed: Nested numpy arrays with one row per step that ran.
+        latest: The last step's values of what is kept only as the latest
+            (the logs); zeros when no step ran.
+        steps: How many steps ran (fewer than asked only at a stop batch).
+        stopped: Whether the loop read a stop batch.
+        input_seconds: Time the loop's steps spent getting their batches.
+        compute_seconds: Time the loop's steps ran.
+    """
+
+    outfeed: Any
+    latest: Any
+    steps: int
+    stopped: bool
+    input_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+
+def _spec_key(element_spec) -> str:
+    return repr(element_spec)
+
+
+class LoopProgram:
+    """One mode's looped device program.
+
+    Args:
+        strategy: The `tf.distribute` strategy the step runs under.
+        replica_step: `(data, signals) -> outputs`, run on each replica.
+        reduce: Maps the per-replica outputs (in cross-replica context) to
+            `(per_step, latest)`: values the outfeed collects for every step,
+            and values of which only the last step's is kept (carried through
+            the loop, not stored per step).
+        stops: Whether the loop honours the stopping signal (not in training).
+        jit_compile: `True`, `False` or `"auto"` (see `RunConfig`).
+        name: The mode, for messages ("train", "eval", "predict").
+        first_step_eagerly: Run the very first step eagerly, outside any
+            trace (training programs only), so that variables the step
+            creates lazily (a custom step's optimizer slots) exist before the
+            loop is traced: created inside the traced loop, they fail under
+            `MirroredStrategy`.
+        step_counter: An int64 variable the program adds its steps to, on
+            the device, in the same call that runs them (the global step): a
+            loop that completed is always counted, even if the host is
+            interrupted right after it.
+        measure_jit: For `jit_compile="auto"`, time XLA against the plain
+            step in the first loops (see `jit_choice.JitChoice`).
+    """
+
+    def __init__(
+        self,
+        strategy: tf.distribute.Strategy,
+        replica_step: Callable,
+        reduce: Callable,
+        *,
+        stops: bool,
+        jit_compile: bool | str,
+        name: str,
+        first_step_eagerly: bool = False,
+        step_counter: tf.Variable | None = None,
+        measure_jit: bool = True,
+    ) -> None:
+        if first_step_eagerly and stops:
+            raise ValueError("first_step_eagerly is for training programs, which never stop")
+        self._eager_first = first_step_eagerly
+        self._counter = step_counter
+        self._strategy = strategy
+        self._replica_step = replica_step
+        self._reduce = reduce
+        self._stops = stops
+        self._jit = JitChoice(jit_compile, name, measure_jit)
+        self.name = name
+        self.traces = 0
+        self._output_specs: dict[Any, Any] = {}
+        self._prepared_iterator: Callable[[], Any] = lambda: None
+        self._loop_fn = tf.function(self._loop)
+
+    @property
+    def jit_compile(self) -> bool | None:
+        """Whether the step runs with XLA; `None` until known (for "auto", until measured)."""
+        return self._jit.jit_compile
+
+    @property
+    def jit_timings(self) -> dict[bool, list[float]]:
+        """Seconds per step of the loops "auto" measured, with XLA (`True`) and without."""
+        return self._jit.timings
+
+    def _one_step(self, element):
+        data, signals = element
+        outputs = self._strategy.run(self._replica_step, args=(data, signals))
+        return self._reduce(self._strategy, outputs)
+
+    def _prepare(self, element_spec) -> None:
+        key = _spec_key(element_spec)
+        if key not in self._output_specs:
+            self._jit.prepare(self._strategy, self._one_step, element_spec)
+            step_fn = next(iter(self._jit.steps.values()))
+            concrete = step_fn.get_concrete_function(element_spec)
+            self._output_specs[key] = tf.nest.map_structure(
+                lambda t: tf.TensorSpec(t.shape, t.dtype), concrete.structured_outputs
+            )
+
+    def _stop_requested(self, element) -> tf.Tensor:
+        stops = self._strategy.experimental_local_results(element[1]["stop"])
+        return tf.reduce_any(tf.stack([tf.reduce_any(s) for s in stops]))
+
+    def _loop(self, iterator, num_steps, use_xla):
+        self.traces += 1
+        specs = self._output_specs[_spec_key(iterator.element_spec)]
+        steps = self._jit.steps
+        if len(steps) == 1:
+            outputs = self._steps(iterator, num_steps, next(iter(steps.values())), *specs)
+        elif use_xla:  # "auto" still measuring: one cond per loop, both steps in one trace
+            outputs = self._steps(iterator, num_steps, steps[True], *specs)
+        else:
+            outputs = self._steps(iterator, num_steps, steps[False], *specs)
+        return outputs
+
+    def _steps(self, iterator, num_steps, step_fn, per_step_spec, latest_spec):
+        arrays = tf.nest.map_structure(
+            lambda s: tf.TensorArray(s.dtype, size=0, dynamic_size=True, element_shape=s.shape),
+            per_step_spec,
+        )
+        latest = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), latest_spec)
+        clock = tf.timestamp()  # when the previous step ended
+        waited = tf.constant(0.0, tf.float64)
+        computed = tf.constant(0.0, tf.float64)
+        if not self._stops:
+            # Training: exactly num_steps steps, with nothing but the step (and its clock) inside.
+            for i in tf.range(num_steps):
+                element, ready, waited = _next_timed(iterator, clock, waited)
+                with tf.control_dependencies([ready]):  # else `ready` may be read mid-step
+                    per_step, latest = step_fn(element)
+                arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+                computed, clock = _timed(computed, ready, per_step, latest)
+            self._count(num_steps)
+            stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
+            return stacked, latest, num_steps, tf.constant(False), waited, computed
+        steps = tf.constant(0)
+        stopped = tf.constant(False)
+        for i in tf.range(num_steps):
+            element, ready, waited = _next_timed(iterator, clock, waited)
+            if self._stop_requested(element):
+                stopped = tf.constant(True)
+                break
+            with tf.control_dependencies([ready]):
+                per_step, latest = step_fn(element)
+            arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+            computed, clock = _timed(computed, ready, per_step, latest)
+            steps = i + 1
+        stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
+        return stacked, latest, steps, stopped, waited, computed
+
+    def _count(self, steps) -> None:
+        if self._counter is not None:
+            self._counter.assign_add(tf.cast(steps, tf.int64))
+
+    def run(self, iterator, num_steps: int) -> LoopResult:
+        """Runs one loop of up to `num_steps` steps and returns its outfeed.
+
+        Args:
+            iterator: An iterator over the distributed infeed.
+            num_steps: How many steps to run (a tensor inside the program, so
+                any value reuses the same trace).
+
+        Returns:
+            The `LoopResult`.
+        """
+        if self._eager_first:
+            self._eager_first = False
+            first = self._run_one_step_eagerly(iterator)
+            if num_steps == 1:
+                return first
+            rest = self.run(iterator, num_steps - 1)
+            outfeed = tf.nest.map_structure(
+                lambda a, b: np.concatenate([a, b]), first.outfeed, rest.outfeed
+            )
+            return LoopResult(
+                outfeed,
+                rest.latest,
+                num_steps,
+                False,
+                first.input_seconds + rest.input_seconds,
+                first.compute_seconds + rest.compute_seconds,
+            )
+        if iterator is not self._prepared_iterator():
+            # Once per iterator, not per loop: the spec's key is built from its repr.
+            # A weak reference, so a finished run's prefetching iterator is not kept alive.
+            self._prepare(iterator.element_spec)
+            self._prepared_iterator = weakref.ref(iterator)
+        use_xla = self._jit.use_xla()
+        outfeed, latest, steps, stopped, waited, computed = self._loop_fn(
+            iterator, tf.constant(num_steps, tf.int32), tf.constant(use_xla)
+        )
+        steps = int(steps)
+        self._jit.record(use_xla, steps, float(computed))
+        outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
+        latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
+        return LoopResult(outfeed, latest, steps, bool(stopped), float(waited), float(computed))
+
+    def _run_one_step_eagerly(self, iterator) -> LoopResult:
+        start = time.perf_counter()
+        element = next(iterator)
+        ready = time.perf_counter()
+        per_step, latest = self._one_step(element)
+        self._count(1)
+        outfeed = tf.nest.map_structure(lambda t: _numpy(t)[None], per_step)
+        latest = tf.nest.map_structure(_numpy, latest)
+        done = time.perf_counter()
+        return LoopResult(outfeed, latest, 1, False, ready - start, done - ready)
+
+
+def _tensors(*values) -> list:
+    return tf.nest.flatten(values, expand_composites=True)
+
+
+def _next_timed(iterator, clock: tf.Tensor, waited: tf.Tensor):
+    """Pulls the next element after `clock`; returns it, when it came, and `waited` plus the wait.
+
+    The wait is the `get_next` call alone: from asking (after the previous
+    step and the loop's own bookkeeping) until the batch is there.
+    """
+    with tf.control_dependencies([clock]):
+        asked = tf.timestamp()
+    with tf.control_dependencies([asked]):
+        element = next(iterator)
+    with tf.control_dependencies(_tensors(element)):
+        ready = tf.timestamp()
+    return element, ready, waited + (ready - asked)
+
+
+def _timed(computed, ready, *step_outputs):
+    """Adds a step's run time (from its batch being there until its outputs exist)."""
+    with tf.control_dependencies(_tensors(*step_outputs)):
+        now = tf.timestamp()
+    return computed + (now - ready), now
+
+
+def _numpy(value):
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
+def reduce_logs(strategy: tf.distribute.Strategy, outputs) -> tuple[dict, dict]:
+    """Reduces a train/eval step's replica outputs to `(per_step, latest)`.
+
+    Per step: the loss (the replicas' shares summed), the padding rows
+    (the same on every replica) and the hooks' `host_call` values (averaged).
+    Latest: the logs, averaged over replicas as Keras does; the host reads
+    exact values from the metrics at the end.
+    """
+    logs, step_loss, padding_rows, extras = outputs
+    per_step = {
+        "loss": strategy.reduce(_SUM, step_loss, axis=None),
+        "padding_rows": strategy.reduce(_MEAN, padding_rows, axis=None),
+        **{name: strategy.reduce(_MEAN, value, axis=None) for name, value in extras.items()},
+    }
+    return per_step, tf.nest.map_structure(lambda v: strategy.reduce(_MEAN, v, axis=None), logs)
+
+
+def gather_predictions(strategy: tf.distribute.Strategy, outputs) -> tuple[Any, dict]:
+    """Concatenates a predict step's per-replica outputs and masks in replica order.
+
+    Returns `(per_step, latest)` with everything per step and no latest.
+
+    On one machine the replicas' local results are simply concatenated:
+    `strategy.gather` is a collective, and a collective inside the stop
+    signal's `cond` fails under `MirroredStrategy` like keras-team/keras#19246.
+    """
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        gathered = tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), outputs)
+    else:
+        gathered = tf.nest.map_structure(
+            lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), outputs
+        )
+    return gathered, {}
+
+
+def stack_rows(outfeed) -> Any:
+    """Merges the step axis into the row axis: `[steps, rows, ...] -> [steps*rows, ...]`."""
+    return tf.nest.map_structure(lambda a: np.reshape(a, (-1,) + a.shape[2:]), outfeed)

@@ -1,0 +1,171 @@
+"""The model as the strategy runs it: its placed copy, loop programs and state.
+
+`Replicas` owns what every run of a `TPUModel` shares: the Keras model whose
+variables live under the strategy (the user's model itself, or a clone when
+the user's was built outside a non-default strategy's scope), the loop
+programs (one per mode, padding and `host_call` set, traced once), the
+lazily built state (layers, metrics, optimizer slots), and keeping the
+user's model's weights in step with the clone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tpufit import cluster
+from tpufit.data import infeed, sharding
+from tpufit.device import programs
+from tpufit.device import steps as step_fns
+from tpufit.device.strategy import build_state, place_model, place_optimizer
+
+
+class Replicas:
+    """The user's model placed under `strategy`, with its programs.
+
+    Args:
+        model: The user's Keras model.
+        strategy: The `tf.distribute` strategy of every run.
+        global_step: The int64 variable training programs add their steps to.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        strategy: tf.distribute.Strategy,
+        global_step: tf.Variable | None = None,
+    ) -> None:
+        self.user_model = model
+        self.strategy = strategy
+        self.replica_model = place_model(model, strategy)
+        self.global_step = global_step
+        self.compiled = False
+        # jit_compile="auto" times XLA against the plain step in training's first loops;
+        # a model_dir's runs must replay exactly, so there it takes XLA wherever it compiles.
+        self.measure_jit = True
+        self.optimizers: list[keras.optimizers.Optimizer] = []  # Every optimizer compiled.
+        self.input_spec: Any = None  # The inputs' spec of the latest run's data.
+        self._programs: dict[tuple, programs.LoopProgram] = {}
+        self._metrics_built = False
+
+    @property
+    def cloned(self) -> bool:
+        """Whether the replicas run a clone of the user's model."""
+        return self.replica_model is not self.user_model
+
+    @property
+    def traces(self) -> dict[str, int]:
+        """How many times each mode's loop program was traced."""
+        counts: dict[str, int] = {}
+        for (mode, *_), program in self._programs.items():
+            counts[mode] = counts.get(mode, 0) + program.traces
+        return counts
+
+    def compile(self, args: tuple, kwargs: dict) -> None:
+        """Compiles the placed model (every optimizer given placed under the strategy)."""
+        # A GAN's compile takes two optimizers: each must have its variables under the strategy.
+        args = tuple(place_optimizer(value, self.strategy) for value in args)
+        kwargs = {name: place_optimizer(value, self.strategy) for name, value in kwargs.items()}
+        with self.strategy.scope():
+            self.replica_model.compile(*args, **kwargs)
+        given = [v for v in (*args, *kwargs.values()) if isinstance(v, keras.optimizers.Optimizer)]
+        own = getattr(self.replica_model, "optimizer", None)
+        self.optimizers = given + ([own] if own is not None and own not in given else [])
+        if (
+            self.replica_model.built
+            and isinstance(own, keras.optimizers.Optimizer)
+            and not own.built
+        ):
+            # Its state exists from now on, so a restored one can be set before `fit`.
+            with self.strategy.scope():
+                own.build(self.replica_model.trainable_variables)
+        if self.cloned and getattr(self.user_model, "optimizer", None) is None:
+            # Callbacks reach the optimizer through the user's model (ReduceLROnPlateau).
+            self.user_model.optimizer = self.replica_model.optimizer
+        self.compiled = True
+        self._programs.clear()
+        self._metrics_built = False
+
+    def uses_keras_steps(self, mode: str) -> bool:
+        """Whether `mode` runs tpufit's padded copy of Keras's step (see `steps.py`)."""
+        return step_fns.uses_keras_steps(self.replica_model, mode)
+
+    def program(
+        self, mode: str, padded: bool, jit_compile: bool | str, host_calls: dict | None = None
+    ) -> programs.LoopProgram:
+        """Returns the loop program of `mode`, built once per padding and `host_call` set."""
+        host_calls = host_calls or {}
+        key = (mode, padded, tuple(host_calls.items()))
+        if key not in self._programs:
+            step, reduce = step_fns.replica_step_for(self.replica_model, mode, padded, host_calls)
+            self._programs[key] = programs.LoopProgram(
+                self.strategy,
+                step,
+                reduce,
+                # Several workers run known steps: collectives fail inside a stop's `cond`.
+                stops=mode != "train" and cluster.worker_count(self.strategy) == 1,
+                jit_compile=jit_compile,
+                name=mode,
+                first_step_eagerly=mode == "train" and not padded,
+                step_counter=self.global_step if mode == "train" else None,
+                measure_jit=mode == "train" and self.measure_jit,
+            )
+        return self._programs[key]
+
+    def prepare_state(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
+        """Creates the model's lazily built state on the feed's first batch (once for metrics)."""
+        self.input_spec = keras.utils.unpack_x_y_sample_weight(feed.dataset.element_spec[0])[0]
+        build_metrics = build_metrics and self.compiled and not self._metrics_built
+        build_state(
+            self.replica_model,
+            self.strategy,
+            feed.dataset if feed.probe is None else feed.probe,
+            build_metrics=build_metrics,
+            build_optimizer=self.compiled,
+        )
+        self._metrics_built = self._metrics_built or build_metrics
+
+    def distribute(self, source: infeed.Infeed | tf.data.Dataset) -> Iterator[Any]:
+        """Returns an iterator over an infeed (or dataset) split over the replicas and workers."""
+        return iter(sharding.distribute(self.strategy, source))
+
+    def stop_requested(self) -> bool:
+        """Whether the user's model or the replicas' was told `stop_training = True`."""
+        return bool(self.replica_model.stop_training or self.user_model.stop_training)
+
+    @contextlib.contextmanager
+    def user_weights(self) -> Iterator[None]:
+        """A block in which the user's model holds the current weights.
+
+        With a clone, the user's model gets the replicas' weights first, and
+        what the block leaves in it (EarlyStopping's best weights, a restored
+        backup) goes back to the replicas.
+        """
+        if not self.cloned:
+            yield
+            return
+        self.copy_weights(into_replicas=False)
+        yield
+        self.copy_weights(into_replicas=True)
+
+    @contextlib.contextmanager
+    def keeping_user_weights(self) -> Iterator[None]:
+        """Leaves the trained weights in the user's model when the block ends, even on error."""
+        try:
+            yield
+        finally:
+            self.copy_weights(into_replicas=False)
+
+    def copy_weights(self, *, into_replicas: bool) -> None:
+        """Copies weights between the user's model and a clone (nothing without a clone)."""
+        if self.cloned:
+            source, target = (
+                (self.user_model, self.replica_model)
+                if into_replicas
+                else (self.replica_model, self.user_model)
+            )
+            target.set_weights(source.get_weights())

@@ -1,0 +1,262 @@
+"""What one replica does in one step, for each mode.
+
+A model that keeps Keras's own `train_step` / `test_step` (and `compute_loss`,
+`compute_metrics`) gets tpufit's *padded* steps: they do what Keras's steps do,
+but count only the real rows of a padded batch, so that the padded last batch
+gives exactly what Keras gives on the unpadded one. A model that overrides a
+step gets its own step, called with `data` exactly as the input yields it; its
+partial last batch runs unpadded instead (see `infeed.py`).
+
+Each train/eval replica step returns `(logs, step_loss, padding_rows, extras)`:
+`logs` are the model's running metric results, `step_loss` is this replica's
+share of the step's loss (summed over replicas), `padding_rows` the padding
+rows of the global batch, `extras` the values the hooks' `host_call` functions
+asked for (averaged over replicas).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tpufit import _keras_shim
+from tpufit.device import programs
+
+
+@dataclasses.dataclass
+class StepTensors:
+    """What a `host_call` function sees inside one step, on one replica.
+
+    Attributes:
+        model: The Keras model the step runs (the replicas' copy).
+        data: The step's batch as the input yields it.
+        logs: The step's logs (tensors).
+        gradients: The step's gradients, one per trainable weight, in
+            tpufit's own training step; `None` in eval and in a model's own
+            `train_step`.
+    """
+
+    model: keras.Model
+    data: Any
+    logs: dict[str, Any]
+    gradients: list[Any] | None
+
+
+HostCalls = dict[str, Callable[[StepTensors], tf.Tensor]]
+
+MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
+
+_STEP_METHODS = {
+    "train": ("train_step", "compute_loss", "compute_metrics"),
+    "eval": ("test_step", "compute_loss", "compute_metrics"),
+}
+
+
+def uses_keras_steps(model: keras.Model, mode: str) -> bool:
+    """Whether `model` keeps Keras's own step for `mode` ("train" or "eval").
+
+    Only then can a padded batch be masked exactly: the loss must also be one
+    whose reduction divides by the batch size, so padding can be rescaled away.
+    """
+    methods = _STEP_METHODS[mode]
+    if any(getattr(type(model), m) is not getattr(keras.Model, m) for m in methods):
+        return False
+    losses = [loss for loss in tf.nest.flatten(model.loss) if loss is not None]
+    return all(getattr(loss, "reduction", MEAN_REDUCTIONS[0]) in MEAN_REDUCTIONS for loss in losses)
+
+
+def _weights(sample_weight, mask: tf.Tensor):
+    if sample_weight is None:
+        return mask
+
+    def times_mask(weight):
+        weight = tf.cast(weight, mask.dtype)
+        return weight * tf.reshape(mask, [-1] + [1] * (weight.shape.rank - 1))
+
+    return tf.nest.map_structure(times_mask, sample_weight)
+
+
+def call_compute_loss(model, x, y, y_pred, sample_weight, training):
+    """Calls `model.compute_loss`; like Keras, leaves out `training` if an override lacks it."""
+    if "training" in inspect.signature(model.compute_loss).parameters:
+        return model.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+    return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+
+
+def _regularization(model: keras.Model) -> tf.Tensor:
+    # Regularisation does not depend on the rows, so it must not be rescaled.
+    losses = model.losses
+    if not losses:
+        return tf.constant(0.0, keras.config.floatx())
+    return tf.add_n([tf.reduce_sum(tf.cast(loss, keras.config.floatx())) for loss in losses])
+
+
+def _padded_loss(model, x, y, y_pred, weights, signals, training):
+    """Returns `(loss, tracked_loss)` for a padded batch on one replica.
+
+    `compute_loss` with zero weights on padding divides the data loss by the
+    padded size; multiplying the data part by (global batch / real rows) makes
+    it the mean over real rows, as Keras computes it on the unpadded batch.
+    `tracked_loss` is the replica's value for the loss tracker (unscaled for
+    distribution), to be weighted by `real_rows / num_replicas`.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    rows_here = tf.cast(tf.shape(signals["mask"])[0], tf.float32)
+    real_rows = signals["real_rows"][0]
+    # An all-padding batch (a worker's input_fn ended before the step budget) has no data loss.
+    rescale = tf.cast(rows_here * replicas / tf.maximum(real_rows, 1.0), keras.config.floatx())
+    loss = call_compute_loss(model, x, y, y_pred, weights, training)
+    regularization = _regularization(model)
+    data_loss = (loss - regularization) * rescale
+    tracked = data_loss * replicas + regularization
+    return data_loss + regularization, tracked
+
+
+def host_call_values(host_calls: HostCalls, tensors: StepTensors) -> dict[str, tf.Tensor]:
+    """Runs the hooks' `host_call` functions on one step's tensors, as float32."""
+    return {name: tf.cast(fn(tensors), tf.float32) for name, fn in host_calls.items()}
+
+
+def _outfeed(model, data, tracked_loss, signals, host_calls: HostCalls, gradients=None):
+    """Returns `(logs, step_loss share, padding rows, extras)` of one replica's step."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    rows = tf.cast(tf.shape(signals["mask"])[0] * replicas, tf.float32)
+    logs = model.get_metrics_result()
+    extras = host_call_values(host_calls, StepTensors(model, data, logs, gradients))
+    step_loss = tf.cast(tracked_loss, tf.float32) / replicas
+    return logs, step_loss, rows - signals["real_rows"][0], extras
+
+
+def _update_trackers(model, tracked_loss, y, y_pred, weights, signals) -> None:
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    _keras_shim.loss_tracker(model).update_state(
+        tracked_loss, sample_weight=signals["real_rows"][0] / replicas
+    )
+    _keras_shim.update_compiled_metrics(model, y, y_pred, weights, signals["mask"])
+
+
+def global_signals(signals):
+    """Returns `signals` whose `real_rows` counts the step's real rows on every worker.
+
+    On one worker the infeed already counts the whole step. Under a
+    `MultiWorkerMirroredStrategy`, an `input_fn`'s pipelines count only their
+    own rows, so the count is summed over the replicas (a collective: the
+    multi-worker loops have no conditional around the step).
+    """
+    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return signals
+    context = tf.distribute.get_replica_context()
+    real_rows = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(signals["mask"]))
+    return dict(signals, real_rows=tf.fill(tf.shape(signals["mask"]), real_rows))
+
+
+def padded_train_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
+    """Keras's `train_step`, counting only the real rows of a padded batch."""
+    signals = global_signals(signals)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    weights = _weights(sample_weight, signals["mask"])
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        loss, tracked = _padded_loss(model, x, y, y_pred, weights, signals, True)
+        scaled = model.optimizer.scale_loss(loss)
+    variables = model.trainable_weights
+    gradients = tape.gradient(scaled, variables)
+    model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+    _update_trackers(model, tracked, y, y_pred, weights, signals)
+    return _outfeed(model, data, tracked, signals, host_calls or {}, gradients)
+
+
+def padded_test_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
+    """Keras's `test_step`, counting only the real rows of a padded batch."""
+    signals = global_signals(signals)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    weights = _weights(sample_weight, signals["mask"])
+    y_pred = model(x, training=False)
+    _, tracked = _padded_loss(model, x, y, y_pred, weights, signals, False)
+    _update_trackers(model, tracked, y, y_pred, weights, signals)
+    return _outfeed(model, data, tracked, signals, host_calls or {})
+
+
+def _own_step(model: keras.Model, method: Callable, host_calls: HostCalls):
+    def step(data, signals):
+        del signals  # The user's step sees its data exactly as the input yields it.
+        logs = method(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        step_loss = logs.get("loss") if isinstance(logs, dict) else None
+        if step_loss is None:
+            step_loss = tf.constant(float("nan"))
+        extras = host_call_values(host_calls, StepTensors(model, data, logs, None))
+        return logs, tf.cast(step_loss, tf.float32) / replicas, tf.constant(0.0), extras
+
+    return step
+
+
+def train_step_for(model: keras.Model, padded: bool, host_calls: HostCalls | None = None):
+    """Returns the training replica step `(data, signals) -> (logs, loss, padding, extras)`."""
+    if padded:
+        return lambda data, signals: padded_train_step(model, data, signals, host_calls)
+    return _own_step(model, model.train_step, host_calls or {})
+
+
+def test_step_for(model: keras.Model, padded: bool, host_calls: HostCalls | None = None):
+    """Returns the evaluation replica step `(data, signals) -> (logs, loss, padding, extras)`."""
+    if padded:
+        return lambda data, signals: padded_test_step(model, data, signals, host_calls)
+    return _own_step(model, model.test_step, host_calls or {})
+
+
+def replica_step_for(
+    model: keras.Model, mode: str, padded: bool, host_calls: HostCalls | None = None
+) -> tuple[Callable, Callable]:
+    """Returns `(replica_step, reduce)` for a mode's `LoopProgram`.
+
+    Args:
+        model: The compiled (for "train"/"eval") Keras model.
+        mode: "train", "eval" or "predict".
+        padded: Whether batches are padded (tpufit's steps) or not (the model's own).
+        host_calls: The hooks' extra per-step values (train and eval).
+    """
+    if mode == "train":
+        return train_step_for(model, padded, host_calls), programs.reduce_logs
+    if mode == "eval":
+        return test_step_for(model, padded, host_calls), programs.reduce_logs
+    return predict_step_for(model), programs.gather_predictions
+
+
+def state_builder(model: keras.Model, build_metrics: bool) -> Callable:
+    """Returns a replica function that creates the model's lazily built state on one batch.
+
+    It calls the model (building its layers) and, with `build_metrics`, runs
+    the compiled loss and metrics once, creating their variables; the caller
+    resets the metrics afterwards.
+    """
+
+    def build(data, signals):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = model(x, training=False)
+        if build_metrics:
+            weights = signals["mask"] if sample_weight is None else sample_weight
+            call_compute_loss(model, x, y, y_pred, weights, training=False)
+            _keras_shim.update_compiled_metrics(model, y, y_pred, weights, signals["mask"])
+
+    return build
+
+
+def predict_step_for(model: keras.Model) -> Callable:
+    """Returns the replica step `(data, signals) -> (outputs, mask)` for prediction.
+
+    Rows are independent in prediction, so even an overridden `predict_step`
+    runs on padded batches; the padding rows are dropped on the host.
+    """
+
+    def step(data, signals):
+        return model.predict_step(data), signals["mask"]
+
+    return step

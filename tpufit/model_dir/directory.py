@@ -1,0 +1,299 @@
+"""`ModelDir`: what a `TPUModel` does with its `model_dir` — check, restore, resume, save.
+
+A new `TPUModel` on a `model_dir` that holds a checkpoint restores it in parts,
+each as soon as its variables exist and before any training: the training
+state (global step, epoch) at once; the weights and random-seed states once
+the model is built (at once for a built model, else at its first run); the
+optimizer state once the optimizer is built (at the first `fit` at the
+latest). Without a checkpoint, `RunConfig.warm_start_from` initialises the
+weights instead. Every check runs before anything is assigned or written.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import keras
+
+from tpufit import errors
+from tpufit.config import RunConfig
+from tpufit.hooks import NanGuardHook
+from tpufit.model_dir import checkpoint, warm_start
+
+
+class Start(NamedTuple):
+    """Where a `fit` starts, and where it ends.
+
+    Attributes:
+        position: `(epoch, step in that epoch)` of its first step.
+        skip: `(batches, tail batches)` its infeed skips to get there.
+        epochs: The epoch it stops before (with `max_steps`: the epoch in
+            which the global step reaches it, plus one).
+    """
+
+    position: tuple[int, int]
+    skip: tuple[int, int]
+    epochs: int
+
+
+def epochs_until(max_steps: int, global_step: int, start: tuple[int, int], epoch_steps: int) -> int:
+    """Returns the `epochs` that a run from `start` needs to reach global step `max_steps`.
+
+    Example:
+        >>> epochs_until(25, 0, (0, 0), 10)   # epochs 0, 1 and half of 2
+        3
+    """
+    epoch, step = start
+    remaining = max(max_steps - global_step, 0) - (epoch_steps - step)
+    return epoch + 1 + max(0, -(-remaining // epoch_steps))
+
+
+def check_model_dir(path: Any) -> str:
+    """Returns `path` as a string if tpufit can write checkpoints there; touches nothing.
+
+    A missing directory is fine when its nearest existing parent is a
+    writable directory (it is created at the first checkpoint).
+
+    Raises:
+        InvalidArgumentError: `path` is a file, or a directory (or its parent)
+            that cannot be written.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise errors.invalid_argument(
+            "model_dir",
+            path,
+            "a directory (or a path to create one at)",
+            what="model_dir is a file",
+        )
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not _writable(existing):
+        what = "model_dir" if existing == path else f"model_dir's parent {existing}"
+        raise errors.invalid_argument(
+            "model_dir",
+            path,
+            "a directory this process may write into (check its permissions)",
+            what=f"Cannot write checkpoints: {what} is not writable",
+        )
+    return path
+
+
+def _writable(directory: str) -> bool:
+    # A directory with no write bit at all is read-only on purpose, even to root.
+    mode = os.stat(directory).st_mode
+    return os.access(directory, os.W_OK | os.X_OK) and bool(
+        mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    )
+
+
+def model_groups(model: keras.Model, optimizers: list) -> dict[str, list]:
+    """Returns the variable lists a checkpoint holds (`checkpoint`'s layout).
+
+    Optimizers that have not created their variables yet are left out.
+    """
+    weights = list(model.weights)
+    skip = {id(v) for v in weights} | {id(v) for v in model.metrics_variables}
+    return {
+        "weights": weights,
+        "rng": [v for v in model.variables if id(v) not in skip],
+        "optimizers": [list(o.variables) for o in optimizers if o.built],
+    }
+
+
+class ModelDir:
+    """The checkpoints of one `TPUModel`: restore once, resume, and the hook that saves.
+
+    Args:
+        config: The model's `RunConfig`.
+        state: The model's `TrainingState`.
+        replicas: The model as the strategy runs it.
+    """
+
+    def __init__(self, config: RunConfig, state: checkpoint.TrainingState, replicas) -> None:
+        self.path = None if config.model_dir is None else check_model_dir(config.model_dir)
+        self._config = config
+        self._state = state
+        self._replicas = replicas
+        self.restored_from = checkpoint.latest(self.path) if self.path else None
+        self._reader: checkpoint.Reader | None = None
+        self._pending: set[str] = set()
+        self._warm: warm_start.WarmStartSettings | None = None
+        self._saver = None
+        if self.path is not None:
+            self._saver = checkpoint.Saver(
+                self.path,
+                lambda: model_groups(replicas.replica_model, replicas.optimizers),
+                state,
+                replicas.strategy,
+                max_to_keep=config.keep_checkpoint_max,
+                keep_every_n_hours=config.keep_checkpoint_every_n_hours,
+            )
+        if self.restored_from is not None:
+            self._reader = checkpoint.Reader(self.restored_from)
+            if self._reader.state() is None:
+                raise self._incompatible("it was not written by tpufit (no training state)")
+            self._pending = {"state", "weights", "optimizers"}
+            self._saver.last_saved_step = self._reader.state()["global_step"]
+        elif config.warm_start_from is not None:
+            self._warm = warm_start.settings(config.warm_start_from)
+            warm_start.find_checkpoint(self._warm)  # Fails now if there is nothing to start from.
+
+    def restore(self) -> bool:
+        """Restores every part whose variables exist now and that is not restored yet.
+
+        Restored weights are copied to the user's model (when the replicas run a clone).
+
+        Returns:
+            Whether the model's weights changed.
+
+        Raises:
+            IncompatibleCheckpointError: The checkpoint's weights differ from
+                the model's in number, shape or dtype; nothing was assigned.
+        """
+        model = self._replicas.replica_model
+        changed = False
+        if "state" in self._pending:
+            self._pending.discard("state")
+            state = self._reader.state()
+            for name, value in state.items():
+                getattr(self._state, name).assign(value)
+        if "weights" in self._pending and model.built:
+            groups = model_groups(model, [])
+            problem = self._reader.mismatch(("weights",), groups["weights"])
+            if problem:
+                raise self._incompatible(f"its weights differ from this model's: {problem}")
+            self._reader.assign(("weights",), groups["weights"])
+            if self._reader.mismatch(("rng",), groups["rng"]) is None:
+                self._reader.assign(("rng",), groups["rng"])
+            self._pending.discard("weights")
+            changed = True
+        if "optimizers" in self._pending:
+            optimizers = self._replicas.optimizers
+            if optimizers and all(o.built for o in optimizers):
+                self._restore_optimizers(optimizers)
+        if self._warm is not None and model.built:
+            warm_start.warm_start(self._warm, model.weights)
+            self._warm = None
+            changed = True
+        if changed:
+            self._replicas.copy_weights(into_replicas=False)
+        return changed
+
+    def _restore_optimizers(self, optimizers: list) -> None:
+        self._pending.discard("optimizers")
+        groups = model_groups(self._replicas.replica_model, optimizers)["optimizers"]
+        problems = [self._reader.mismatch(("optimizers", j), v) for j, v in enumerate(groups)]
+        stored = self._reader.count("optimizers")
+        if stored != len(groups) or any(problems):
+            detail = next(
+                (p for p in problems if p), f"{stored} optimizers stored, {len(groups)} here"
+            )
+            warnings.warn(
+                f"tpufit: the optimizer state in {self.restored_from} does not fit this "
+                f"model's optimizer ({detail}); training resumes with a fresh optimizer state.",
+                stacklevel=4,
+            )
+            return
+        for j, variables in enumerate(groups):
+            self._reader.assign(("optimizers", j), variables)
+
+    def training_starts(self) -> None:
+        """Gives up restoring optimizers not built by the start of a `fit`.
+
+        Such an optimizer makes its variables inside the first step, too late
+        to restore them before training.
+        """
+        if "optimizers" in self._pending and self._reader.count("optimizers"):
+            warnings.warn(
+                "tpufit: the optimizer state in the checkpoint was not restored: the optimizer "
+                "creates its variables in the first training step.",
+                stacklevel=3,
+            )
+        self._pending.discard("optimizers")
+
+    def start(
+        self,
+        initial_epoch: int,
+        epochs: int,
+        epoch_steps: int,
+        use_tail: bool,
+        max_steps: int | None = None,
+    ) -> Start:
+        """Returns where a `fit` from `initial_epoch` starts, and the batches to skip there.
+
+        With a `model_dir`, training continues where the state says it is (a
+        restored checkpoint, or this model's earlier `fit`), unless
+        `initial_epoch` is later. The infeed then skips what a `fit` from
+        `initial_epoch` would have read by then: the epochs' batches (and
+        tail batches) and the steps already trained in the current epoch.
+        Warns when that is already past `epochs` (without `max_steps`, which
+        sets the epochs itself).
+        """
+        epoch, step = initial_epoch, 0
+        if self.path is not None:
+            position = self._state.values()
+            epoch, step = position["epoch"], position["step_in_epoch"]
+            if step >= epoch_steps:
+                epoch, step = epoch + 1, 0
+            if (epoch, step) <= (initial_epoch, 0):
+                epoch, step = initial_epoch, 0
+            if max_steps is None and epoch >= epochs:
+                warnings.warn(
+                    f"tpufit: model_dir {self.path} is already at epoch {epoch} (global step "
+                    f"{position['global_step']}), so fit(epochs={epochs}) trains no further. "
+                    "Epochs count across the runs of a model_dir: raise `epochs` to train more.",
+                    stacklevel=3,
+                )
+        if max_steps is not None:
+            epochs = epochs_until(
+                max_steps, self._state.values()["global_step"], (epoch, step), epoch_steps
+            )
+        passed = epoch - initial_epoch
+        return Start((epoch, step), (passed * (epoch_steps - use_tail) + step, passed), epochs)
+
+    def shuffle_seed(self, draw: Callable[[], int]) -> int:
+        """Returns the shuffle seed of a `fit` without `RunConfig.seed`.
+
+        A `model_dir` keeps the first one it drew in its checkpoints, so a
+        resumed run shuffles as the interrupted one did; without a
+        `model_dir`, every `fit` draws anew.
+        """
+        if self.path is None:
+            return draw()
+        stored = self._state.values()["data_seed"]
+        if stored < 0:
+            stored = draw()
+            self._state.data_seed.assign(stored)
+        return stored
+
+    def fit_hooks(self, hooks: list | None) -> list:
+        """Returns the hooks a `model_dir` adds to a `fit`: a NaN guard and the checkpoint saver.
+
+        The guard (`NanGuardHook`, TPUEstimator's default `NanTensorHook`) is
+        left out when the user gives one; it runs before the saver, so a
+        non-finite loss ends the run before anything is saved.
+        """
+        if self._saver is None:
+            return []
+        saver = checkpoint.CheckpointHook(
+            self._saver,
+            self._state,
+            every_steps=self._config.save_checkpoints_steps,
+            every_secs=self._config.save_checkpoints_secs,
+        )
+        guarded = any(isinstance(hook, NanGuardHook) for hook in hooks or [])
+        return [saver] if guarded else [NanGuardHook(), saver]
+
+    def _incompatible(self, problem: str) -> errors.IncompatibleCheckpointError:
+        return errors.IncompatibleCheckpointError(
+            f"The checkpoint in model_dir does not belong to this model: {problem}. "
+            "Use a new model_dir for a different model, or the model that wrote it "
+            "(to initialise from part of it, use RunConfig(warm_start_from=...)). "
+            f"Received: model_dir={self.path!r} holding {os.path.basename(self.restored_from)}"
+        )
