@@ -46,6 +46,7 @@ from tpufit.hooks import (
 from tpufit.hooks.keras_callbacks import KerasCallbackHook
 from tpufit.hooks.progress_bar import ProgressHook
 from tpufit.model import TPUModel
+from tpufit.run.stats import RunStats
 
 __all__ = [
     "Hook",
@@ -61,6 +62,7 @@ __all__ = [
     "ProgressHook",
     "Run",
     "RunConfig",
+    "RunStats",
     "RunContext",
     "RunValues",
     "StepTensors",

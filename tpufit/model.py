@@ -1,37 +1,32 @@
 """`TPUModel`: the Keras-style front door.
 
-It checks arguments (before any device work), builds the infeed and the
-looped device program for the mode, runs the loops through `runner.py`, and
-returns what Keras returns: a `History` from `fit`, scalars from `evaluate`,
-numpy arrays from `predict`.
+It checks arguments (before any device work), asks `tpufit.run` for a run of
+the mode, and returns what Keras returns: a `History` from `fit`, scalars from
+`evaluate`, numpy arrays from `predict`. It orchestrates only.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tpufit import cluster, errors
-from tpufit.config import Layout, Mode, RunConfig
-from tpufit.data import adapters, infeed
-from tpufit.data import checks as validation
-from tpufit.data.request import InfeedRequest
+from tpufit import data, errors
+from tpufit.config import RunConfig
+from tpufit.data import checks
+from tpufit.data.infeed import DEFAULT_BATCH_SIZE
 from tpufit.device.replicas import Replicas
 from tpufit.device.strategy import resolve_strategy
-from tpufit.hooks import StopAtStepHook
-from tpufit.hooks.base import Hook, HookList, Run
-from tpufit.hooks.keras_callbacks import KerasCallbackHook
-from tpufit.hooks.progress_bar import ProgressHook, verbosity
-from tpufit.model_dir import checkpoint, export
+from tpufit.hooks.base import Hook
+from tpufit.hooks.progress_bar import verbosity
+from tpufit.model_dir import export
 from tpufit.model_dir.directory import ModelDir
-from tpufit.run import failures, loops, runner
 from tpufit.run import logs as logs_module
-from tpufit.run.loop_length import LoopLengths
+from tpufit.run.calls import EvaluateCall, FitCall, PredictCall
+from tpufit.run.engine import Engine
+from tpufit.run.progress import Progress
 from tpufit.run.stats import RunStats
 
 
@@ -73,24 +68,27 @@ class TPUModel:
         model_dir: str | None = None,
         config: RunConfig | None = None,
     ) -> None:
-        self.model = validation.check_keras_model(model)
+        self.model = checks.check_keras_model(model)
         self.config = RunConfig.with_overrides(
             config, iterations_per_loop=iterations_per_loop, model_dir=model_dir
         )
         self.strategy = resolve_strategy(strategy)
-        self._state = checkpoint.TrainingState()
-        self._replicas = Replicas(model, self.strategy, self._state.global_step)
-        self._model = self._replicas.replica_model
-        self._model_dir = ModelDir(self.config, self._state, self._replicas)
+        self._progress = Progress()
+        self._replicas = Replicas(model, self.strategy, self._progress.counters)
+        self._model_dir = ModelDir(self.config, self._progress, self._replicas)
         self._replicas.measure_jit = self.config.model_dir is None
         self._model_dir.restore()
-        self._loop_lengths = LoopLengths(self.config.iterations_per_loop)
-        self.last_run_stats: RunStats | None = None
+        self._engine = Engine(self, self._replicas, self._model_dir, self._progress)
+
+    @property
+    def last_run_stats(self) -> RunStats | None:
+        """Where the latest run's time went (`tpufit.RunStats`); `None` before any run."""
+        return self._engine.last_run_stats
 
     @property
     def global_step(self) -> int:
         """Steps trained so far (restored from `model_dir`, then counted by every `fit`)."""
-        return int(self._state.global_step.numpy())
+        return self._progress.values()["global_step"]
 
     @property
     def traces(self) -> dict[str, int]:
@@ -112,7 +110,6 @@ class TPUModel:
         self._replicas.compile(args, kwargs)
         self._model_dir.restore()  # A built model's optimizer state is restored here.
 
-    @failures.translated
     def fit(
         self,
         x: Any = None,
@@ -153,85 +150,37 @@ class TPUModel:
             A `keras.callbacks.History` with one entry per epoch.
         """
         self._check_compiled("fit")
-        x = adapters.input_fn_as_x(x, input_fn)
-        validation.check_epochs(epochs, initial_epoch)
-        validation.check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
-        validation.check_positive_int("validation_freq", validation_freq)
-        validation.check_positive_int("max_steps", max_steps, allow_none=True)
+        x = data.input_fn_as_x(x, input_fn)
+        checks.check_epochs(epochs, initial_epoch)
+        errors.check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
+        errors.check_positive_int("validation_freq", validation_freq)
+        errors.check_positive_int("max_steps", max_steps, allow_none=True)
         if validation_split:
-            x, y, sample_weight, validation_data = adapters.split_for_validation(
+            x, y, sample_weight, validation_data = data.split_for_validation(
                 x, y, sample_weight, validation_split, validation_data
             )
-        padded = self._replicas.uses_keras_steps("train")
-        train_feed = self._infeed(
+        call = FitCall(
             x,
             y,
             sample_weight,
             batch_size,
-            mode="train",
-            padded=padded,
-            shuffle=shuffle,
-            drop_remainder=drop_remainder,
-            class_weight=class_weight,
-            steps=steps_per_epoch,
+            epochs,
+            verbosity(verbose),
+            tuple(callbacks or ()),
+            validation_data,
+            shuffle,
+            class_weight,
+            initial_epoch,
+            steps_per_epoch,
+            validation_steps,
+            validation_batch_size,
+            validation_freq,
+            drop_remainder,
+            tuple(hooks or ()),
+            max_steps,
         )
-        val_feed = None
-        if validation_data is not None:
-            val_feed = self._infeed(
-                *adapters.unpack_validation_data(
-                    validation_data, validation_batch_size or batch_size
-                ),
-                mode="eval",
-                padded=self._replicas.uses_keras_steps("eval"),
-                steps=validation_steps,
-                reread=True,
-            )
-        use_tail = train_feed.tail is not None and steps_per_epoch is None
-        epoch_steps = runner.epoch_steps(
-            train_feed.steps_per_pass, steps_per_epoch, use_tail, drop_remainder
-        )
-        start = self._model_dir.start(initial_epoch, epochs, epoch_steps, use_tail, max_steps)
-        history = keras.callbacks.History()
-        hook_list, callback_hook = self._hooks(
-            hooks,
-            [*(callbacks or []), history],
-            verbose,
-            epochs=start.epochs,
-            steps=epoch_steps,
-            first=[StopAtStepHook(last_step=max_steps)] if max_steps is not None else [],
-            last=self._model_dir.fit_hooks(hooks),
-        )
-        self._start_run(train_feed, build_metrics=padded)
-        self._model_dir.training_starts()
-        program = self._replicas.program(
-            "train", padded, self.config.jit_compile, hook_list.host_calls("train")
-        )
-        stats = RunStats("train", self.config.iterations_per_loop, validation.is_dataset(x))
-        plan = self._plan(program, train_feed, epoch_steps - use_tail, use_tail, stats, start)
-        run = Run(
-            "train",
-            self,
-            epochs=start.epochs,
-            initial_epoch=start.position[0],
-            steps_per_epoch=epoch_steps,
-            batch_size=train_feed.batch_size,
-            external_stop=self._replicas.stop_requested,
-        )
+        return self._engine.fit(call)
 
-        def validate(parent: Run, epoch: int) -> dict | None:
-            if val_feed is None or (epoch + 1) % validation_freq:
-                return None
-            return self._evaluate_run(
-                val_feed, validation_steps, HookList([callback_hook]), parent=parent
-            )
-
-        self._model.stop_training = self.model.stop_training = False
-        with self._replicas.keeping_user_weights():
-            loops.fit_loop(run, hook_list, plan, model=self._model, validate=validate)
-        self.last_run_stats = stats.report(verbosity(verbose) if cluster.is_chief() else 0)
-        return history
-
-    @failures.translated
     def evaluate(
         self,
         x: Any = None,
@@ -257,22 +206,23 @@ class TPUModel:
             or a dict when `return_dict=True`.
         """
         self._check_compiled("evaluate")
-        x = adapters.input_fn_as_x(x, input_fn)
-        validation.check_steps(steps, x)
-        padded = self._replicas.uses_keras_steps("eval")
-        feed = self._infeed(
-            x, y, sample_weight, batch_size, mode="eval", padded=padded, steps=steps
+        x = data.input_fn_as_x(x, input_fn)
+        checks.check_steps(steps, x)
+        call = EvaluateCall(
+            x,
+            y,
+            sample_weight,
+            batch_size,
+            verbosity(verbose),
+            steps,
+            tuple(callbacks or ()),
+            tuple(hooks or ()),
         )
-        hook_list, _ = self._hooks(
-            hooks, callbacks, verbose, epochs=1, steps=steps or feed.steps_per_pass
-        )
-        self._start_run(feed, build_metrics=padded)
-        logs = self._evaluate_run(feed, steps, hook_list)
+        logs = self._engine.evaluate(call)
         if return_dict:
             return logs
-        return logs_module.flatten_in_order(self._model, logs)
+        return logs_module.flatten_in_order(self._replicas.replica_model, logs)
 
-    @failures.translated
     def predict(
         self,
         x: Any = None,
@@ -293,27 +243,22 @@ class TPUModel:
         Returns:
             Numpy arrays in the structure of the model's outputs.
         """
-        x = adapters.input_fn_as_x(x, input_fn)
-        validation.check_steps(steps, x)
-        feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True, steps=steps)
-        total_steps = steps or feed.steps_per_pass
-        hook_list, _ = self._hooks(hooks, callbacks, verbose, epochs=1, steps=total_steps)
-        self._start_run(feed, build_metrics=False)
-        self.last_run_stats = RunStats("predict", self.config.iterations_per_loop)
-        program = self._replicas.program("predict", True, self.config.jit_compile)
-        plan = self._plan(program, feed, total_steps, False, self.last_run_stats)
-        run = Run("predict", self, steps_per_epoch=total_steps, batch_size=feed.batch_size)
-        return loops.prediction_loop(run, hook_list, plan, None if steps else feed.rows)
+        x = data.input_fn_as_x(x, input_fn)
+        checks.check_steps(steps, x)
+        call = PredictCall(
+            x, batch_size, verbosity(verbose), steps, tuple(callbacks or ()), tuple(hooks or ())
+        )
+        return self._engine.predict(call)
 
     def export(
-        self, path: str | os.PathLike, *, batch_size: int = infeed.DEFAULT_BATCH_SIZE
+        self, path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE
     ) -> None:
         """Writes a SavedModel whose `serving_default` takes any number of rows.
 
         Its outputs equal `predict(x, batch_size=batch_size)` bit for bit, and
         it loads with TensorFlow alone (`tf.saved_model.load`); see `tpufit.export`.
         """
-        validation.check_positive_int("batch_size", batch_size)
+        errors.check_positive_int("batch_size", batch_size)
         jit, spec = self.config.jit_compile, self._replicas.input_spec
         export.write(path, self.model, spec, batch_size, jit, self.strategy)
 
@@ -324,75 +269,3 @@ class TPUModel:
                 f"loss=..., metrics=...)` first. Received: a TPUModel that was "
                 "never compiled"
             )
-
-    def _infeed(self, x, y, sample_weight, batch_size, *, mode, padded, **options) -> infeed.Infeed:
-        seed = self.config.seed
-        if seed is None and options.get("shuffle"):
-            # Follows keras.utils.set_random_seed; a model_dir keeps one seed for all its fits.
-            seed = self._model_dir.shuffle_seed(lambda: int(np.random.randint(0, 2**31 - 1)))
-        request = InfeedRequest(
-            Mode(mode),
-            Layout.PADDED if padded else Layout.TRUE_SIZE,
-            batch_size,
-            seed=seed,
-            **options,
-        )
-        return adapters.build_infeed(x, y, sample_weight, request, self.strategy)
-
-    def _hooks(
-        self, hooks, callbacks, verbose, *, epochs: int, steps: int | None, first=(), last=()
-    ) -> tuple[HookList, KerasCallbackHook]:
-        """Returns a run's hooks: `first`, the user's, the callbacks', `last`, progress."""
-        user_hooks = HookList(hooks)
-        callback_hook = KerasCallbackHook(
-            list(callbacks or []),
-            self.model,
-            verbose=verbosity(verbose),
-            epochs=epochs,
-            steps=steps,
-            user_weights=self._replicas.user_weights,
-        )
-        ordered = [*first, *user_hooks.hooks, callback_hook, *last, ProgressHook(verbose)]
-        return HookList(ordered), callback_hook
-
-    def _start_run(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
-        """Builds the model's lazy state and restores what `model_dir` still holds for it."""
-        self._replicas.copy_weights(into_replicas=True)
-        self._replicas.prepare_state(feed, build_metrics=build_metrics)
-        self._model_dir.restore()
-
-    def _plan(self, program, feed, total_steps, use_tail: bool, stats, start=None):
-        resumed, skip = (start.position, start.skip) if start else ((0, 0), (0, 0))
-        source = feed
-        if skip[0]:
-            # Resuming mid-epoch skips the batches already trained (an input_fn's own
-            # per-pipeline datasets are not skipped: they start over).
-            source = dataclasses.replace(feed, dataset=feed.dataset.skip(skip[0]))
-        tail = self._replicas.distribute(feed.tail.skip(skip[1])) if use_tail else None
-        return loops.Plan(
-            program,
-            self._replicas.distribute(source),
-            total_steps,
-            self._loop_lengths.get(program.name, feed.batch_size),
-            tail,
-            resumed,
-            stats,
-        )
-
-    def _evaluate_run(
-        self, feed: infeed.Infeed, eval_steps: int | None, hook_list: HookList, *, parent=None
-    ) -> dict:
-        padded = self._replicas.uses_keras_steps("eval")
-        use_tail = feed.tail is not None and eval_steps is None
-        total_steps = eval_steps or feed.steps_per_pass
-        program = self._replicas.program(
-            "eval", padded, self.config.jit_compile, hook_list.host_calls("eval")
-        )
-        self._replicas.prepare_state(feed, build_metrics=padded)
-        self.last_run_stats = RunStats("eval", self.config.iterations_per_loop)
-        plan = self._plan(program, feed, total_steps, use_tail, self.last_run_stats)
-        steps_per_epoch = None if total_steps is None else total_steps + use_tail
-        run = Run(
-            "eval", self, steps_per_epoch=steps_per_epoch, batch_size=feed.batch_size, parent=parent
-        )
-        return loops.evaluation_loop(run, hook_list, plan, model=self._model)

@@ -93,7 +93,7 @@ def _from_generator(x, batch_size, *, mode, padded, num_replicas, class_weight, 
     )
     probe = _with_class_weight(python_data.probe(source.peeked[0]), class_weight)
     probe = infeed.from_dataset(probe, endless=False, padded=padded, batch_size=size).dataset
-    return dataclasses.replace(feed, probe=probe)
+    return dataclasses.replace(feed, probe=probe, pipeline_errors=source.checker.raised)
 
 
 def _from_py_dataset(x, batch_size, *, mode, padded, num_replicas, class_weight, steps, shuffle):
@@ -120,7 +120,7 @@ def _from_py_dataset(x, batch_size, *, mode, padded, num_replicas, class_weight,
     probe = infeed.from_dataset(
         probe, endless=False, padded=padded, batch_size=size, rebatch=False
     ).dataset
-    return dataclasses.replace(feed, probe=probe)
+    return dataclasses.replace(feed, probe=probe, pipeline_errors=source.checker.raised)
 
 
 def build_infeed(
@@ -175,7 +175,7 @@ def build_infeed(
         # Every worker must run the same known steps (no stop signal checks there).
         stream = feed.dataset.take_while(lambda data, signals: not signals["stop"][0])
         feed = dataclasses.replace(feed, steps_per_pass=infeed.count_batches(stream))
-    return feed
+    return dataclasses.replace(feed, mode=request.mode, layout=request.layout)
 
 
 def _build(

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import errors
+from tpufit.config import Layout, Mode
 from tpufit.data import array_rows, padding
 from tpufit.data import checks as validation
 
@@ -57,6 +58,10 @@ class Infeed:
         dataset_fn: Builds one input pipeline's per-replica batches (an
             `input_fn`), for `distribute_datasets_from_function`; else `None`.
         rows: Real rows in one pass, when known (arrays).
+        mode: The run's mode the stream was built for.
+        layout: How its partial last batch is laid out.
+        pipeline_errors: What its Python sources raised inside `tf.data`
+            (appended while the stream is read), for the run to re-raise.
     """
 
     dataset: tf.data.Dataset
@@ -66,6 +71,20 @@ class Infeed:
     probe: tf.data.Dataset | None = None
     dataset_fn: Any = None
     rows: int | None = None
+    mode: Mode = Mode.TRAIN
+    layout: Layout = Layout.PADDED
+    pipeline_errors: list = dataclasses.field(default_factory=list)
+
+    def skipping(self, batches: int, tail_batches: int) -> Infeed:
+        """This infeed with its first `batches` batches and `tail_batches` tail batches skipped.
+
+        A resumed `fit` skips what it already trained. An `input_fn`'s own
+        per-pipeline datasets (`dataset_fn`) are not skipped: they start over.
+        """
+        if not (batches or tail_batches):
+            return self
+        tail = self.tail.skip(tail_batches) if self.tail is not None and tail_batches else self.tail
+        return dataclasses.replace(self, dataset=self.dataset.skip(batches), tail=tail)
 
 
 def _to_tensor_ready(value):

@@ -28,7 +28,6 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import _keras_shim, errors
-from tpufit.run import failures
 
 PEEKED_BATCHES = 2  # As Keras's adapters read ahead to learn the element spec.
 
@@ -98,6 +97,7 @@ class BatchChecker:
         self._first = first
         self._source = source
         self._signature = _signature(first)
+        self.raised: list[errors.TPUFitError] = []  # What it raised, read back by the run.
 
     def check(self, batch: Any, index: int) -> Any:
         """Returns the standardized `batch`, or raises an error showing both batches."""
@@ -130,7 +130,9 @@ class BatchChecker:
 
     def _error(self, *args: Any, **kwargs: Any) -> errors.InvalidArgumentError:
         # Raised inside `tf.data` for later batches: remembered, to come out unwrapped.
-        return failures.raised_in_pipeline(errors.invalid_argument(*args, **kwargs))
+        error = errors.invalid_argument(*args, **kwargs)
+        self.raised.append(error)
+        return error
 
     def output_signature(self) -> Any:
         """The `tf.TensorSpec`s of the batches, the number of rows left open."""
@@ -181,14 +183,12 @@ class GeneratorSource:
                 count += 1
                 yield batch
             if endless:
-                raise failures.raised_in_pipeline(
-                    errors.invalid_argument(
-                        "steps_per_epoch",
-                        "a number of steps",
-                        "a generator that yields at least steps_per_epoch * epochs batches "
-                        "(make it endless), or no steps_per_epoch to run each epoch to its end",
-                        what=f"The generator ran out of data after {count} batches",
-                    )
+                raise self.checker._error(
+                    "steps_per_epoch",
+                    "a number of steps",
+                    "a generator that yields at least steps_per_epoch * epochs batches "
+                    "(make it endless), or no steps_per_epoch to run each epoch to its end",
+                    what=f"The generator ran out of data after {count} batches",
                 )
 
         dataset = tf.data.Dataset.from_generator(

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,8 @@ class LoopResult:
         stopped: Whether the loop read a stop batch.
         input_seconds: Time the loop's steps spent getting their batches.
         compute_seconds: Time the loop's steps ran.
+        traced: Whether this loop traced (and so compiled) the program: its
+            time is no measure of its steps.
     """
 
     outfeed: Any
@@ -59,6 +61,7 @@ class LoopResult:
     stopped: bool
     input_seconds: float = 0.0
     compute_seconds: float = 0.0
+    traced: bool = False
 
 
 def _spec_key(element_spec) -> str:
@@ -83,10 +86,10 @@ class LoopProgram:
             creates lazily (a custom step's optimizer slots) exist before the
             loop is traced: created inside the traced loop, they fail under
             `MirroredStrategy`.
-        step_counter: An int64 variable the program adds its steps to, on
-            the device, in the same call that runs them (the global step): a
-            loop that completed is always counted, even if the host is
-            interrupted right after it.
+        step_counters: int64 variables the program adds its steps to, on the
+            device, in the same call that runs them (the global step, the
+            step in the epoch): a loop that completed is always counted, even
+            if the host is interrupted right after it.
         measure_jit: For `jit_compile="auto"`, time XLA against the plain
             step in the first loops (see `jit_choice.JitChoice`).
     """
@@ -101,13 +104,13 @@ class LoopProgram:
         jit_compile: bool | str,
         name: str,
         first_step_eagerly: bool = False,
-        step_counter: tf.Variable | None = None,
+        step_counters: Sequence[tf.Variable] = (),
         measure_jit: bool = True,
     ) -> None:
         if first_step_eagerly and stops:
             raise ValueError("first_step_eagerly is for training programs, which never stop")
         self._eager_first = first_step_eagerly
-        self._counter = step_counter
+        self._counters = tuple(step_counters)
         self._strategy = strategy
         self._replica_step = replica_step
         self._reduce = reduce
@@ -196,8 +199,8 @@ class LoopProgram:
         return stacked, latest, steps, stopped, waited, computed
 
     def _count(self, steps) -> None:
-        if self._counter is not None:
-            self._counter.assign_add(tf.cast(steps, tf.int64))
+        for counter in self._counters:
+            counter.assign_add(tf.cast(steps, tf.int64))
 
     def run(self, iterator, num_steps: int) -> LoopResult:
         """Runs one loop of up to `num_steps` steps and returns its outfeed.
@@ -226,6 +229,7 @@ class LoopProgram:
                 False,
                 first.input_seconds + rest.input_seconds,
                 first.compute_seconds + rest.compute_seconds,
+                traced=True,
             )
         if iterator is not self._prepared_iterator():
             # Once per iterator, not per loop: the spec's key is built from its repr.
@@ -233,6 +237,7 @@ class LoopProgram:
             self._prepare(iterator.element_spec)
             self._prepared_iterator = weakref.ref(iterator)
         use_xla = self._jit.use_xla()
+        traces = self.traces
         outfeed, latest, steps, stopped, waited, computed = self._loop_fn(
             iterator, tf.constant(num_steps, tf.int32), tf.constant(use_xla)
         )
@@ -240,7 +245,15 @@ class LoopProgram:
         self._jit.record(use_xla, steps, float(computed))
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
         latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
-        return LoopResult(outfeed, latest, steps, bool(stopped), float(waited), float(computed))
+        return LoopResult(
+            outfeed,
+            latest,
+            steps,
+            bool(stopped),
+            float(waited),
+            float(computed),
+            traced=self.traces != traces,
+        )
 
     def _run_one_step_eagerly(self, iterator) -> LoopResult:
         start = time.perf_counter()
@@ -251,7 +264,7 @@ class LoopProgram:
         outfeed = tf.nest.map_structure(lambda t: _numpy(t)[None], per_step)
         latest = tf.nest.map_structure(_numpy, latest)
         done = time.perf_counter()
-        return LoopResult(outfeed, latest, 1, False, ready - start, done - ready)
+        return LoopResult(outfeed, latest, 1, False, ready - start, done - ready, traced=True)
 
 
 def _tensors(*values) -> list:

@@ -11,13 +11,14 @@ user's model's weights in step with the clone.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 from tpufit import cluster
+from tpufit.config import Layout, Mode
 from tpufit.data import infeed, sharding
 from tpufit.device import programs
 from tpufit.device import steps as step_fns
@@ -30,19 +31,19 @@ class Replicas:
     Args:
         model: The user's Keras model.
         strategy: The `tf.distribute` strategy of every run.
-        global_step: The int64 variable training programs add their steps to.
+        step_counters: The int64 variables training programs add their steps to.
     """
 
     def __init__(
         self,
         model: keras.Model,
         strategy: tf.distribute.Strategy,
-        global_step: tf.Variable | None = None,
+        step_counters: Sequence[tf.Variable] = (),
     ) -> None:
         self.user_model = model
         self.strategy = strategy
         self.replica_model = place_model(model, strategy)
-        self.global_step = global_step
+        self.step_counters = tuple(step_counters)
         self.compiled = False
         # jit_compile="auto" times XLA against the plain step in training's first loops;
         # a model_dir's runs must replay exactly, so there it takes XLA wherever it compiles.
@@ -62,7 +63,7 @@ class Replicas:
         """How many times each mode's loop program was traced."""
         counts: dict[str, int] = {}
         for (mode, *_), program in self._programs.items():
-            counts[mode] = counts.get(mode, 0) + program.traces
+            counts[str(mode)] = counts.get(str(mode), 0) + program.traces
         return counts
 
     def compile(self, args: tuple, kwargs: dict) -> None:
@@ -90,15 +91,18 @@ class Replicas:
         self._programs.clear()
         self._metrics_built = False
 
-    def uses_keras_steps(self, mode: str) -> bool:
-        """Whether `mode` runs tpufit's padded copy of Keras's step (see `steps.py`)."""
-        return step_fns.uses_keras_steps(self.replica_model, mode)
+    def layout_for(self, mode: Mode) -> Layout:
+        """The layout of `mode`'s batches: padded wherever the step can mask padding rows."""
+        if mode == Mode.PREDICT or step_fns.uses_keras_steps(self.replica_model, mode):
+            return Layout.PADDED
+        return Layout.TRUE_SIZE
 
     def program(
-        self, mode: str, padded: bool, jit_compile: bool | str, host_calls: dict | None = None
+        self, mode: Mode, layout: Layout, jit_compile: bool | str, host_calls: dict | None = None
     ) -> programs.LoopProgram:
-        """Returns the loop program of `mode`, built once per padding and `host_call` set."""
+        """Returns the loop program of `mode`, built once per layout and `host_call` set."""
         host_calls = host_calls or {}
+        padded = layout is Layout.PADDED
         key = (mode, padded, tuple(host_calls.items()))
         if key not in self._programs:
             step, reduce = step_fns.replica_step_for(self.replica_model, mode, padded, host_calls)
@@ -111,7 +115,7 @@ class Replicas:
                 jit_compile=jit_compile,
                 name=mode,
                 first_step_eagerly=mode == "train" and not padded,
-                step_counter=self.global_step if mode == "train" else None,
+                step_counters=self.step_counters if mode == "train" else (),
                 measure_jit=mode == "train" and self.measure_jit,
             )
         return self._programs[key]

@@ -23,23 +23,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tpufit import errors
+from tpufit.config import Mode
 from tpufit.device.steps import StepTensors
 
-MODES = ("train", "eval", "predict")
+if TYPE_CHECKING:
+    from tpufit.model import TPUModel
 
 
 class Run:
     """One `fit`, `evaluate` or `predict` call, as hooks see it.
 
     Attributes:
-        mode: "train", "eval" or "predict".
-        model: The `tpufit.TPUModel` running.
+        mode: `Mode.TRAIN`, `Mode.EVAL` or `Mode.PREDICT` (equal to "train",
+            "eval", "predict").
+        tpu_model: The `tpufit.TPUModel` running.
         epochs: The epoch to stop before (`fit`'s `epochs`; 1 otherwise).
         initial_epoch: The first epoch to run. A hook may raise it in
             `after_create_session` to resume (as `BackupAndRestore` does).
@@ -52,9 +56,10 @@ class Run:
 
     def __init__(
         self,
-        mode: str,
-        model: Any,
+        mode: Mode | str,
+        tpu_model: TPUModel,
         *,
+        progress: Any,
         epochs: int = 1,
         initial_epoch: int = 0,
         steps_per_epoch: int | None = None,
@@ -62,10 +67,9 @@ class Run:
         parent: Run | None = None,
         external_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.mode = mode
-        self.model = model
+        self.mode = Mode(mode)
+        self.tpu_model = tpu_model
+        self.progress = progress
         self.epochs = epochs
         self.initial_epoch = initial_epoch
         self.steps_per_epoch = steps_per_epoch
@@ -73,22 +77,28 @@ class Run:
         self.parent = parent
         self.logs: dict[str, Any] = {}
         self.error: BaseException | None = None
-        self._global_step: int | None = None
         self._stop = False
         self._external_stop = external_stop
 
     @property
+    def model(self) -> TPUModel:
+        """The `tpufit.TPUModel` running: the same as `tpu_model` (the name hooks used first)."""
+        return self.tpu_model
+
+    @property
+    def strategy(self) -> tf.distribute.Strategy:
+        """The `tf.distribute` strategy the run's programs run under."""
+        return self.tpu_model.strategy
+
+    @property
     def global_step(self) -> int:
-        """Steps trained so far (the model's, updated after every training loop)."""
-        if self._global_step is None:
-            # Read from the device once per run; the host adds each loop's steps.
-            self._global_step = int(self.model.global_step)
-        return self._global_step
+        """Steps trained so far, counted after every training loop."""
+        return self.progress.values()["global_step"]
 
     def count_steps(self, steps: int) -> None:
-        """Adds a finished training loop's steps to `global_step` (called by the runner)."""
-        if self.mode == "train":
-            self._global_step = self.global_step + steps
+        """Counts a finished loop's steps: in training, they advance the progress."""
+        if self.mode is Mode.TRAIN:
+            self.progress.training_loop_ran(steps, self.steps_per_epoch)
 
     @property
     def stop_requested(self) -> bool:
@@ -120,14 +130,19 @@ class RunContext:
         self.steps = steps
 
     @property
-    def mode(self) -> str:
-        """The run's mode: "train", "eval" or "predict"."""
+    def mode(self) -> Mode:
+        """The run's mode: `Mode.TRAIN`, `Mode.EVAL` or `Mode.PREDICT`."""
         return self.run.mode
 
     @property
-    def model(self) -> Any:
+    def tpu_model(self) -> TPUModel:
         """The `tpufit.TPUModel` running."""
-        return self.run.model
+        return self.run.tpu_model
+
+    @property
+    def model(self) -> TPUModel:
+        """The `tpufit.TPUModel` running: the same as `tpu_model`."""
+        return self.run.tpu_model
 
     @property
     def last_step(self) -> int:
@@ -238,7 +253,7 @@ class HookList:
     def host_calls(self, mode: str) -> dict[str, Callable[[StepTensors], Any]]:
         """Returns every hook's `host_call` functions for `mode`, checking names are unique."""
         calls: dict[str, Callable] = {}
-        if mode == "predict":
+        if mode == Mode.PREDICT:
             return calls
         for hook in self.hooks:
             for name, fn in hook.host_call(mode).items():

@@ -26,7 +26,6 @@ import glob
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,39 +33,9 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import cluster
-from tpufit.hooks.base import Hook, Run, RunContext, RunValues, first_non_finite
 
+# The fields of a `tpufit.run.progress.Progress`, stored as `state/<name>`.
 STATE_FIELDS = ("global_step", "epoch", "step_in_epoch", "data_seed")
-
-
-class TrainingState(tf.Module):
-    """What a checkpoint records beside the variables: where training is.
-
-    Attributes:
-        global_step: Steps trained so far; the training loop program adds
-            each loop's steps on the device, so it always matches the weights.
-        epoch: The epoch the next step belongs to.
-        step_in_epoch: Steps of `epoch` already trained.
-        data_seed: The shuffle seed of the fit that trained, or -1.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(name="tpufit_state")
-        with tf.init_scope():
-            for name in STATE_FIELDS:
-                initial = -1 if name == "data_seed" else 0
-                setattr(
-                    self, name, tf.Variable(initial, dtype=tf.int64, trainable=False, name=name)
-                )
-
-    def values(self) -> dict[str, int]:
-        """Returns every field as a Python int."""
-        return {name: int(getattr(self, name).numpy()) for name in STATE_FIELDS}
-
-    def set_position(self, epoch: int, step_in_epoch: int) -> None:
-        """Records where the next step of training starts."""
-        self.epoch.assign(epoch)
-        self.step_in_epoch.assign(step_in_epoch)
 
 
 def key(*path: Any) -> str:
@@ -155,7 +124,7 @@ class Reader:
             variable.assign(value)
 
     def state(self) -> dict[str, int] | None:
-        """Returns the stored `TrainingState` fields, or `None` if this is no tpufit checkpoint."""
+        """Returns the stored `Progress` fields, or `None` if this is no tpufit checkpoint."""
         if key("state", "global_step") not in self.shapes:
             return None
         return {
@@ -176,7 +145,7 @@ class Saver:
         directory: The `model_dir`.
         groups: Returns the variable lists to save: `weights`, `rng`,
             `optimizers` (a list of lists).
-        state: The `TrainingState` saved beside them.
+        state: The `Progress` saved beside them (a `tf.Module` of `STATE_FIELDS`).
         strategy: The run's `tf.distribute` strategy.
         max_to_keep: Checkpoints kept (`None` or 0 keeps all).
         keep_every_n_hours: Keep one checkpoint for good per this many hours.
@@ -186,7 +155,7 @@ class Saver:
         self,
         directory: str,
         groups: Callable[[], dict[str, list]],
-        state: TrainingState,
+        state: tf.Module,
         strategy: tf.distribute.Strategy,
         *,
         max_to_keep: int | None,
@@ -241,106 +210,3 @@ class Saver:
             path = None
         self.last_saved_step = step
         return path
-
-
-class CheckpointHook(Hook):
-    """Writes checkpoints during `fit`, at loop boundaries, and at its end (TPUEstimator's saver).
-
-    A checkpoint is written after the first loop that ends at least
-    `every_steps` steps or `every_secs` seconds after the last one, and when
-    the run ends without an error. Nothing is written once a loop had a
-    non-finite loss (the last good checkpoint stays the latest), nor at the
-    end of a run that an exception or `KeyboardInterrupt` ended: the last
-    checkpoint written at a loop boundary stays the latest.
-
-    It also keeps the run's position (epoch, step in the epoch) in the
-    `TrainingState`, so that a restarted run resumes at the right batch.
-
-    Args:
-        saver: Writes the checkpoints.
-        state: The training state.
-        every_steps: The step cadence, or `None`.
-        every_secs: The time cadence, or `None`.
-    """
-
-    def __init__(
-        self,
-        saver: Saver,
-        state: TrainingState,
-        *,
-        every_steps: int | None,
-        every_secs: float | None,
-    ) -> None:
-        self.saver = saver
-        self._state = state
-        self._every_steps = every_steps
-        self._every_secs = every_secs
-        self._last_save_time = 0.0
-        self._last_save_step = 0
-        self._loop_start: tuple[int, int, int] | None = None
-        self.non_finite = False
-
-    def begin(self, run: Run) -> None:  # noqa: D102 - see Hook.
-        self.saver.reset()
-        self._last_save_time = time.monotonic()
-        self._last_save_step = run.global_step
-
-    def before_run(self, ctx: RunContext) -> None:  # noqa: D102
-        if ctx.mode == "train":
-            self._loop_start = (ctx.epoch, ctx.first_step, ctx.global_step)
-
-    def after_run(self, ctx: RunContext, values: RunValues) -> None:  # noqa: D102
-        if ctx.mode != "train" or self.non_finite:
-            return
-        if not _finite(values):
-            self.non_finite = True  # These weights must never replace a good checkpoint.
-            return
-        self._set_position(ctx.run, ctx.epoch, ctx.first_step + ctx.steps)
-        step = ctx.global_step + ctx.steps
-        due_steps = (
-            self._every_steps is not None and step - self._last_save_step >= self._every_steps
-        )
-        due_secs = (
-            self._every_secs is not None
-            and time.monotonic() - self._last_save_time >= self._every_secs
-        )
-        if due_steps or due_secs:
-            self._save(step)
-
-    def end(self, run: Run) -> None:  # noqa: D102
-        if run.mode != "train":
-            return
-        if run.error is None:
-            if not self.non_finite:
-                self._save(run.global_step)
-            return
-        if self._loop_start is not None and not self.non_finite:
-            # An interrupt during a device loop: the loop completed (it always does) and
-            # counted its steps, but after_run never ran; keep the position in step with them.
-            epoch, first, global_step = self._loop_start
-            done = run.global_step - global_step
-            position = self._state.values()
-            if done > 0 and (position["epoch"], position["step_in_epoch"]) == (epoch, first):
-                self._set_position(run, epoch, first + done)
-
-    def _set_position(self, run: Run, epoch: int, step_in_epoch: int) -> None:
-        if run.steps_per_epoch is not None and step_in_epoch >= run.steps_per_epoch:
-            epoch, step_in_epoch = epoch + 1, 0
-        self._state.set_position(epoch, step_in_epoch)
-
-    def _save(self, step: int) -> None:
-        self.saver.save()
-        self._last_save_step = step
-        self._last_save_time = time.monotonic()
-
-
-def _finite(values: RunValues) -> bool:
-    """Whether a training loop's losses were finite: every step's, else the logged ones.
-
-    A model's own train step may log no `loss` (a GAN logs `d_loss` and
-    `g_loss`); then every logged value named like a loss is checked.
-    """
-    if "loss" in values.logs:
-        return first_non_finite(values.outfeed["loss"]) is None
-    losses = [value for name, value in values.logs.items() if "loss" in name]
-    return first_non_finite(np.asarray(losses, dtype=np.float64).ravel()) is None

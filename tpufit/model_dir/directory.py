@@ -14,42 +14,16 @@ from __future__ import annotations
 import os
 import stat
 import warnings
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 
 from tpufit import errors
 from tpufit.config import RunConfig
+from tpufit.device.replicas import Replicas
 from tpufit.hooks import NanGuardHook
 from tpufit.model_dir import checkpoint, warm_start
-
-
-class Start(NamedTuple):
-    """Where a `fit` starts, and where it ends.
-
-    Attributes:
-        position: `(epoch, step in that epoch)` of its first step.
-        skip: `(batches, tail batches)` its infeed skips to get there.
-        epochs: The epoch it stops before (with `max_steps`: the epoch in
-            which the global step reaches it, plus one).
-    """
-
-    position: tuple[int, int]
-    skip: tuple[int, int]
-    epochs: int
-
-
-def epochs_until(max_steps: int, global_step: int, start: tuple[int, int], epoch_steps: int) -> int:
-    """Returns the `epochs` that a run from `start` needs to reach global step `max_steps`.
-
-    Example:
-        >>> epochs_until(25, 0, (0, 0), 10)   # epochs 0, 1 and half of 2
-        3
-    """
-    epoch, step = start
-    remaining = max(max_steps - global_step, 0) - (epoch_steps - step)
-    return epoch + 1 + max(0, -(-remaining // epoch_steps))
+from tpufit.model_dir.saving_hook import CheckpointHook
 
 
 def check_model_dir(path: Any) -> str:
@@ -111,14 +85,14 @@ class ModelDir:
 
     Args:
         config: The model's `RunConfig`.
-        state: The model's `TrainingState`.
+        progress: The model's `tpufit.run.progress.Progress` (saved and restored with the weights).
         replicas: The model as the strategy runs it.
     """
 
-    def __init__(self, config: RunConfig, state: checkpoint.TrainingState, replicas) -> None:
+    def __init__(self, config: RunConfig, progress: Any, replicas: Replicas) -> None:
         self.path = None if config.model_dir is None else check_model_dir(config.model_dir)
         self._config = config
-        self._state = state
+        self._progress = progress
         self._replicas = replicas
         self.restored_from = checkpoint.latest(self.path) if self.path else None
         self._reader: checkpoint.Reader | None = None
@@ -129,7 +103,7 @@ class ModelDir:
             self._saver = checkpoint.Saver(
                 self.path,
                 lambda: model_groups(replicas.replica_model, replicas.optimizers),
-                state,
+                progress,
                 replicas.strategy,
                 max_to_keep=config.keep_checkpoint_max,
                 keep_every_n_hours=config.keep_checkpoint_every_n_hours,
@@ -160,9 +134,7 @@ class ModelDir:
         changed = False
         if "state" in self._pending:
             self._pending.discard("state")
-            state = self._reader.state()
-            for name, value in state.items():
-                getattr(self._state, name).assign(value)
+            self._progress.assign(self._reader.state())
         if "weights" in self._pending and model.built:
             groups = model_groups(model, [])
             problem = self._reader.mismatch(("weights",), groups["weights"])
@@ -217,61 +189,6 @@ class ModelDir:
             )
         self._pending.discard("optimizers")
 
-    def start(
-        self,
-        initial_epoch: int,
-        epochs: int,
-        epoch_steps: int,
-        use_tail: bool,
-        max_steps: int | None = None,
-    ) -> Start:
-        """Returns where a `fit` from `initial_epoch` starts, and the batches to skip there.
-
-        With a `model_dir`, training continues where the state says it is (a
-        restored checkpoint, or this model's earlier `fit`), unless
-        `initial_epoch` is later. The infeed then skips what a `fit` from
-        `initial_epoch` would have read by then: the epochs' batches (and
-        tail batches) and the steps already trained in the current epoch.
-        Warns when that is already past `epochs` (without `max_steps`, which
-        sets the epochs itself).
-        """
-        epoch, step = initial_epoch, 0
-        if self.path is not None:
-            position = self._state.values()
-            epoch, step = position["epoch"], position["step_in_epoch"]
-            if step >= epoch_steps:
-                epoch, step = epoch + 1, 0
-            if (epoch, step) <= (initial_epoch, 0):
-                epoch, step = initial_epoch, 0
-            if max_steps is None and epoch >= epochs:
-                warnings.warn(
-                    f"tpufit: model_dir {self.path} is already at epoch {epoch} (global step "
-                    f"{position['global_step']}), so fit(epochs={epochs}) trains no further. "
-                    "Epochs count across the runs of a model_dir: raise `epochs` to train more.",
-                    stacklevel=3,
-                )
-        if max_steps is not None:
-            epochs = epochs_until(
-                max_steps, self._state.values()["global_step"], (epoch, step), epoch_steps
-            )
-        passed = epoch - initial_epoch
-        return Start((epoch, step), (passed * (epoch_steps - use_tail) + step, passed), epochs)
-
-    def shuffle_seed(self, draw: Callable[[], int]) -> int:
-        """Returns the shuffle seed of a `fit` without `RunConfig.seed`.
-
-        A `model_dir` keeps the first one it drew in its checkpoints, so a
-        resumed run shuffles as the interrupted one did; without a
-        `model_dir`, every `fit` draws anew.
-        """
-        if self.path is None:
-            return draw()
-        stored = self._state.values()["data_seed"]
-        if stored < 0:
-            stored = draw()
-            self._state.data_seed.assign(stored)
-        return stored
-
     def fit_hooks(self, hooks: list | None) -> list:
         """Returns the hooks a `model_dir` adds to a `fit`: a NaN guard and the checkpoint saver.
 
@@ -281,9 +198,8 @@ class ModelDir:
         """
         if self._saver is None:
             return []
-        saver = checkpoint.CheckpointHook(
+        saver = CheckpointHook(
             self._saver,
-            self._state,
             every_steps=self._config.save_checkpoints_steps,
             every_secs=self._config.save_checkpoints_secs,
         )

@@ -4,7 +4,8 @@ Two kinds reach the host as a TensorFlow `OpError` from inside a device loop:
 
 - a `tpufit` error raised while the infeed reads a Python source (a generator
   that changes what it yields, or runs out before `steps_per_epoch`):
-  `tf.data` wraps it, and it is re-raised as it was;
+  `tf.data` wraps it, and it is re-raised as it was (the infeed keeps what
+  its sources raised, for this run only);
 - a collective that failed because another worker of a
   `MultiWorkerMirroredStrategy` died or stopped answering: re-raised as
   `WorkerLostError` naming that worker (task and address from the cluster).
@@ -12,16 +13,14 @@ Two kinds reach the host as a TensorFlow `OpError` from inside a device loop:
 
 from __future__ import annotations
 
-import collections
-import functools
-from collections.abc import Callable
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tensorflow as tf
 
 from tpufit import cluster, errors
 
-_PENDING: collections.deque = collections.deque(maxlen=8)
 _PEER_FAILURES = (
     tf.errors.UnavailableError,
     tf.errors.DeadlineExceededError,
@@ -32,17 +31,12 @@ _PEER_FAILURES = (
 )
 
 
-def raised_in_pipeline(error: errors.TPUFitError) -> errors.TPUFitError:
-    """Remembers an error raised inside `tf.data`, to re-raise it unwrapped; returns it."""
-    _PENDING.append(error)
-    return error
-
-
-def _pipeline_error(error: tf.errors.OpError) -> errors.TPUFitError | None:
-    for pending in reversed(_PENDING):
-        if str(pending).splitlines()[0] in error.message:
-            _PENDING.clear()
-            return pending
+def pipeline_error(error: tf.errors.OpError, feeds: Sequence[Any]) -> errors.TPUFitError | None:
+    """Returns the tpufit error that one of `feeds`' Python sources raised as `error`."""
+    for feed in feeds:
+        for raised in reversed(feed.pipeline_errors):
+            if str(raised).splitlines()[0] in error.message:
+                return raised
     return None
 
 
@@ -65,17 +59,22 @@ def worker_lost(
     )
 
 
-def translated(method: Callable) -> Callable:
-    """Decorates a `TPUModel` method so that these TensorFlow errors come out as tpufit's."""
+@contextlib.contextmanager
+def translating(
+    strategy: tf.distribute.Strategy, during: str, feeds: Sequence[Any] = ()
+) -> Iterator[None]:
+    """Re-raises, inside the block, these TensorFlow errors as tpufit's.
 
-    @functools.wraps(method)
-    def wrapper(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except tf.errors.OpError as error:
-            clearer = _pipeline_error(error) or worker_lost(error, self.strategy, method.__name__)
-            if clearer is None:
-                raise
-            raise clearer from error
-
-    return wrapper
+    Args:
+        strategy: The run's strategy (a lost worker is named from its cluster).
+        during: The run's method, for the message ("fit", "evaluate", "predict").
+        feeds: The run's infeeds, whose `pipeline_errors` hold what their
+            Python sources raised inside `tf.data`.
+    """
+    try:
+        yield
+    except tf.errors.OpError as error:
+        clearer = pipeline_error(error, feeds) or worker_lost(error, strategy, during)
+        if clearer is None:
+            raise
+        raise clearer from error

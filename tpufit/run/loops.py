@@ -1,8 +1,8 @@
-"""The three loops of a run — fit, evaluation, prediction — with their hook events.
+"""The three loops of a run — fit, evaluation, prediction — each a plain `for` calling the hooks.
 
 Each takes a `Run`, its `HookList` and a `Plan` (the program, the infeed
-iterators, the step budget; the model's state is already built and restored)
-and drives `runner.run_loops` epoch by epoch,
+iterators, the steps of an epoch; the model's state is already built and
+restored) and walks the epochs and, through an `EpochIterator`, their loops,
 calling the hooks at the points `tpufit.hooks.base` lists. `begin` and `end`
 wrap everything, so `end` runs even when a loop raises.
 """
@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 
 from tpufit.data import padding
 from tpufit.device import programs
-from tpufit.hooks.base import HookList, Run, RunValues
+from tpufit.hooks.base import HookList, Run, RunContext, RunValues
 from tpufit.run import logs as logs_module
-from tpufit.run import runner
+from tpufit.run.epochs import EpochIterator
+from tpufit.run.loop_length import CappedLoopLength, LoopLength
+from tpufit.run.stats import RunStats
 
 
 @dataclasses.dataclass
@@ -29,41 +31,71 @@ class Plan:
     Attributes:
         program: The mode's device program.
         iterator: Iterator over the distributed infeed.
-        total_steps: Steps to take from `iterator` per epoch, or `None` to
+        epoch_steps: Steps of one epoch taken from `iterator`, or `None` to
             run until the stopping signal.
-        iterations_per_loop: How long each loop is (`loop_length.LoopLength`).
-        tail: Iterator over the unpadded last batch, run as one more step of
-            every epoch (a model's own step), or `None`.
-        resumed: `(epoch, steps)`: that epoch already trained its first
-            `steps` steps (a run resumed from a checkpoint), so it starts at
-            step `steps`; the iterators are already past those batches.
-        stats: Collects every loop's timing (`run_stats.RunStats`), or `None`.
+        loop_length: How long each loop is.
+        tail: Iterator over the partial last batch at its true size, run as
+            one more one-step loop of every epoch, or `None`.
+        stats: Collects every loop's timing, or `None`.
     """
 
     program: programs.LoopProgram
     iterator: Any
-    total_steps: int | None
-    iterations_per_loop: Any
+    epoch_steps: int | None
+    loop_length: LoopLength | CappedLoopLength
     tail: Any = None
-    resumed: tuple[int, int] = (0, 0)
-    stats: Any = None
+    stats: RunStats | None = None
 
 
-def _run_epoch(run: Run, hooks: HookList, plan: Plan, epoch: int, to_values):
-    events = runner.LoopEvents(run, hooks, epoch, to_values)
-    first = plan.resumed[1] if epoch == plan.resumed[0] else 0
-    runner.run_loops(
-        plan.program,
-        plan.iterator,
-        total_steps=None if plan.total_steps is None else plan.total_steps - first,
-        iterations_per_loop=plan.iterations_per_loop,
-        before_loop=lambda done, asked: events.before_loop(first + done, asked),
-        after_loop=lambda done, result: events.after_loop(first + done, result),
-        stop_requested=events.stop_requested,
-        tail=plan.tail,
+class Validation(Protocol):
+    """Evaluates inside `fit` after the epochs it is due (`fit`'s validation data)."""
+
+    def due(self, epoch: int) -> bool:
+        """Whether `epoch` ends with a validation."""
+
+    def evaluate(self, parent: Run) -> dict[str, Any]:
+        """Evaluates exactly on the validation data; returns its logs."""
+
+
+def _run_epoch(
+    run: Run,
+    hooks: HookList,
+    plan: Plan,
+    epoch: int,
+    values_of: Callable[[programs.LoopResult], RunValues],
+    first_step: int = 0,
+) -> EpochIterator:
+    loops = EpochIterator(
+        plan.epoch_steps,
+        plan.loop_length,
+        first_step=first_step,
+        tail=plan.tail is not None,
         stats=plan.stats,
     )
-    return events
+    for loop in loops:
+        context = RunContext(run, epoch=epoch, first_step=loop.first_step, steps=loop.steps)
+        hooks.before_run(context)
+        result = plan.program.run(plan.tail if loop.tail else plan.iterator, context.steps)
+        loops.ran(result)
+        run.count_steps(result.steps)
+        if result.steps:
+            context.steps = result.steps
+            hooks.after_run(context, values_of(result))
+        if run.stop_requested:
+            loops.stop()
+    return loops
+
+
+def loss_values(result: programs.LoopResult) -> RunValues:
+    """A train/eval loop's `RunValues`: every step's loss and host_call values, the latest logs."""
+    outfeed = {name: value for name, value in result.outfeed.items() if name != "padding_rows"}
+    logs = {name: logs_module.to_python(value) for name, value in result.latest.items()}
+    return RunValues(outfeed=outfeed, logs=logs)
+
+
+def _epoch_logs(model: keras.Model, loops: EpochIterator) -> dict[str, Any]:
+    latest = loss_values(loops.last).logs if loops.last is not None else {}
+    return logs_module.final_logs(model, latest, loops.padding_rows)
 
 
 def fit_loop(
@@ -72,7 +104,8 @@ def fit_loop(
     plan: Plan,
     *,
     model: keras.Model,
-    validate: Callable[[Run, int], dict | None],
+    first_step: int = 0,
+    validation: Validation | None = None,
 ) -> None:
     """Trains epoch by epoch from `run.initial_epoch` until `run.epochs` or a stop request.
 
@@ -81,20 +114,23 @@ def fit_loop(
         hooks: Its hooks.
         plan: The training program and infeed.
         model: The Keras model on the replicas (its metrics give the logs).
-        validate: `(run, epoch) -> validation logs`, or `None` in an epoch
-            without validation.
+        first_step: The first step of the resumed epoch `run.initial_epoch`.
+        validation: Evaluates after the epochs it is due, or `None`.
     """
+    resumed_epoch = run.initial_epoch
     with hooks.running(run):
         hooks.after_create_session(run)
         for epoch in range(run.initial_epoch, run.epochs):
             if run.stop_requested:
                 break  # A hook asked before the epoch began (the step budget is spent).
+            first = first_step if epoch == resumed_epoch else 0
+            run.progress.start_epoch(epoch, first)
             model.reset_metrics()
             hooks.epoch_begin(run, epoch)
-            events = _run_epoch(run, hooks, plan, epoch, runner.loss_values)
-            logs = logs_module.final_logs(model, events.logs, events.padding_rows)
-            val_logs = validate(run, epoch)
-            if val_logs is not None:
+            loops = _run_epoch(run, hooks, plan, epoch, loss_values, first)
+            logs = _epoch_logs(model, loops)
+            if validation is not None and validation.due(epoch):
+                val_logs = validation.evaluate(run)
                 logs.update({f"val_{name}": value for name, value in val_logs.items()})
             hooks.epoch_end(run, epoch, logs)
             run.logs = logs
@@ -109,8 +145,8 @@ def evaluation_loop(run: Run, hooks: HookList, plan: Plan, *, model: keras.Model
         model.reset_metrics()
         hooks.after_create_session(run)
         hooks.epoch_begin(run, 0)
-        events = _run_epoch(run, hooks, plan, 0, runner.loss_values)
-        run.logs = logs_module.final_logs(model, events.logs, events.padding_rows)
+        loops = _run_epoch(run, hooks, plan, 0, loss_values)
+        run.logs = _epoch_logs(model, loops)
         hooks.epoch_end(run, 0, run.logs)
     return run.logs
 
@@ -123,18 +159,15 @@ def prediction_loop(run: Run, hooks: HookList, plan: Plan, num_rows: int | None)
     hooks get them as `values.outfeed["outputs"]`.
     """
     rows = padding.RowCollector(num_rows)
-    if plan.total_steps:
-        # A loop's outputs stay small next to the result: peak memory near the output's size.
-        plan.iterations_per_loop = plan.iterations_per_loop.at_most(-(-plan.total_steps // 8))
 
-    def to_values(result: programs.LoopResult) -> RunValues:
+    def values_of(result: programs.LoopResult) -> RunValues:
         real_rows = rows.add(*programs.stack_rows(result.outfeed))
         return RunValues(outfeed={"outputs": real_rows}, logs={})
 
     with hooks.running(run):
         hooks.after_create_session(run)
         hooks.epoch_begin(run, 0)
-        _run_epoch(run, hooks, plan, 0, to_values)
+        _run_epoch(run, hooks, plan, 0, values_of)
         hooks.epoch_end(run, 0, run.logs)
     return rows.result()
 
@@ -145,3 +178,4 @@ def _finalize_optimizer(model: keras.Model) -> None:
     if isinstance(optimizer, keras.optimizers.Optimizer):
         with model.distribute_strategy.scope():
             optimizer.finalize_variable_values(model.trainable_weights)
+

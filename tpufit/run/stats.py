@@ -3,7 +3,7 @@
 Built from two real measurements, no model of the hardware:
 
 - each loop's host wall time (from choosing its length to its stop check,
-  the hooks and callbacks between loops included), timed by `runner.py`;
+  the hooks and callbacks between loops included), timed by the epoch iterator (`epochs.py`);
 - inside the device program, per step (`programs.py`, `tf.timestamp`): how
   long the `get_next` of the infeed's `tf.data` iterator took to hand the
   step its batch, and how long the step ran.
@@ -84,11 +84,11 @@ class RunStats:
     compute_seconds: float = 0.0
     compile_seconds: float = 0.0
 
-    def add_loop(self, result, seconds: float, *, traced: bool = False) -> None:
-        """Adds one loop: its `LoopResult`, its host wall time, whether it traced."""
+    def add_loop(self, result, seconds: float) -> None:
+        """Adds one loop: its `LoopResult` and its host wall time."""
         self.steps += result.steps
         self.loop_sizes.append(result.steps)
-        if traced:
+        if result.traced:
             self.compile_seconds += seconds
             return
         self.seconds += seconds
