@@ -10,6 +10,7 @@ from conftest import compile_args, compiled, copy_model, tiny_data, tiny_model
 
 import tpufit
 from tpufit.hooks.base import HookList, Run, first_non_finite
+from tpufit.run.progress import Progress
 
 
 class Recorder(tpufit.Hook):
@@ -128,7 +129,7 @@ def test_a_keyboard_interrupt_ends_the_run_at_once_and_the_next_fit_works():
 
 def test_only_hooks_whose_begin_returned_get_end():
     first, failing, last = Recorder(), Recorder(fail_in="begin"), Recorder()
-    run = Run("eval", model=None)
+    run = Run("eval", tpu_model=None, progress=Progress())
     with pytest.raises(RuntimeError), HookList([first, failing, last]).running(run):
         pass  # never reached: begin fails
     assert first.events == [("begin", "eval"), ("end", "eval")]
@@ -141,10 +142,10 @@ def test_an_end_that_fails_does_not_hide_the_error_that_ended_the_run():
         def end(self, run):
             raise ValueError("end failed")
 
-    with pytest.raises(KeyError), HookList([FailingEnd()]).running(Run("eval", model=None)):
+    with pytest.raises(KeyError), HookList([FailingEnd()]).running(Run("eval", tpu_model=None, progress=Progress())):
         raise KeyError("the run failed")
     with pytest.raises(ValueError, match="end failed"), HookList([FailingEnd()]).running(
-        Run("eval", model=None)
+        Run("eval", tpu_model=None, progress=Progress())
     ):
         pass
 
@@ -242,7 +243,7 @@ def test_limit_steps_shortens_a_loop_and_rejects_zero():
     recorder = Recorder()
     compiled(iterations_per_loop=4).fit(x, y, batch_size=8, hooks=[Limit(), recorder], verbose=0)
     assert [e[3] for e in recorder.events if e[0] == "after_run"] == [3, 3, 3, 1]
-    run = Run("train", model=compiled())
+    run = Run("train", tpu_model=None, progress=Progress())
     with pytest.raises(tpufit.InvalidArgumentError, match="Received: steps=0"):
         tpufit.RunContext(run, epoch=0, first_step=0, steps=4).limit_steps(0)
 
