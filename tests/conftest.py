@@ -70,25 +70,56 @@ def tiny_model(seed: int = 0) -> keras.Model:
     )
 
 
-class Sleep(keras.layers.Layer):
-    """Passes its input through after sleeping `seconds` on the host: a known step time."""
+class VirtualClock:
+    """Seconds that pass only when a `Sleep` layer (or a test) says so.
 
-    def __init__(self, seconds: float, **kwargs):
+    Installed as the clock loops are timed by (`tpufit.run.epochs.clock`), it
+    makes loop lengths learned from step times exact, whatever the machine.
+    """
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Sleep(keras.layers.Layer):
+    """Passes its input through after `seconds` on the host: a known step time.
+
+    With a `VirtualClock`, the seconds pass on that clock instead of really.
+    """
+
+    def __init__(self, seconds: float, clock: VirtualClock | None = None, **kwargs):
         super().__init__(**kwargs)
         self.seconds = seconds
+        self.sleep = time.sleep if clock is None else clock.sleep
 
     def call(self, x):
-        token = tf.py_function(lambda: time.sleep(self.seconds) or 0.0, [], tf.float32)
+        token = tf.py_function(lambda: self.sleep(self.seconds) or 0.0, [], tf.float32)
         return x + 0.0 * tf.reshape(token, [])  # py_function outputs have no static shape
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
 
-def sleepy_model(seconds: float, seed: int = 0) -> keras.Model:
-    """`tiny_model` whose every step sleeps `seconds` first (run it with jit_compile=False)."""
+def sleepy_model(seconds: float, seed: int = 0, clock: VirtualClock | None = None) -> keras.Model:
+    """`tiny_model` whose every step takes `seconds` first (run it with jit_compile=False)."""
     tiny = tiny_model(seed)
-    return keras.Sequential([keras.Input((FEATURES,)), Sleep(seconds), *tiny.layers])
+    return keras.Sequential([keras.Input((FEATURES,)), Sleep(seconds, clock), *tiny.layers])
+
+
+@pytest.fixture
+def virtual_clock(monkeypatch) -> VirtualClock:
+    """A `VirtualClock` that times every loop of the test's runs."""
+    from tpufit.run import epochs
+
+    clock = VirtualClock()
+    monkeypatch.setattr(epochs, "clock", clock)
+    return clock
 
 
 def tiny_data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

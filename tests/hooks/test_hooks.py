@@ -142,7 +142,8 @@ def test_an_end_that_fails_does_not_hide_the_error_that_ended_the_run():
         def end(self, run):
             raise ValueError("end failed")
 
-    with pytest.raises(KeyError), HookList([FailingEnd()]).running(Run("eval", tpu_model=None, progress=Progress())):
+    run = Run("eval", tpu_model=None, progress=Progress())
+    with pytest.raises(KeyError), HookList([FailingEnd()]).running(run):
         raise KeyError("the run failed")
     with pytest.raises(ValueError, match="end failed"), HookList([FailingEnd()]).running(
         Run("eval", tpu_model=None, progress=Progress())

@@ -1,4 +1,4 @@
-"""Tests of tpufit/run_stats.py: where a run's time went, from made-up loops and from real runs."""
+"""Tests of tpufit/run/stats.py: where a run's time went, from made-up loops and from real runs."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from tpufit.device.programs import LoopResult
 from tpufit.run.stats import RunStats
 
 
-def loop(steps, input_seconds, compute_seconds):
-    return LoopResult({}, {}, steps, False, input_seconds, compute_seconds)
+def loop(steps, input_seconds, compute_seconds, traced=False):
+    return LoopResult({}, {}, steps, False, input_seconds, compute_seconds, traced=traced)
 
 
 def stats_of(*loops, from_dataset=None):
@@ -70,7 +70,7 @@ def test_input_advice_names_the_fixes_for_a_dataset_and_for_arrays():
 
 def test_loops_that_compiled_are_reported_apart():
     stats = RunStats("eval")
-    stats.add_loop(loop(1, 0.0, 0.001), 3.0, traced=True)
+    stats.add_loop(loop(1, 0.0, 0.001, traced=True), 3.0)
     stats.add_loop(loop(99, 0.0, 0.95), 1.0)
     assert stats.steps == 100 and stats.timed_steps == 99
     assert stats.compile_seconds == 3.0 and stats.seconds == 1.0
@@ -110,10 +110,11 @@ def test_fit_on_a_slow_pipeline_is_reported_input_bound_with_the_fix(capsys):
     tm.fit(slow_pipeline(x, y, 0.01), epochs=2, verbose=1)
     stats = tm.last_run_stats
     assert stats.mode == "train" and stats.steps == 60 and stats.timed_steps == 50
+    # 10 ms a batch: at least that much wall time a step, whatever the machine; the
+    # tiny step itself takes a small fraction of it, so the wait is what limits.
+    assert stats.seconds >= 0.01 * stats.timed_steps
+    assert stats.input_seconds > 2 * stats.compute_seconds
     assert stats.input_bound and stats.bound == "input"
-    assert stats.input_share > 0.5
-    # 10 ms a batch: at most 100 steps a second.
-    assert stats.steps_per_second < 105
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line == stats.summary()
     assert "Input-bound" in line and "num_parallel_calls" in line and ".prefetch(" in line
@@ -127,9 +128,11 @@ def test_fit_of_a_slow_step_on_cached_data_is_compute_bound_and_quiet_when_verbo
     tm.compile(**compile_args(), jit_compile=False)
     tm.fit(data, epochs=2, verbose=0)
     stats = tm.last_run_stats
-    assert stats.bound == "compute" and not stats.input_bound
-    assert stats.compute_share > 0.8 and stats.input_share < 0.05
+    # Each step sleeps 10 ms: that much compute whatever the machine; a cached,
+    # prefetched batch is handed over in a small fraction of it.
     assert stats.compute_seconds >= 0.01 * stats.timed_steps
+    assert stats.compute_seconds > 10 * stats.input_seconds
+    assert not stats.input_bound
     assert capsys.readouterr().out == ""
 
 
