@@ -8,6 +8,7 @@ from collections.abc import Callable
 from tqdm.auto import tqdm
 
 from tpufit import errors
+from tpufit.config import Mode
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues
 
 
@@ -55,15 +56,15 @@ class LoggingHook(Hook):
             due = self._steps >= self.every_n_steps
         else:
             due = elapsed >= self.every_n_secs
-        if not due or ctx.mode == "predict":
+        if not due or ctx.mode == Mode.PREDICT:
             return
-        step = ctx.global_step + ctx.steps if ctx.mode == "train" else ctx.last_step + 1
+        step = ctx.global_step + ctx.steps if ctx.mode == Mode.TRAIN else ctx.last_step + 1
         entries = " ".join(
             f"{name}={value:.4g}" for name, value in values.logs.items() if isinstance(value, float)
         )
         speed = self._steps / elapsed if elapsed > 0 else float("inf")
         examples = f", {speed * ctx.run.batch_size:.0f} examples/s" if ctx.run.batch_size else ""
-        label = "global step" if ctx.mode == "train" else "step"
+        label = "global step" if ctx.mode == Mode.TRAIN else "step"
         line = f"{ctx.mode}: {label} {step}: {entries} ({speed:.1f} steps/s{examples})"
         self.lines.append(line)
         self.log_fn(line)

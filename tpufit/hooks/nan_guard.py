@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tpufit.config import Mode
 from tpufit.errors import NonFiniteLossError
 from tpufit.hooks.base import Hook, RunContext, RunValues, first_non_finite
 
@@ -26,7 +27,7 @@ class NanGuardHook(Hook):
         self.bad_step: int | None = None
 
     def after_run(self, ctx: RunContext, values: RunValues) -> None:  # noqa: D102 - see Hook.
-        if ctx.mode != "train" or self.bad_step is not None or "loss" not in values.logs:
+        if ctx.mode != Mode.TRAIN or self.bad_step is not None or "loss" not in values.logs:
             return  # A model's own train step that logs no "loss" has none to check.
         losses = values.outfeed["loss"]
         index = first_non_finite(losses)

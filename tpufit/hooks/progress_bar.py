@@ -14,9 +14,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tpufit import cluster
+from tpufit.config import Mode
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues
 
-_TITLES = {"eval": "Evaluate", "predict": "Predict"}
+_TITLES = {Mode.EVAL: "Evaluate", Mode.PREDICT: "Predict"}
 
 
 def verbosity(verbose: int | str) -> int:
@@ -53,7 +54,7 @@ class ProgressHook(Hook):
 
     def begin(self, run: Run) -> None:  # noqa: D102 - see Hook.
         # One progress display per cluster: the chief's.
-        self._shown = self.verbose > 0 and cluster.is_chief(run.model.strategy)
+        self._shown = self.verbose > 0 and cluster.is_chief(run.strategy)
 
     def epoch_begin(self, run: Run, epoch: int) -> None:  # noqa: D102
         self._started = time.perf_counter()
@@ -100,6 +101,6 @@ class ProgressHook(Hook):
 
     @staticmethod
     def _title(run: Run, epoch: int) -> str:
-        if run.mode == "train":
+        if run.mode == Mode.TRAIN:
             return f"Epoch {epoch + 1}/{run.epochs}"
         return _TITLES[run.mode]

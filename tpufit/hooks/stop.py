@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tpufit import errors
+from tpufit.config import Mode
 from tpufit.errors import is_int
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues
 
@@ -40,17 +41,17 @@ class StopAtStepHook(Hook):
         self._stop_at: int | None = last_step
 
     def begin(self, run: Run) -> None:  # noqa: D102 - see Hook.
-        if run.mode == "train" and self.num_steps is not None:
+        if run.mode == Mode.TRAIN and self.num_steps is not None:
             self._stop_at = run.global_step + self.num_steps
 
     def after_create_session(self, run: Run) -> None:  # noqa: D102
-        if run.mode == "train" and run.global_step >= self._stop_at:
+        if run.mode == Mode.TRAIN and run.global_step >= self._stop_at:
             run.request_stop()
 
     def before_run(self, ctx: RunContext) -> None:  # noqa: D102
-        if ctx.mode == "train":
+        if ctx.mode == Mode.TRAIN:
             ctx.limit_steps(max(1, self._stop_at - ctx.global_step))
 
     def after_run(self, ctx: RunContext, values: RunValues) -> None:  # noqa: D102
-        if ctx.mode == "train" and ctx.global_step + ctx.steps >= self._stop_at:
+        if ctx.mode == Mode.TRAIN and ctx.global_step + ctx.steps >= self._stop_at:
             ctx.request_stop()

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import cluster
+from tpufit.config import Mode
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues
 
 
@@ -34,11 +35,11 @@ class SummaryHook(Hook):
 
     def begin(self, run: Run) -> None:  # noqa: D102 - see Hook.
         # Under a multi-worker strategy only the chief writes summaries.
-        if run.mode != "predict" and cluster.is_chief(run.model.strategy):
+        if run.mode != Mode.PREDICT and cluster.is_chief(run.strategy):
             self._writer = tf.summary.create_file_writer(os.path.join(self.logdir, run.mode))
 
     def after_run(self, ctx: RunContext, values: RunValues) -> None:  # noqa: D102
-        if self._writer is None or ctx.mode != "train":
+        if self._writer is None or ctx.mode != Mode.TRAIN:
             return
         with self._writer.as_default():
             for name, per_step in values.outfeed.items():
@@ -54,7 +55,7 @@ class SummaryHook(Hook):
     def epoch_end(self, run: Run, epoch: int, logs: dict[str, Any]) -> None:  # noqa: D102
         if self._writer is not None:
             with self._writer.as_default():
-                prefix = "epoch_" if run.mode == "train" else ""
+                prefix = "epoch_" if run.mode == Mode.TRAIN else ""
                 self._write_logs(logs, run.global_step, prefix=prefix)
 
     def end(self, run: Run) -> None:  # noqa: D102
