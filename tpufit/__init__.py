@@ -20,6 +20,7 @@ except ImportError as _error:  # pragma: no cover - exercised in a bare venv onl
     ) from _error
 
 from tpufit import hooks
+from tpufit.attach import attach, detach
 from tpufit.config import RunConfig, WarmStartSettings
 from tpufit.data.context import TPUContext
 from tpufit.errors import (
@@ -74,5 +75,7 @@ __all__ = [
     "WorkerLostError",
     "WarmStartSettings",
     "__version__",
+    "attach",
+    "detach",
     "hooks",
 ]

@@ -84,6 +84,20 @@ def loss_tracker(model: keras.Model) -> keras.metrics.Mean:
         raise RuntimeError(_UNSUPPORTED) from error
 
 
+def compile_arguments(model: keras.Model) -> dict | None:
+    """Returns the keyword arguments `model` was compiled with, or `None` if it was not.
+
+    Keras keeps them, as given, in `_compile_config` (its public
+    `get_compile_config()` serializes them, losing the objects' identity).
+    """
+    if not getattr(model, "compiled", False):
+        return None
+    config = getattr(model, "_compile_config", None)
+    if config is None:
+        raise RuntimeError(_UNSUPPORTED)
+    return dict(config.config)
+
+
 def take_initial_epoch(model: keras.Model) -> int | None:
     """Returns (and clears) the epoch a callback asked `fit` to resume from.
 

@@ -72,7 +72,8 @@ class Replicas:
         args = tuple(place_optimizer(value, self.strategy) for value in args)
         kwargs = {name: place_optimizer(value, self.strategy) for name, value in kwargs.items()}
         with self.strategy.scope():
-            self.replica_model.compile(*args, **kwargs)
+            # The class's own compile: `tpufit.attach` routes the instance's through tpufit.
+            type(self.replica_model).compile(self.replica_model, *args, **kwargs)
         given = [v for v in (*args, *kwargs.values()) if isinstance(v, keras.optimizers.Optimizer)]
         own = getattr(self.replica_model, "optimizer", None)
         self.optimizers = given + ([own] if own is not None and own not in given else [])
