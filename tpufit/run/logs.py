@@ -16,6 +16,22 @@ def to_python(value: Any) -> Any:
     return float(array) if array.ndim == 0 else array
 
 
+def pythonify(logs: dict) -> dict:
+    """Returns logs as Keras hands them to callbacks: flat, sorted, scalars as Python floats.
+
+    A nested dict (a step returning `{m.name: m.result() for m in self.metrics}`,
+    where the compiled metrics' result is itself a dict) is merged into the
+    top level, as Keras's `pythonify_logs` does.
+    """
+    flat: dict = {}
+    for name, value in sorted(logs.items()):
+        if isinstance(value, dict):
+            flat.update(pythonify(value))
+        else:
+            flat[name] = to_python(value)
+    return flat
+
+
 def final_logs(model: keras.Model, last_logs: dict, padding_rows: float) -> dict:
     """Returns a run's logs, read from the metrics across replicas when they match.
 
@@ -35,8 +51,8 @@ def final_logs(model: keras.Model, last_logs: dict, padding_rows: float) -> dict
     """
     metric_logs = model.get_metrics_result()
     if last_logs and set(last_logs) != set(metric_logs):
-        return {k: to_python(v) for k, v in last_logs.items()}
-    logs = {k: to_python(v) for k, v in metric_logs.items()}
+        return pythonify(last_logs)
+    logs = pythonify(metric_logs)
     if padding_rows:
         for tracker in _keras_shim.output_loss_trackers(model):
             if tracker.name in logs:

@@ -89,12 +89,11 @@ def _run_epoch(
 def loss_values(result: programs.LoopResult) -> RunValues:
     """A train/eval loop's `RunValues`: every step's loss and host_call values, the latest logs."""
     outfeed = {name: value for name, value in result.outfeed.items() if name != "padding_rows"}
-    logs = {name: logs_module.to_python(value) for name, value in result.latest.items()}
-    return RunValues(outfeed=outfeed, logs=logs)
+    return RunValues(outfeed=outfeed, logs=logs_module.pythonify(result.latest))
 
 
 def _epoch_logs(model: keras.Model, loops: EpochIterator) -> dict[str, Any]:
-    latest = loss_values(loops.last).logs if loops.last is not None else {}
+    latest = loops.last.latest if loops.last is not None else {}
     return logs_module.final_logs(model, latest, loops.padding_rows)
 
 
