@@ -8,7 +8,6 @@ numpy arrays from `predict`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -16,10 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import cluster, errors
+from tpufit import cluster, data, errors
 from tpufit.config import Layout, Mode, RunConfig
-from tpufit.data import adapters, infeed
 from tpufit.data import checks as validation
+from tpufit.data import infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
 from tpufit.device.strategy import resolve_strategy
@@ -153,13 +152,13 @@ class TPUModel:
             A `keras.callbacks.History` with one entry per epoch.
         """
         self._check_compiled("fit")
-        x = adapters.input_fn_as_x(x, input_fn)
+        x = data.input_fn_as_x(x, input_fn)
         validation.check_epochs(epochs, initial_epoch)
         validation.check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
         validation.check_positive_int("validation_freq", validation_freq)
         validation.check_positive_int("max_steps", max_steps, allow_none=True)
         if validation_split:
-            x, y, sample_weight, validation_data = adapters.split_for_validation(
+            x, y, sample_weight, validation_data = data.split_for_validation(
                 x, y, sample_weight, validation_split, validation_data
             )
         padded = self._replicas.uses_keras_steps("train")
@@ -178,7 +177,7 @@ class TPUModel:
         val_feed = None
         if validation_data is not None:
             val_feed = self._infeed(
-                *adapters.unpack_validation_data(
+                *data.unpack_validation_data(
                     validation_data, validation_batch_size or batch_size
                 ),
                 mode="eval",
@@ -257,7 +256,7 @@ class TPUModel:
             or a dict when `return_dict=True`.
         """
         self._check_compiled("evaluate")
-        x = adapters.input_fn_as_x(x, input_fn)
+        x = data.input_fn_as_x(x, input_fn)
         validation.check_steps(steps, x)
         padded = self._replicas.uses_keras_steps("eval")
         feed = self._infeed(
@@ -293,7 +292,7 @@ class TPUModel:
         Returns:
             Numpy arrays in the structure of the model's outputs.
         """
-        x = adapters.input_fn_as_x(x, input_fn)
+        x = data.input_fn_as_x(x, input_fn)
         validation.check_steps(steps, x)
         feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True, steps=steps)
         total_steps = steps or feed.steps_per_pass
@@ -337,7 +336,7 @@ class TPUModel:
             seed=seed,
             **options,
         )
-        return adapters.build_infeed(x, y, sample_weight, request, self.strategy)
+        return data.build_infeed(x, y, sample_weight, request, self.strategy)
 
     def _hooks(
         self, hooks, callbacks, verbose, *, epochs: int, steps: int | None, first=(), last=()
@@ -363,12 +362,8 @@ class TPUModel:
 
     def _plan(self, program, feed, total_steps, use_tail: bool, stats, start=None):
         resumed, skip = (start.position, start.skip) if start else ((0, 0), (0, 0))
-        source = feed
-        if skip[0]:
-            # Resuming mid-epoch skips the batches already trained (an input_fn's own
-            # per-pipeline datasets are not skipped: they start over).
-            source = dataclasses.replace(feed, dataset=feed.dataset.skip(skip[0]))
-        tail = self._replicas.distribute(feed.tail.skip(skip[1])) if use_tail else None
+        source = feed.skipping(*skip)  # Resuming mid-epoch skips the batches already trained.
+        tail = self._replicas.distribute(source.tail) if use_tail else None
         return loops.Plan(
             program,
             self._replicas.distribute(source),
