@@ -1,18 +1,13 @@
 """TensorFlow errors that have a clearer tpufit meaning, re-raised as that.
 
-Two kinds reach the host as a TensorFlow `OpError` from inside a device loop:
-
-- a `tpufit` error raised while the infeed reads a Python source (a generator
-  that changes what it yields, or runs out before `steps_per_epoch`):
-  `tf.data` wraps it, and it is re-raised as it was;
-- a collective that failed because another worker of a
-  `MultiWorkerMirroredStrategy` died or stopped answering: re-raised as
-  `WorkerLostError` naming that worker (task and address from the cluster).
+A collective that failed because another worker of a
+`MultiWorkerMirroredStrategy` died or stopped answering reaches the host as a
+TensorFlow `OpError` from inside a device loop: it is re-raised as
+`WorkerLostError` naming that worker (task and address from the cluster).
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +16,6 @@ import tensorflow as tf
 
 from tpufit import cluster, errors
 
-_PENDING: collections.deque = collections.deque(maxlen=8)
 _PEER_FAILURES = (
     tf.errors.UnavailableError,
     tf.errors.DeadlineExceededError,
@@ -30,20 +24,6 @@ _PEER_FAILURES = (
     tf.errors.InternalError,
     tf.errors.UnknownError,
 )
-
-
-def raised_in_pipeline(error: errors.TPUFitError) -> errors.TPUFitError:
-    """Remembers an error raised inside `tf.data`, to re-raise it unwrapped; returns it."""
-    _PENDING.append(error)
-    return error
-
-
-def _pipeline_error(error: tf.errors.OpError) -> errors.TPUFitError | None:
-    for pending in reversed(_PENDING):
-        if str(pending).splitlines()[0] in error.message:
-            _PENDING.clear()
-            return pending
-    return None
 
 
 def worker_lost(
@@ -73,7 +53,7 @@ def translated(method: Callable) -> Callable:
         try:
             return method(self, *args, **kwargs)
         except tf.errors.OpError as error:
-            clearer = _pipeline_error(error) or worker_lost(error, self.strategy, method.__name__)
+            clearer = worker_lost(error, self.strategy, method.__name__)
             if clearer is None:
                 raise
             raise clearer from error
