@@ -43,8 +43,11 @@ def main(argv=None) -> int:
     short, long, repeats = (20, 80, args.repeats) if not args.smoke else (2, 4, 1)
     skips = (1000, 10000) if not args.smoke else (10, 20)
 
+    import tensorflow as tf
+
     import tpufit
-    from tpufit import infeed
+    from tpufit import data
+    from tpufit.config import Layout, Mode
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH * PER_LOOP, MLP_SIZES[0]), dtype=np.float32)
@@ -86,9 +89,8 @@ def main(argv=None) -> int:
                 seconds[loops] = time.perf_counter() - start
             slopes[name].append(1000 * (seconds[long] - seconds[short]) / (long - short))
 
-    feed = infeed.from_user_data(
-        x, y, None, BATCH, num_replicas=1, seed=0, mode="train", padded=True, shuffle=True
-    )
+    request = data.InfeedRequest(Mode.TRAIN, Layout.PADDED, BATCH, shuffle=True, seed=0)
+    feed = data.build_infeed(x, y, None, request, tf.distribute.get_strategy())
     skip_ms = []
     for _ in range(repeats):
         seconds = {}

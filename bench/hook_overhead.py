@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     short, long, repeats = (100, 400, args.repeats) if not args.smoke else (2, 4, 1)
 
     import tpufit
-    from tpufit import infeed
+    from tpufit import data
+    from tpufit.config import Layout, Mode
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH * PER_LOOP, MLP_SIZES[0]), dtype=np.float32)
@@ -59,9 +60,8 @@ def main(argv=None) -> int:
     tm = tpufit.TPUModel(build_mlp(), iterations_per_loop=PER_LOOP)
     tm.compile(**compile_kwargs(), metrics=["accuracy"])
     tm.fit(x, y, batch_size=BATCH, verbose=0)  # traces and builds everything once
-    feed = infeed.from_user_data(
-        x, y, None, BATCH, num_replicas=1, seed=0, mode="train", padded=True, shuffle=False
-    )
+    request = data.InfeedRequest(Mode.TRAIN, Layout.PADDED, BATCH, shuffle=False, seed=0)
+    feed = data.build_infeed(x, y, None, request, tm.strategy)
     program = tm._replicas.program("train", True, tm.config.jit_compile)
     iterator = tm._replicas.distribute(feed.dataset)
     folder = tempfile.mkdtemp()

@@ -9,8 +9,6 @@ import pytest
 import tensorflow as tf
 
 from tpufit import cluster
-from tpufit.data import sharding
-from tpufit.data.infeed import from_arrays, from_dataset, pack_arrays
 from tpufit.run import failures
 
 ONE_MACHINE = tf.distribute.get_strategy()
@@ -72,14 +70,3 @@ def test_lost_tasks_are_named_with_their_address_but_never_this_one(monkeypatch)
 def test_errors_on_one_machine_are_not_called_a_lost_worker():
     error = tf.errors.UnavailableError(None, None, "/job:worker/replica:0/task:1 is gone")
     assert failures.worker_lost(error, ONE_MACHINE, "fit") is None
-
-
-def test_arrays_and_evaluated_datasets_shard_by_batch_and_training_datasets_keep_auto():
-    data = tf.data.experimental.AutoShardPolicy.DATA
-    auto = tf.data.experimental.AutoShardPolicy.AUTO
-    arrays = from_arrays(pack_arrays(*[tf.zeros([8, 2]).numpy()]), 4, endless=True, padded=True)
-    assert arrays.dataset.options().experimental_distribute.auto_shard_policy == data
-    dataset = tf.data.Dataset.range(8).batch(4)
-    for mode, policy in (("train", auto), ("eval", data), ("predict", data)):
-        feed = sharding.for_user_dataset(from_dataset(dataset, endless=False, padded=True), mode)
-        assert feed.dataset.options().experimental_distribute.auto_shard_policy == policy

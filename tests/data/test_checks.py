@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import tpufit
 from tpufit import errors
 from tpufit.data import checks as validation
+from tpufit.data import padding
 
 # --- check_keras_model ---------------------------------------------------------------
 
@@ -83,7 +84,7 @@ def test_batch_size_must_be_a_multiple_of_the_replicas(batch_size, replicas):
         return
     with pytest.raises(tpufit.InvalidArgumentError) as info:
         validation.check_batch_size(batch_size, replicas)
-    below, above = tpufit.padding.nearest_valid_batch_sizes(batch_size, replicas)
+    below, above = padding.nearest_valid_batch_sizes(batch_size, replicas)
     message = str(info.value)
     assert f"{replicas} replicas" in message
     if below == above:
@@ -184,7 +185,7 @@ def test_is_dataset():
 def test_y_or_sample_weight_with_a_dataset_is_an_error_naming_it(name):
     kwargs = {"y": None, "sample_weight": None, name: np.arange(4)}
     with pytest.raises(tpufit.InvalidArgumentError) as info:
-        validation.check_dataset_extras(**kwargs)
+        validation.check_no_extras("tf.data.Dataset", **kwargs)
     assert isinstance(info.value, ValueError)
     message = str(info.value)
     assert f"`{name}`" in message
@@ -193,7 +194,7 @@ def test_y_or_sample_weight_with_a_dataset_is_an_error_naming_it(name):
 
 
 def test_dataset_without_y_or_sample_weight_passes():
-    validation.check_dataset_extras(None, None)
+    validation.check_no_extras("tf.data.Dataset", None, None)
 
 
 # --- check_epochs --------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests of tpufit/infeed.py: arrays and datasets to static-shape batches with signals.
+"""tpufit/data/infeed.py: arrays and batched datasets to static-shape batches with signals.
 
 Rows are identified by their label column: `y = arange(rows)`, so the tests can
 tell which row of the input each batch row holds.
@@ -7,7 +7,6 @@ tell which row of the input each batch row holds.
 from __future__ import annotations
 
 import math
-from unittest import mock
 
 import keras
 import numpy as np
@@ -18,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tpufit
-from tpufit.data import array_rows, infeed
+from tpufit.config import Layout, Mode
+from tpufit.data import infeed
 
 PIPELINES = settings(max_examples=25, deadline=None)
 ROWS_AND_BATCH = dict(rows=st.integers(1, 300), batch=st.integers(1, 64))
@@ -108,7 +108,7 @@ def test_sample_weight_without_y_works_or_raises_a_tpufit_error():
     except tpufit.TPUFitError as error:
         assert "sample_weight" in str(error)
         return
-    feed = infeed.from_arrays(data, 2, endless=False, padded=True)
+    feed = infeed.from_arrays(data, 2, mode=Mode.EVAL, layout=Layout.PADDED)
     _take(feed.dataset, 1)
 
 
@@ -119,7 +119,7 @@ def test_sample_weight_without_y_works_or_raises_a_tpufit_error():
 @given(**ROWS_AND_BATCH)
 def test_padded_pass_yields_every_row_once_in_order_then_stops(rows, batch):
     data = _id_data(rows)
-    feed = infeed.from_arrays(data, batch, endless=False, padded=True)
+    feed = infeed.from_arrays(data, batch, mode=Mode.EVAL, layout=Layout.PADDED)
     steps = math.ceil(rows / batch)
     assert feed.steps_per_pass == steps
     assert feed.batch_size == batch
@@ -144,13 +144,13 @@ def test_padded_pass_yields_every_row_once_in_order_then_stops(rows, batch):
 
 
 def test_padded_pass_keeps_stopping_forever():
-    feed = infeed.from_arrays(_id_data(5), 4, endless=False, padded=True)
+    feed = infeed.from_arrays(_id_data(5), 4, mode=Mode.EVAL, layout=Layout.PADDED)
     elements = _take(feed.dataset, 12)
     assert [bool(s["stop"].all()) for _, s in elements] == [False] * 2 + [True] * 10
 
 
 def test_padded_pass_of_a_multiple_of_the_batch_has_no_padding():
-    feed = infeed.from_arrays(_id_data(12), 4, endless=False, padded=True)
+    feed = infeed.from_arrays(_id_data(12), 4, mode=Mode.EVAL, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3
     elements = _take(feed.dataset, 3)
     assert all(signals["mask"].all() for _, signals in elements)
@@ -159,7 +159,7 @@ def test_padded_pass_of_a_multiple_of_the_batch_has_no_padding():
 def test_padded_pass_batches_nested_dict_inputs():
     x, _ = tiny_data(5)
     data = infeed.pack_arrays({"a": x, "b": [x[:, :2], x[:, 2:]]}, np.arange(5))
-    feed = infeed.from_arrays(data, 4, endless=False, padded=True)
+    feed = infeed.from_arrays(data, 4, mode=Mode.EVAL, layout=Layout.PADDED)
     (first_x, first_y), _ = _take(feed.dataset, 1)[0]
     assert set(first_x) == {"a", "b"} and isinstance(first_x["b"], tuple)
     assert first_x["a"].shape == (4, FEATURES)
@@ -180,7 +180,7 @@ def _passes(feed, passes: int) -> list[list]:
 @given(**ROWS_AND_BATCH, seed=st.integers(0, 2**31 - 1))
 def test_endless_padded_stream_has_every_row_once_per_pass(rows, batch, seed):
     data = _id_data(rows)
-    feed = infeed.from_arrays(data, batch, endless=True, padded=True, shuffle_seed=seed)
+    feed = infeed.from_arrays(data, batch, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=seed)
     assert feed.steps_per_pass == math.ceil(rows / batch)
     for elements in _passes(feed, 2):
         ids = _real_ids(elements)
@@ -195,7 +195,9 @@ def test_endless_padded_stream_has_every_row_once_per_pass(rows, batch, seed):
 
 
 def test_endless_stream_reshuffles_each_pass_with_a_seed():
-    feed = infeed.from_arrays(_id_data(100), 16, endless=True, padded=True, shuffle_seed=3)
+    feed = infeed.from_arrays(
+        _id_data(100), 16, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=3
+    )
     orders = [_real_ids(elements) for elements in _passes(feed, 3)]
     for order in orders:
         np.testing.assert_array_equal(np.sort(order), np.arange(100))
@@ -206,7 +208,9 @@ def test_endless_stream_reshuffles_each_pass_with_a_seed():
 
 def test_endless_stream_order_depends_only_on_the_seed():
     def orders(seed):
-        feed = infeed.from_arrays(_id_data(50), 8, endless=True, padded=True, shuffle_seed=seed)
+        feed = infeed.from_arrays(
+            _id_data(50), 8, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=seed
+        )
         return [_real_ids(elements) for elements in _passes(feed, 2)]
 
     first, again, other = orders(11), orders(11), orders(12)
@@ -216,7 +220,7 @@ def test_endless_stream_order_depends_only_on_the_seed():
 
 
 def test_endless_stream_without_seed_keeps_input_order_every_pass():
-    feed = infeed.from_arrays(_id_data(10), 4, endless=True, padded=True)
+    feed = infeed.from_arrays(_id_data(10), 4, mode=Mode.TRAIN, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3
     for elements in _passes(feed, 3):
         np.testing.assert_array_equal(_real_ids(elements), np.arange(10))
@@ -231,8 +235,8 @@ def test_drop_remainder_yields_only_full_batches(rows, batch, seed):
     feed = infeed.from_arrays(
         _id_data(rows),
         batch,
-        endless=True,
-        padded=True,
+        mode=Mode.TRAIN,
+        layout=Layout.PADDED,
         shuffle_seed=seed,
         drop_remainder=True,
     )
@@ -253,7 +257,7 @@ def test_drop_remainder_yields_only_full_batches(rows, batch, seed):
 
 def test_unpadded_stream_gives_full_batches_and_the_remainder_as_tail():
     data = _id_data(10)
-    feed = infeed.from_arrays(data, 4, endless=True, padded=False, shuffle_seed=5)
+    feed = infeed.from_arrays(data, 4, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE, shuffle_seed=5)
     assert feed.steps_per_pass == 2
     assert feed.tail is not None
     main = _passes(feed, 3)
@@ -276,15 +280,15 @@ def test_unpadded_stream_gives_full_batches_and_the_remainder_as_tail():
     assert not np.array_equal(orders[1], orders[2])
 
 
-@pytest.mark.parametrize("endless", [True, False])
-def test_unpadded_full_batches_have_a_static_batch_dimension(endless):
-    feed = infeed.from_arrays(_id_data(10), 4, endless=endless, padded=False)
+@pytest.mark.parametrize("mode", [Mode.TRAIN, Mode.EVAL])
+def test_unpadded_full_batches_have_a_static_batch_dimension(mode):
+    feed = infeed.from_arrays(_id_data(10), 4, mode=mode, layout=Layout.TRUE_SIZE)
     for spec in tf.nest.flatten(feed.dataset.element_spec):
         assert spec.shape[0] == 4
 
 
 def test_unpadded_one_pass_gives_full_batches_then_stops_and_one_tail():
-    feed = infeed.from_arrays(_id_data(10), 4, endless=False, padded=False)
+    feed = infeed.from_arrays(_id_data(10), 4, mode=Mode.EVAL, layout=Layout.TRUE_SIZE)
     elements = _take(feed.dataset, 4)
     np.testing.assert_array_equal(_real_ids(elements[:2]), np.arange(8))
     assert [bool(s["stop"].all()) for _, s in elements] == [False, False, True, True]
@@ -294,19 +298,19 @@ def test_unpadded_one_pass_gives_full_batches_then_stops_and_one_tail():
 
 
 def test_unpadded_stream_of_a_multiple_of_the_batch_has_no_tail():
-    feed = infeed.from_arrays(_id_data(8), 4, endless=True, padded=False)
+    feed = infeed.from_arrays(_id_data(8), 4, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
     assert feed.tail is None
     assert feed.steps_per_pass == 2
     np.testing.assert_array_equal(_real_ids(_take(feed.dataset, 2)), np.arange(8))
 
 
-@pytest.mark.parametrize("endless", [True, False])
-def test_unpadded_stream_with_fewer_rows_than_the_batch_is_all_tail(endless):
+@pytest.mark.parametrize("mode", [Mode.TRAIN, Mode.EVAL])
+def test_unpadded_stream_with_fewer_rows_than_the_batch_is_all_tail(mode):
     data = _id_data(3)
-    feed = infeed.from_arrays(data, 8, endless=endless, padded=False, shuffle_seed=1)
+    feed = infeed.from_arrays(data, 8, mode=mode, layout=Layout.TRUE_SIZE, shuffle_seed=1)
     assert feed.steps_per_pass == 0
     tails = _take(feed.tail, 2)
-    assert len(tails) == (2 if endless else 1)
+    assert len(tails) == (2 if mode == Mode.TRAIN else 1)
     for (tail_x, tail_ids), signals in tails:
         np.testing.assert_array_equal(np.sort(tail_ids), np.arange(3))
         np.testing.assert_array_equal(tail_x, data[0][tail_ids])
@@ -325,7 +329,7 @@ def _id_dataset(rows: int, batch: int) -> tf.data.Dataset:
 @given(**ROWS_AND_BATCH)
 def test_dataset_with_a_partial_last_batch_is_padded_to_static_batches(rows, batch):
     x, _ = tiny_data(rows)
-    feed = infeed.from_dataset(_id_dataset(rows, batch), endless=False, padded=True)
+    feed = infeed.from_dataset(_id_dataset(rows, batch), mode=Mode.EVAL, layout=Layout.PADDED)
     steps = math.ceil(rows / batch)
     # The static size is the dataset's first batch: `batch`, or every row when
     # the only batch is the short one.
@@ -347,7 +351,9 @@ def test_dataset_with_a_partial_last_batch_is_padded_to_static_batches(rows, bat
 
 def test_dataset_shorter_than_the_given_batch_size_is_padded_to_it():
     x, _ = tiny_data(3)
-    feed = infeed.from_dataset(_id_dataset(3, 8), endless=False, padded=True, batch_size=8)
+    feed = infeed.from_dataset(
+        _id_dataset(3, 8), mode=Mode.EVAL, layout=Layout.PADDED, batch_size=8
+    )
     assert feed.batch_size == 8
     elements = _take(feed.dataset, 2)
     _check_static_batch(elements[0], 8)
@@ -359,7 +365,7 @@ def test_dataset_shorter_than_the_given_batch_size_is_padded_to_it():
 def test_dataset_with_static_batches_keeps_its_known_length():
     x, _ = tiny_data(12)
     dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(12))).batch(4, drop_remainder=True)
-    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3
     np.testing.assert_array_equal(_real_ids(_take(feed.dataset, 3)), np.arange(12))
 
@@ -367,14 +373,14 @@ def test_dataset_with_static_batches_keeps_its_known_length():
 def test_one_pass_dataset_of_known_length_with_partial_batch_reports_its_steps():
     dataset = _id_dataset(10, 4)
     assert int(dataset.cardinality()) == 3
-    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3
 
 
 def test_dataset_of_unknown_length_has_no_step_count_in_one_pass_mode():
     dataset = _id_dataset(20, 1).unbatch().filter(lambda x, i: i % 2 == 0).batch(4)
     assert int(dataset.cardinality()) == tf.data.UNKNOWN_CARDINALITY
-    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
     assert feed.steps_per_pass is None
     elements = _take(feed.dataset, 5)
     np.testing.assert_array_equal(_real_ids(elements[:3]), np.arange(0, 20, 2))
@@ -383,7 +389,7 @@ def test_dataset_of_unknown_length_has_no_step_count_in_one_pass_mode():
 
 def test_dataset_of_unknown_length_is_counted_in_endless_mode():
     dataset = _id_dataset(20, 1).unbatch().filter(lambda x, i: i % 2 == 0).batch(4)
-    feed = infeed.from_dataset(dataset, endless=True, padded=True)
+    feed = infeed.from_dataset(dataset, mode=Mode.TRAIN, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3  # 10 rows at 4: 4, 4, 2 (padded)
     elements = _take(feed.dataset, 6)
     for epoch in (elements[:3], elements[3:]):
@@ -399,7 +405,7 @@ def test_variable_size_batches_are_rebatched_to_the_static_size():
     for start, stop in sizes:
         part = tf.data.Dataset.from_tensors((x[start:stop], ids[start:stop]))
         dataset = part if dataset is None else dataset.concatenate(part)
-    feed = infeed.from_dataset(dataset, endless=False, padded=True, batch_size=4)
+    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED, batch_size=4)
     assert feed.batch_size == 4
     elements = _take(feed.dataset, 4)
     for element in elements:
@@ -413,7 +419,7 @@ def test_variable_size_batches_are_rebatched_to_the_static_size():
 def test_dataset_of_dicts_keeps_its_structure_when_padded():
     x, _ = tiny_data(5)
     dataset = tf.data.Dataset.from_tensor_slices(({"features": x}, np.arange(5))).batch(2)
-    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
     elements = _take(feed.dataset, 3)
     (last_x, last_ids), signals = elements[2]
     assert set(last_x) == {"features"}
@@ -424,7 +430,7 @@ def test_dataset_of_dicts_keeps_its_structure_when_padded():
 
 def test_unpadded_dataset_passes_batches_through_as_they_are():
     x, _ = tiny_data(10)
-    feed = infeed.from_dataset(_id_dataset(10, 4), endless=False, padded=False)
+    feed = infeed.from_dataset(_id_dataset(10, 4), mode=Mode.EVAL, layout=Layout.TRUE_SIZE)
     elements = _take(feed.dataset, 5)
     sizes = [len(ids) for (_, ids), _ in elements[:3]]
     assert sizes == [4, 4, 2]
@@ -438,7 +444,7 @@ def test_unpadded_dataset_passes_batches_through_as_they_are():
 
 
 def test_unpadded_endless_dataset_repeats_with_its_length():
-    feed = infeed.from_dataset(_id_dataset(10, 4), endless=True, padded=False)
+    feed = infeed.from_dataset(_id_dataset(10, 4), mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
     assert feed.steps_per_pass == 3
     elements = _take(feed.dataset, 6)
     assert [len(ids) for (_, ids), _ in elements] == [4, 4, 2] * 2
@@ -448,7 +454,7 @@ def test_unpadded_dataset_keeps_one_element_tuples():
     x, _ = tiny_data(6)
     dataset = tf.data.Dataset.from_tensor_slices((x,)).batch(3)
     assert isinstance(dataset.element_spec, tuple)
-    feed = infeed.from_dataset(dataset, endless=False, padded=False)
+    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.TRUE_SIZE)
     data_spec = feed.dataset.element_spec[0]
     assert isinstance(data_spec, tuple) and len(data_spec) == 1
 
@@ -477,50 +483,48 @@ def test_count_batches_counts_unknown_and_gives_none_for_endless():
 def test_a_batch_larger_than_the_first_fails_with_a_message_naming_batch_size():
     sizes = tf.data.Dataset.from_tensor_slices(np.array([2, 5], np.int64))
     dataset = sizes.map(lambda n: tf.zeros([n, 3]))
-    feed = infeed.from_dataset(dataset, endless=False, padded=True)
+    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
     assert feed.batch_size == 2
     with pytest.raises(tf.errors.InvalidArgumentError, match="batch_size="):
         _take(feed.dataset, 2)
-    recut = infeed.from_dataset(dataset, endless=False, padded=True, batch_size=4)
+    recut = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED, batch_size=4)
     elements = _take(recut.dataset, 2)
     assert [float(np.sum(signals["mask"])) for _, signals in elements] == [4.0, 3.0]
 
 
-# --- array paths: small data gathered once, larger data gathered per batch on the host ---
+# --- what an infeed carries -----------------------------------------------------------
 
 
-@PIPELINES
-@given(**ROWS_AND_BATCH, endless=st.booleans(), padded=st.booleans())
-def test_small_arrays_and_host_gathered_arrays_give_the_same_stream(rows, batch, endless, padded):
-    data = _id_data(rows)
+@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("layout", list(Layout))
+def test_an_infeed_carries_the_mode_and_layout_it_was_built_for(mode, layout):
+    arrays = infeed.from_arrays(_id_data(10), 4, mode=mode, layout=layout)
+    dataset = infeed.from_dataset(_id_dataset(10, 4), mode=mode, layout=layout)
+    for feed in (arrays, dataset):
+        assert (feed.mode, feed.layout) == (mode, layout)
+        assert feed.pipeline_errors == []
 
-    def stream(small_bytes):
-        with mock.patch.object(array_rows, "SMALL_BYTES", small_bytes):
-            feed = infeed.from_arrays(data, batch, endless=endless, padded=padded)
-        count = (feed.steps_per_pass or 0) + 2
-        tail = _take(feed.tail, 2) if feed.tail is not None else []
-        return feed, _take(feed.dataset, count) + tail
 
-    small_feed, small = stream(array_rows.SMALL_BYTES)
-    host_feed, host = stream(0)
-    assert small_feed.steps_per_pass == host_feed.steps_per_pass
-    assert small_feed.rows == host_feed.rows == rows
-    assert len(small) == len(host)
-    for a, b in zip(small, host, strict=True):
+def test_skipping_resumes_the_stream_and_the_tail_past_the_batches_already_run():
+    feed = infeed.from_arrays(_id_data(10), 4, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
+    resumed = feed.skipping(3, 1)
+    assert (resumed.batch_size, resumed.steps_per_pass) == (feed.batch_size, feed.steps_per_pass)
+    expected = _take(feed.dataset, 5)[3:]
+    for a, b in zip(_take(resumed.dataset, 2), expected, strict=True):
+        tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+    tails, resumed_tails = _take(feed.tail, 3), _take(resumed.tail, 2)
+    for a, b in zip(resumed_tails, tails[1:], strict=True):
         tf.nest.map_structure(np.testing.assert_array_equal, a, b)
 
 
-def test_row_taker_takes_numeric_rows_on_the_host_and_strings_as_tensors():
-    numbers = (np.arange(12.0).reshape(6, 2), np.arange(6))
-    rows = tf.constant([4, 0, 4], tf.int64)
-    x, y = array_rows.row_taker(numbers)(rows)
-    np.testing.assert_array_equal(x.numpy(), numbers[0][[4, 0, 4]])
-    np.testing.assert_array_equal(y.numpy(), [4, 0, 4])
-    words = np.array(["a", "b", "c"])
-    taken = array_rows.row_taker(words)(tf.constant([2, 1], tf.int64))
-    assert taken.numpy().tolist() == [b"c", b"b"]
+def test_skipping_nothing_keeps_the_streams_and_an_infeed_without_tail_has_none():
+    feed = infeed.from_arrays(_id_data(8), 4, mode=Mode.TRAIN, layout=Layout.PADDED)
+    assert feed.skipping(0, 0).dataset is feed.dataset
+    assert feed.skipping(2, 1).tail is None
 
 
-def test_only_small_arrays_count_as_small():
-    assert array_rows.small((np.zeros((10, 6)), np.zeros(10)))
-    assert not array_rows.small(np.zeros((array_rows.SMALL_BYTES // 8 + 1,)))
+def test_as_input_array_casts_floats_to_floatx_and_keeps_other_dtypes():
+    assert infeed.as_input_array([0.5, 1.5]).dtype == np.dtype(keras.config.floatx())
+    assert infeed.as_input_array(np.zeros(2, "float16")).dtype == np.float32
+    assert infeed.as_input_array(np.arange(3)).dtype == np.arange(3).dtype
+    assert infeed.as_input_array(np.array(["a"])).dtype.kind == "U"

@@ -1,4 +1,4 @@
-"""Tests of tpufit/padding.py: batch counts, padding, signals and unpadding."""
+"""tpufit/data/padding.py: batch counts, padding, signals, and collecting the real rows."""
 
 from __future__ import annotations
 
@@ -105,37 +105,34 @@ def test_stop_signals_have_no_real_rows_and_stop_set(batch):
         assert value.shape.as_list() == [batch]
 
 
-# --- pad_indices ---------------------------------------------------------------
+# --- fill_positions as pad_batch gathers with them -------------------------------
 
 
-def test_pad_indices_cycles_the_real_indices():
-    indices, signals = padding.pad_indices(tf.constant([7, 9]), 4)
+def test_gathering_by_fill_positions_cycles_the_real_indices():
+    indices = tf.gather(tf.constant([7, 9]), padding.fill_positions(2, 4))
     assert indices.numpy().tolist() == [7, 9, 7, 9]
+    signals = padding.make_signals(2, 4)
     assert signals["mask"].numpy().tolist() == [1.0, 1.0, 0.0, 0.0]
     assert signals["real_rows"].numpy().tolist() == [2.0] * 4
 
 
 @FAST
 @given(sizes=_real_and_batch(), offset=st.integers(0, 1000))
-def test_pad_indices_keeps_real_indices_first_and_pads_with_them(sizes, offset):
+def test_gathering_by_fill_positions_keeps_real_values_first_and_pads_with_them(sizes, offset):
     real, batch = sizes
     real_indices = np.arange(offset, offset + real, dtype=np.int64)[::-1].copy()
-    indices, signals = padding.pad_indices(tf.constant(real_indices), batch)
-    indices = indices.numpy()
+    indices = tf.gather(tf.constant(real_indices), padding.fill_positions(real, batch)).numpy()
     assert indices.shape == (batch,)
     np.testing.assert_array_equal(indices[:real], real_indices)
     assert set(indices[real:]) <= set(real_indices)
-    assert signals["mask"].numpy().sum() == real
-    assert not signals["stop"].numpy().any()
 
 
-def test_pad_indices_gives_a_static_shape_inside_a_traced_function():
+def test_fill_positions_have_a_static_shape_inside_a_traced_function():
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
     def pad(indices):
-        padded, signals = padding.pad_indices(indices, 6)
-        assert padded.shape.as_list() == [6]
-        assert signals["mask"].shape.as_list() == [6]
-        return padded
+        positions = padding.fill_positions(tf.shape(indices)[0], 6)
+        assert positions.shape.as_list() == [6]
+        return tf.gather(indices, positions)
 
     assert pad(tf.constant([4, 5], tf.int64)).numpy().tolist() == [4, 5, 4, 5, 4, 5]
 
@@ -217,23 +214,34 @@ def test_pad_batch_gives_static_shapes_from_an_unknown_batch_dimension():
     assert signals["mask"].numpy().sum() == 8
 
 
-# --- drop_padding ----------------------------------------------------------------
+# --- RowCollector -------------------------------------------------------------------
 
 
-def test_drop_padding_stitches_loops_in_order_and_drops_masked_rows():
+def _collected(outputs, masks, rows_known: bool):
+    """The real rows of every loop, as a predict's `RowCollector` gathers them."""
+    rows = int(sum(np.count_nonzero(np.asarray(m) > 0.5) for m in masks))
+    collector = padding.RowCollector(rows if rows_known else None)
+    for part, mask in zip(outputs, masks, strict=True):
+        collector.add(part, mask)
+    return collector.result()
+
+
+@pytest.mark.parametrize("rows_known", [True, False])
+def test_row_collector_stitches_loops_in_order_and_drops_masked_rows(rows_known):
     outputs = [
         {"logits": np.arange(8).reshape(4, 2), "ids": (np.array([0, 1, 2, 3]),)},
         {"logits": np.arange(8, 16).reshape(4, 2), "ids": (np.array([4, 5, 4, 5]),)},
     ]
     masks = [np.ones(4), np.array([1.0, 1.0, 0.0, 0.0])]
-    result = padding.drop_padding(outputs, masks)
+    result = _collected(outputs, masks, rows_known)
     np.testing.assert_array_equal(result["logits"], np.arange(12).reshape(6, 2))
     assert isinstance(result["ids"], tuple)
     np.testing.assert_array_equal(result["ids"][0], np.arange(6))
 
 
-def test_drop_padding_of_one_loop_of_plain_arrays():
-    result = padding.drop_padding([np.array([5, 6, 7])], [np.array([1, 1, 0])])
+@pytest.mark.parametrize("rows_known", [True, False])
+def test_row_collector_of_one_loop_of_plain_arrays(rows_known):
+    result = _collected([np.array([5, 6, 7])], [np.array([1, 1, 0])], rows_known)
     np.testing.assert_array_equal(result, [5, 6])
 
 
@@ -243,9 +251,10 @@ def test_drop_padding_of_one_loop_of_plain_arrays():
         st.integers(1, 12).flatmap(lambda rows: st.tuples(st.just(rows), st.integers(0, rows))),
         min_size=1,
         max_size=6,
-    )
+    ),
+    rows_known=st.booleans(),
 )
-def test_drop_padding_keeps_exactly_the_real_rows_of_every_loop_in_order(loops):
+def test_row_collector_keeps_exactly_the_real_rows_of_every_loop_in_order(loops, rows_known):
     outputs, masks, expected = [], [], []
     next_id = 0
     for rows, real in loops:
@@ -254,7 +263,7 @@ def test_drop_padding_keeps_exactly_the_real_rows_of_every_loop_in_order(loops):
         outputs.append({"ids": ids, "nested": [ids * 2, ids.reshape(rows, 1)]})
         masks.append(np.r_[np.ones(real), np.zeros(rows - real)].astype(np.float32))
         expected.extend(ids[:real])
-    result = padding.drop_padding(outputs, masks)
+    result = _collected(outputs, masks, rows_known)
     np.testing.assert_array_equal(result["ids"], expected)
     np.testing.assert_array_equal(result["nested"][0], np.array(expected) * 2)
     assert result["nested"][1].shape == (len(expected), 1)

@@ -1,13 +1,16 @@
-"""Generators and PyDatasets read ahead, checked batch by batch, and streamed."""
+"""tpufit/data/python_data.py: what generators and PyDatasets share: checks and the probe."""
 
 from __future__ import annotations
 
-import keras
+import dataclasses
+
 import numpy as np
 import pytest
 
 import tpufit
+from tpufit.config import Layout, Mode
 from tpufit.data import python_data
+from tpufit.data.request import InfeedRequest
 
 
 def test_batches_are_standardized_as_keras_packs_them():
@@ -28,54 +31,45 @@ def test_only_one_shot_iterators_count_as_generators():
 
 
 def test_checker_accepts_other_row_counts_and_rejects_other_structures():
-    checker = python_data.BatchChecker(python_data.standardize((np.zeros((4, 2)),)), "generator")
+    raised: list = []
+    first = python_data.standardize((np.zeros((4, 2)),))
+    checker = python_data.BatchChecker(first, "generator", raised)
     checker.check((np.ones((7, 2)),), 1)
     with pytest.raises(tpufit.InvalidArgumentError, match="batch 1 is"):
         checker.check((np.ones((7, 3)),), 1)
     with pytest.raises(tpufit.InvalidArgumentError, match="same number of rows"):
         python_data.BatchChecker(
-            python_data.standardize((np.zeros((4, 2)), np.zeros(4))), "generator"
+            python_data.standardize((np.zeros((4, 2)), np.zeros(4))), "generator", raised
         ).check((np.ones((7, 2)), np.zeros(6)), 2)
 
 
-def test_generator_source_reads_two_batches_ahead_and_streams_the_rest_once():
-    pulled = []
-
-    def generator():
-        for i in range(5):
-            pulled.append(i)
-            yield (np.full((2, 1), i, "float32"),)
-
-    source = python_data.GeneratorSource(generator())
-    assert pulled == [0, 1]
-    rows = [int(b[0][0, 0]) for b in source.dataset(endless=False).as_numpy_iterator()]
-    assert rows == [0, 1, 2, 3, 4]
+def test_checker_records_every_error_it_raises_on_its_sources_list():
+    raised: list = []
+    checker = python_data.BatchChecker(python_data.standardize((np.zeros((4, 2)),)), "x", raised)
+    checker.check((np.ones((3, 2)),), 1)
+    assert raised == []
+    with pytest.raises(tpufit.InvalidArgumentError) as error:
+        checker.check({"a": np.ones((3, 2))}, 2)
+    assert raised == [error.value]
 
 
-class Squares(keras.utils.PyDataset):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.begun = self.ended = 0
-
-    def __len__(self):
-        return 3
-
-    def __getitem__(self, index):
-        return np.full((2, 1), index**2, "float32")
-
-    def on_epoch_begin(self):
-        self.begun += 1
-
-    def on_epoch_end(self):
-        self.ended += 1
+def test_the_static_batch_is_the_requested_one_else_the_largest_batch_read_ahead():
+    peeked = [python_data.standardize(np.zeros((rows, 2))) for rows in (6, 8)]
+    request = InfeedRequest(Mode.TRAIN, Layout.PADDED)
+    assert python_data.static_batch_size(request, peeked, 1) == 8
+    assert python_data.static_batch_size(request, peeked[:1], 2) == 6
+    requested = dataclasses.replace(request, batch_size=12)
+    assert python_data.static_batch_size(requested, peeked, 4) == 12
+    with pytest.raises(tpufit.InvalidArgumentError, match="4 replicas"):
+        python_data.static_batch_size(request, peeked[:1], 4)
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_py_dataset_source_makes_one_pass_per_iteration_with_epoch_hooks(workers):
-    data = Squares(workers=workers)
-    dataset = python_data.PyDatasetSource(data, shuffle=False).dataset()
-    assert int(dataset.cardinality()) == 3
-    for _ in range(2):
-        values = [int(b[0][0, 0]) for b in dataset.as_numpy_iterator()]
-        assert values == [0, 1, 4]
-    assert data.begun == data.ended == 2
+@pytest.mark.parametrize("layout", list(Layout))
+def test_the_probe_is_the_first_batch_laid_out_as_the_runs_batches(layout):
+    first = python_data.standardize((np.ones((3, 2)), np.array([0, 1, 1])))
+    request = InfeedRequest(Mode.EVAL, layout, class_weight={1: 2.0})
+    data, signals = next(python_data.probe(first, request, 4).as_numpy_iterator())
+    rows = 4 if layout is Layout.PADDED else 3
+    assert data[0].shape == (rows, 2)
+    np.testing.assert_array_equal(data[2][:3], [1.0, 2.0, 2.0])  # class weights added
+    assert signals["mask"].tolist() == [1.0] * 3 + [0.0] * (rows - 3)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import CLASSES, assert_same_weights, compile_args, keras_twin, tiny_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from user_inputs import BATCH, ROWS, Batches, batches, compiled
 
 import tpufit
 from tpufit.data import weighting
@@ -65,3 +68,57 @@ def test_class_weight_needs_one_target_and_no_sample_weight():
     two_targets = tf.data.Dataset.from_tensors((np.zeros((3, 1)), (np.zeros(3), np.zeros(3))))
     with pytest.raises(tpufit.InvalidArgumentError, match="single"):
         weighting.add_to_dataset(two_targets, {0: 1.0})
+
+
+def test_no_class_weight_leaves_a_dataset_as_it_is():
+    dataset = tf.data.Dataset.from_tensors((np.zeros((3, 1)), np.zeros(3)))
+    assert weighting.with_class_weight(dataset, None) is dataset
+
+
+# --- end to end, every input kind -------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["arrays", "dataset", "generator", "py_dataset", "one_hot"])
+def test_class_weight_trains_step_for_step_like_keras(source):
+    x, y = tiny_data(ROWS)
+    class_weight = {0: 0.5, 1: 3.0}  # class 2 is missing: weight 1
+    targets = keras.utils.to_categorical(y, CLASSES) if source == "one_hot" else y
+    data = {
+        "arrays": (x, y),
+        "one_hot": (x, targets),
+        "dataset": (tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH),),
+        "generator": (batches(x, y),),
+        "py_dataset": (Batches(x, y),),
+    }[source]
+    tm = compiled()
+    twin = keras_twin(tm.model)
+    if source == "one_hot":
+        for model in (tm, twin):
+            loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+            model.compile(**compile_args() | {"loss": loss})
+    tm.fit(*data, batch_size=None if len(data) == 1 else BATCH, epochs=2, shuffle=False,
+           class_weight=class_weight, verbose=0)  # fmt: skip
+    twin.fit(x, targets, batch_size=BATCH, epochs=2, shuffle=False, class_weight=class_weight,
+             verbose=0)  # fmt: skip
+    assert_same_weights(tm.model, twin)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (
+            {"class_weight": {0: 1.0}, "sample_weight": np.ones(20)},
+            ["class_weight", "sample_weight"],
+        ),
+        ({"class_weight": {"cat": 1.0}}, ["class_weight", "'cat'"]),
+        ({"class_weight": [1.0, 2.0]}, ["class_weight"]),
+    ],
+)
+def test_bad_class_weight_fails_before_device_work(kwargs, words):
+    x, y = tiny_data(20)
+    tm = compiled()
+    with pytest.raises(tpufit.InvalidArgumentError) as raised:
+        tm.fit(x, y, verbose=0, **kwargs)
+    for word in words:
+        assert word in str(raised.value)
+    assert tm.traces == {}

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 from conftest import compile_args, tiny_data, tiny_model
 
+from tpufit.config import Layout, Mode
 from tpufit.data import infeed
 from tpufit.device import programs, steps
 
@@ -19,7 +20,7 @@ def counting_step(data, signals):
 
 def one_pass(rows: int, batch_size: int):
     data = (np.arange(rows, dtype="float32"),)
-    return infeed.from_arrays(data, batch_size, endless=False, padded=True)
+    return infeed.from_arrays(data, batch_size, mode=Mode.PREDICT, layout=Layout.PADDED)
 
 
 def counting_program(stops: bool) -> programs.LoopProgram:
@@ -67,7 +68,7 @@ def per_step_losses(iterations_per_loop: int, total: int) -> np.ndarray:
     model.compile(**compile_args())
     x, y = tiny_data(96)
     feed = infeed.from_arrays(
-        infeed.pack_arrays(x, y), 16, endless=True, padded=True, shuffle_seed=3
+        infeed.pack_arrays(x, y), 16, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=3
     )
     model.optimizer.build(model.trainable_variables)
     program = programs.LoopProgram(

@@ -23,7 +23,6 @@ def check_keras_model(model: Any) -> keras.Model:
     return model
 
 
-
 def check_batch_size(batch_size: Any, num_replicas: int) -> None:
     """Checks that the global `batch_size` is a positive int that splits over the replicas."""
     check_positive_int("batch_size", batch_size)
@@ -98,15 +97,20 @@ def check_arrays(**parts: Any) -> int:
     return rows
 
 
-def check_dataset_extras(y: Any, sample_weight: Any) -> None:
-    """A dataset carries its own targets and weights: `y` and `sample_weight` must be None."""
+def check_no_extras(source: str, y: Any, sample_weight: Any) -> None:
+    """Checks that `y` and `sample_weight` are None: an input yielding batches carries its own.
+
+    Args:
+        source: What `x` is, for the message ("tf.data.Dataset", "generator", ...).
+        y: The `y` argument.
+        sample_weight: The `sample_weight` argument.
+    """
     for name, value in (("y", y), ("sample_weight", sample_weight)):
         if value is not None:
             raise errors.invalid_argument(
                 name,
                 value,
-                "None when x is a tf.data.Dataset (the dataset yields (x, y) or "
-                "(x, y, sample_weight) itself)",
+                f"None when x is a {source} (it yields (x, y) or (x, y, sample_weight) itself)",
             )
 
 

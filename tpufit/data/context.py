@@ -12,15 +12,13 @@ import dataclasses
 
 import tensorflow as tf
 
-MODES = ("train", "eval", "predict")
-
 
 @dataclasses.dataclass(frozen=True)
 class TPUContext:
     """The context an `input_fn(ctx)` receives.
 
     Attributes:
-        mode: "train", "eval" or "predict".
+        mode: The run's `tpufit.config.Mode`, a `str`: "train", "eval" or "predict".
         num_replicas: Replicas in sync over all workers.
         global_batch_size: Rows per step over all replicas (`batch_size`).
         per_replica_batch_size: Rows each replica gets per step: batch the

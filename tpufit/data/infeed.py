@@ -1,4 +1,4 @@
-"""Any user data → a stream of static-shape global batches with their signals.
+"""The `Infeed` and the two stream builders every adapter ends in: arrays and batched datasets.
 
 Keras's data adapters hand the step batches of whatever size the data ends
 with; a looped, compiled program wants one static shape. The infeed owns that
@@ -6,14 +6,14 @@ difference. It yields `(data, signals)` elements, where `data` is the user's
 structure (packed as Keras packs arrays: `x`, `(x, y)` or `(x, y,
 sample_weight)`; whatever a `tf.data.Dataset` yields) and `signals` are the
 per-row mask and stopping signal of `padding.py`. Splitting batches over
-replicas is `tf.distribute`'s job (`strategy.experimental_distribute_dataset`),
-done by `TPUModel`.
+replicas is `tf.distribute`'s job (`sharding.distribute`).
 
-Two layouts:
+This module also owns the float casting of inputs (`as_input_array`), the
+stop batches, and counting a stream's batches. Two layouts (`Layout`):
 
-- *padded* (models on Keras's own steps, and every `predict`): each pass over
+- `PADDED` (models on Keras's own steps, and every `predict`): each pass over
   the data ends with a batch padded to full size;
-- *unpadded* (models with their own `train_step` / `test_step`): the full
+- `TRUE_SIZE` (models with their own `train_step` / `test_step`): the full
   batches form the stream, and the partial last batch of each pass is a
   separate one-element `tail` stream, run as a one-step loop of its own
   (arrays; a dataset's batches pass through as they are).
@@ -35,7 +35,6 @@ import tensorflow as tf
 from tpufit import errors
 from tpufit.config import Layout, Mode
 from tpufit.data import array_rows, padding
-from tpufit.data import checks as validation
 
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays.
 _INFINITE = tf.data.INFINITE_CARDINALITY
@@ -51,53 +50,66 @@ class Infeed:
         batch_size: The global batch size, the static first dimension.
         steps_per_pass: Batches in one pass over the data (not counting the
             tail), or `None` when unknown (the stop signal ends the pass).
-        tail: For the unpadded layout, the partial last batch of each pass as
-            a stream of one batch per pass (endless when `dataset` is); else `None`.
+        mode: The mode the stream was built for (`TRAIN` streams are endless).
+        layout: How its partial last batch is laid out (see `Layout`).
+        tail: For the `TRUE_SIZE` layout, the partial last batch of each pass
+            as a stream of one batch per pass (endless when `dataset` is); else `None`.
         probe: A dataset to read a first batch from without touching the
             stream (for sources that can be read only once); else `dataset`.
         dataset_fn: Builds one input pipeline's per-replica batches (an
             `input_fn`), for `distribute_datasets_from_function`; else `None`.
         rows: Real rows in one pass, when known (arrays).
-        mode: The run's mode the stream was built for.
-        layout: How its partial last batch is laid out.
-        pipeline_errors: What its Python sources raised inside `tf.data`
-            (appended while the stream is read), for the run to re-raise.
+        pipeline_errors: The `tpufit` errors a Python source raised inside
+            `tf.data` while the stream was read, oldest first: `tf.data`
+            wraps them in an `OpError`, and the run re-raises the one whose
+            first line the `OpError`'s message holds. The source's own list,
+            so errors raised while the run reads the stream show up here.
     """
 
     dataset: tf.data.Dataset
     batch_size: int
     steps_per_pass: int | None
+    mode: Mode
+    layout: Layout
     tail: tf.data.Dataset | None = None
     probe: tf.data.Dataset | None = None
     dataset_fn: Any = None
     rows: int | None = None
-    mode: Mode = Mode.TRAIN
-    layout: Layout = Layout.PADDED
     pipeline_errors: list = dataclasses.field(default_factory=list)
 
     def skipping(self, batches: int, tail_batches: int) -> Infeed:
-        """This infeed with its first `batches` batches and `tail_batches` tail batches skipped.
+        """Returns this infeed resumed mid-epoch: its first batches already trained, skipped.
 
-        A resumed `fit` skips what it already trained. An `input_fn`'s own
-        per-pipeline datasets (`dataset_fn`) are not skipped: they start over.
+        An `input_fn`'s per-pipeline `dataset_fn` is not skipped: its
+        pipelines start over.
+
+        Args:
+            batches: Batches of `dataset` to skip.
+            tail_batches: Batches of `tail` to skip (one per pass).
         """
-        if not (batches or tail_batches):
-            return self
-        tail = self.tail.skip(tail_batches) if self.tail is not None and tail_batches else self.tail
-        return dataclasses.replace(self, dataset=self.dataset.skip(batches), tail=tail)
+        dataset = self.dataset.skip(batches) if batches else self.dataset
+        tail = self.tail.skip(tail_batches) if self.tail is not None else None
+        return dataclasses.replace(self, dataset=dataset, tail=tail)
 
 
-def _to_tensor_ready(value):
-    if isinstance(value, list):
-        return tuple(_to_tensor_ready(v) for v in value)
-    if isinstance(value, tuple):
-        return tuple(_to_tensor_ready(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_tensor_ready(v) for k, v in value.items()}
+def as_input_array(value: Any) -> np.ndarray:
+    """Returns one input value as a numpy array, floating values in Keras's `floatx`.
+
+    Keras's array and generator adapters cast every floating input to
+    `floatx`; arrays and Python sources both go through this one function.
+    """
     array = np.asarray(value)
     if np.issubdtype(array.dtype, np.floating):
         array = array.astype(keras.config.floatx(), copy=False)
     return array
+
+
+def _to_tensor_ready(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_to_tensor_ready(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_tensor_ready(v) for k, v in value.items()}
+    return as_input_array(value)
 
 
 def pack_arrays(x, y=None, sample_weight=None):
@@ -137,8 +149,6 @@ def _permutation(num: int, seed: int | None, pass_index: tf.Tensor) -> tf.Tensor
 
 def _array_options() -> tf.data.Options:
     options = tf.data.Options()
-    # Arrays are in memory on every worker: shard them by element, not by file.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     # Already parallel and prefetched: default rewrites would only slow making the iterator.
     options.experimental_optimization.apply_default_optimizations = False
     return options
@@ -157,8 +167,8 @@ def from_arrays(
     data: tuple,
     batch_size: int,
     *,
-    endless: bool,
-    padded: bool,
+    mode: Mode,
+    layout: Layout,
     shuffle_seed: int | None = None,
     drop_remainder: bool = False,
 ) -> Infeed:
@@ -168,9 +178,10 @@ def from_arrays(
         data: Arrays packed by `pack_arrays`: `x`, `(x,)`, `(x, y)` or
             `(x, y, sample_weight)`.
         batch_size: The global batch size.
-        endless: Repeat pass after pass (training); else one pass, then stop
-            batches (evaluation, prediction).
-        padded: Pad the partial last batch; else give it as the `tail` stream.
+        mode: `TRAIN` repeats pass after pass; `EVAL` and `PREDICT` make one
+            pass, then stop batches.
+        layout: `PADDED` pads the partial last batch; `TRUE_SIZE` gives it as
+            the `tail` stream.
         shuffle_seed: Reshuffle the rows each pass with this seed; `None`
             keeps the input order.
         drop_remainder: Drop the partial last batch of each pass altogether.
@@ -178,11 +189,12 @@ def from_arrays(
     Returns:
         The `Infeed`.
     """
+    endless = mode == Mode.TRAIN
     rows = num_rows(data)
     full = rows // batch_size
     remainder = 0 if drop_remainder else rows - full * batch_size
-    padded = padded and remainder > 0
-    positions, signals = padding.pass_layout(rows, batch_size, pad=padded)
+    pad = layout is Layout.PADDED and remainder > 0
+    positions, signals = padding.pass_layout(rows, batch_size, pad=pad)
     steps = len(positions)
     take = array_rows.row_taker(data)
     gathered = shuffle_seed is None and steps > 0 and array_rows.small(data)
@@ -220,7 +232,7 @@ def from_arrays(
         )
         dataset = _stop_batches(spec, batch_size)
     tail = None
-    if remainder and not padded:
+    if remainder and not pad:
         tail_rows = remainder
 
         def tail_batch(pass_index):
@@ -231,7 +243,8 @@ def from_arrays(
         tail = tail_passes.map(tail_batch)
         tail = tail.with_options(_array_options()).prefetch(1)
     dataset = dataset.with_options(_array_options()).prefetch(tf.data.AUTOTUNE)
-    return Infeed(dataset, batch_size, steps, tail, rows=full * batch_size + remainder)
+    rows = full * batch_size + remainder
+    return Infeed(dataset, batch_size, steps, mode, layout, tail, rows=rows)
 
 
 def dataset_batch_size(dataset: tf.data.Dataset) -> int:
@@ -273,21 +286,21 @@ def _as_given(element_spec):
 def from_dataset(
     dataset: tf.data.Dataset,
     *,
-    endless: bool,
-    padded: bool,
+    mode: Mode,
+    layout: Layout,
     batch_size: int | None = None,
     count: bool = True,
     rebatch: bool = True,
 ) -> Infeed:
-    """Builds the infeed of a user's batched `tf.data.Dataset`.
+    """Builds the infeed of a batched `tf.data.Dataset` (a user's, or a Python source's stream).
 
     Args:
         dataset: Yields batches (`x`, `(x, y)` or `(x, y, sample_weight)`).
-        endless: Repeat the dataset pass after pass (training); else one pass,
-            then stop batches.
-        padded: Pad short batches to the static size (full batches get
-            constant signals); else pass the batches through as they are (for
-            a model's own steps).
+        mode: `TRAIN` repeats the dataset pass after pass; `EVAL` and
+            `PREDICT` make one pass, then stop batches.
+        layout: `PADDED` pads short batches to the static size (full batches
+            get constant signals); `TRUE_SIZE` passes the batches through as
+            they are (for a model's own steps).
         batch_size: Re-cut the batches to this size; by default the
             dataset's own (its static batch size, else its first batch's).
         count: In training, count the batches of a dataset of unknown length
@@ -308,6 +321,7 @@ def from_dataset(
     steps = cardinality if cardinality >= 0 else None
     as_given = _as_given(dataset.element_spec)
     first_dim = tf.nest.flatten(dataset.element_spec)[0].shape
+    padded = layout is Layout.PADDED
     if padded and first_dim.rank and first_dim[0] == batch_size:
         # Every batch is already full: attach constant signals, no per-batch work.
         signals = tf.data.Dataset.from_tensors(padding.make_signals(batch_size, batch_size))
@@ -325,69 +339,11 @@ def from_dataset(
             return data, padding.make_signals(rows, rows)
 
         dataset = dataset.map(with_signals)
-    if endless:
+    if mode == Mode.TRAIN:
         if steps is None and count:
             steps = count_batches(dataset)
         dataset = dataset.repeat()
     else:
         dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
-    return Infeed(dataset.prefetch(tf.data.AUTOTUNE), batch_size, steps)
+    return Infeed(dataset.prefetch(tf.data.AUTOTUNE), batch_size, steps, mode, layout)
 
-
-def from_user_data(
-    x: Any,
-    y: Any,
-    sample_weight: Any,
-    batch_size: int | None,
-    *,
-    mode: str,
-    padded: bool,
-    num_replicas: int,
-    seed: int | None = None,
-    shuffle: bool = False,
-    drop_remainder: bool = False,
-) -> Infeed:
-    """Checks what the user passed to `fit` / `evaluate` / `predict` and builds its infeed.
-
-    Args:
-        x: Inputs as in Keras: arrays (or nested lists/dicts of them), or a
-            batched `tf.data.Dataset` that yields targets and weights too.
-        y: Targets for arrays, or `None`.
-        sample_weight: Per-row weights for arrays, or `None`.
-        batch_size: The global batch size; Keras's 32 for arrays when `None`,
-            the dataset's own for a dataset.
-        mode: "train" (an endless stream), "eval" or "predict" (one pass).
-        padded: The padded layout (else the unpadded one with a tail).
-        num_replicas: Replicas the global batch is split over.
-        seed: The shuffle seed, used when `shuffle`.
-        shuffle: Reshuffle arrays each pass.
-        drop_remainder: Drop the partial last batch of arrays.
-
-    Returns:
-        The `Infeed`.
-
-    Raises:
-        InvalidArgumentError: Anything `validation.py` rejects; nothing has
-            touched a device yet.
-    """
-    if x is None:
-        raise errors.invalid_argument("x", x, "arrays, a dict/list of arrays or a tf.data.Dataset")
-    endless = mode == "train"
-    if validation.is_dataset(x):
-        validation.check_dataset_extras(y, sample_weight)
-        if batch_size is not None:
-            validation.check_batch_size(batch_size, num_replicas)
-        feed = from_dataset(x, endless=endless, padded=padded, batch_size=batch_size)
-        validation.check_batch_size(feed.batch_size, num_replicas)
-        return feed
-    validation.check_arrays(x=x, y=y, sample_weight=sample_weight)
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    validation.check_batch_size(batch_size, num_replicas)
-    return from_arrays(
-        pack_arrays(x, y, sample_weight),
-        batch_size,
-        endless=endless,
-        padded=padded,
-        shuffle_seed=seed if shuffle else None,
-        drop_remainder=drop_remainder,
-    )

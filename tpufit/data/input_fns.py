@@ -1,4 +1,4 @@
-"""`input_fn(ctx)`: TPUEstimator's way of giving data, one pipeline per worker.
+"""The adapter of `input_fn(ctx)`: TPUEstimator's way of giving data, one pipeline per worker.
 
 tpufit calls the `input_fn` once per input pipeline through
 `strategy.distribute_datasets_from_function`, handing it a `TPUContext`, so
@@ -25,9 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import cluster, errors
-from tpufit.data import checks as validation
-from tpufit.data import infeed, weighting
+from tpufit.config import Layout, Mode
+from tpufit.data import checks, infeed, weighting
 from tpufit.data.context import TPUContext
+from tpufit.data.request import InfeedRequest
 
 
 def is_input_fn(value: Any) -> bool:
@@ -85,67 +86,73 @@ def _check_element(dataset: tf.data.Dataset) -> None:
 
 
 def _pipeline(
-    dataset: tf.data.Dataset,
-    ctx: TPUContext,
-    *,
-    padded: bool,
-    class_weight: dict | None,
-    count: bool,
+    dataset: tf.data.Dataset, ctx: TPUContext, request: InfeedRequest, *, count: bool
 ) -> tuple[infeed.Infeed, tf.data.Dataset]:
     """Returns `(pipeline's infeed of whole steps, its per-replica batches)`."""
     _check_element(dataset)
-    if class_weight is not None:
-        dataset = weighting.add_to_dataset(dataset, class_weight)
-    endless = ctx.mode == "train"
-    if not padded:
+    dataset = weighting.with_class_weight(dataset, request.class_weight)
+    if request.layout is Layout.TRUE_SIZE:
         # A model's own step sees the batches as the input_fn made them, one per replica.
-        feed = infeed.from_dataset(dataset, endless=endless, padded=False, count=count)
+        feed = infeed.from_dataset(dataset, mode=request.mode, layout=request.layout, count=count)
         if feed.steps_per_pass is not None:
             steps = -(-feed.steps_per_pass // ctx.replicas_per_pipeline)
             feed = dataclasses.replace(feed, steps_per_pass=steps)
         return feed, feed.dataset
     step_rows = ctx.per_replica_batch_size * ctx.replicas_per_pipeline
     feed = infeed.from_dataset(
-        dataset, endless=endless, padded=True, batch_size=step_rows, count=count
+        dataset, mode=request.mode, layout=request.layout, batch_size=step_rows, count=count
     )
     return feed, feed.dataset.rebatch(ctx.per_replica_batch_size, drop_remainder=True)
 
 
-def from_input_fn(
-    input_fn: Callable,
-    batch_size: int | None,
-    *,
-    mode: str,
-    padded: bool,
+def input_fn_as_x(x: Any, input_fn: Any) -> Any:
+    """TPUEstimator's `input_fn=` keyword means the same as passing the `input_fn` as `x`."""
+    if input_fn is None:
+        return x
+    if x is not None:
+        raise errors.invalid_argument("input_fn", input_fn, "either x or input_fn, not both")
+    return input_fn
+
+
+def build(
+    x: Callable,
+    y: Any,
+    sample_weight: Any,
+    request: InfeedRequest,
     strategy: tf.distribute.Strategy,
-    class_weight: dict | None = None,
-    steps: int | None = None,
 ) -> infeed.Infeed:
     """Builds the infeed of an `input_fn`, checking it on this worker's pipeline first.
 
     Args:
-        input_fn: `input_fn(ctx)` returning a batched `tf.data.Dataset`.
-        batch_size: The global batch size; Keras's 32 when `None`.
-        mode: "train", "eval" or "predict".
-        padded: The padded layout (Keras's steps), else batches as they are.
+        x: `input_fn(ctx)` returning a batched `tf.data.Dataset`.
+        y: Must be `None` (the datasets yield the targets).
+        sample_weight: Must be `None`.
+        request: What the run asks; `batch_size` is the global batch (32 by default).
         strategy: The strategy whose `distribute_datasets_from_function` calls it.
-        class_weight: Checked class weights, or `None`.
-        steps: `steps_per_epoch` (train) or `steps`, when given.
 
     Returns:
         An `Infeed` whose `dataset_fn` builds each pipeline; its `dataset` is
         this worker's pipeline in whole steps (used to build the model's state).
     """
+    mode, steps = request.mode, request.steps
+    checks.check_no_extras("input_fn", y, sample_weight)
     num_replicas = strategy.num_replicas_in_sync
-    batch_size = infeed.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    validation.check_batch_size(batch_size, num_replicas)
+    batch_size = infeed.DEFAULT_BATCH_SIZE if request.batch_size is None else request.batch_size
+    checks.check_batch_size(batch_size, num_replicas)
     pipelines = cluster.worker_count(strategy)
-    if mode == "train" and steps is None and pipelines > 1:
+    if pipelines > 1 and steps is None and mode == Mode.TRAIN:
         raise errors.invalid_argument(
             "steps_per_epoch",
             None,
             "a positive int: with an input_fn each of the "
             f"{pipelines} workers reads its own shard, so no worker knows the epoch's length",
+        )
+    if pipelines > 1 and steps is None:
+        raise errors.invalid_argument(
+            "steps",
+            None,
+            f"a positive int: with an input_fn each of the {pipelines} "
+            "workers reads its own shard, and every worker must run the same steps",
         )
 
     def context(input_context: tf.distribute.InputContext) -> TPUContext:
@@ -154,23 +161,21 @@ def from_input_fn(
     local = context(
         tf.distribute.InputContext(pipelines, cluster.worker_index(strategy), num_replicas)
     )
-    dataset = call_input_fn(input_fn, local)
-    if mode != "train":
-        validation.check_steps(steps, dataset)
-    local_feed, _ = _pipeline(
-        dataset, local, padded=padded, class_weight=class_weight, count=steps is None
-    )
+    dataset = call_input_fn(x, local)
+    if mode != Mode.TRAIN:
+        checks.check_steps(steps, dataset)
+    local_feed, _ = _pipeline(dataset, local, request, count=steps is None)
 
     def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         ctx = context(input_context)
-        _, per_replica = _pipeline(
-            call_input_fn(input_fn, ctx), ctx, padded=padded, class_weight=class_weight, count=False
-        )
+        _, per_replica = _pipeline(call_input_fn(x, ctx), ctx, request, count=False)
         return per_replica
 
     return infeed.Infeed(
         local_feed.dataset,
         batch_size,
         local_feed.steps_per_pass,
+        mode,
+        request.layout,
         dataset_fn=dataset_fn,
     )

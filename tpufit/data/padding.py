@@ -1,4 +1,4 @@
-"""Padding, masks and stopping signals: small pure functions, tested on their own.
+"""Padding, masks and stopping signals (small pure functions), and collecting a predict's real rows.
 
 Every batch that reaches a device program has the same static size `B`. A short
 batch (the end of the data) is filled up to `B` with copies of its own real rows
@@ -16,8 +16,6 @@ over replicas, each replica's real rows are a prefix of its rows.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -100,20 +98,6 @@ def pad_batch(batch, batch_size: int):
     for leaf, value in zip(leaves, padded, strict=True):
         value.set_shape([batch_size] + leaf.shape.as_list()[1:])
     return tf.nest.pack_sequence_as(batch, padded), make_signals(real_rows, batch_size)
-
-
-def pad_indices(indices: tf.Tensor, batch_size: int) -> tuple[tf.Tensor, Signals]:
-    """Pads a batch of row indices to `batch_size`, cycling the real ones.
-
-    Example:
-        >>> idx, signals = pad_indices(tf.constant([7, 9]), 4)
-        >>> idx.numpy().tolist(), signals["mask"].numpy().tolist()
-        ([7, 9, 7, 9], [1.0, 1.0, 0.0, 0.0])
-    """
-    real_rows = tf.shape(indices)[0]
-    padded = tf.gather(indices, fill_positions(real_rows, batch_size))
-    padded.set_shape([batch_size])
-    return padded, make_signals(real_rows, batch_size)
 
 
 def pass_layout(num_rows: int, batch_size: int, pad: bool) -> tuple[np.ndarray, dict]:
@@ -203,24 +187,6 @@ class RowCollector:
         if self._filled != self._rows:
             raise ValueError(f"collected {self._filled} real rows where {self._rows} were expected")
         return self._result
-
-
-def drop_padding(outputs, masks: Sequence[np.ndarray]):
-    """Stitches per-loop outputs together and drops the padding rows.
-
-    Args:
-        outputs: A list (one entry per loop) of nested structures of numpy
-            arrays whose first dimension is rows.
-        masks: A list (one per loop) of 1-D arrays, 1 for real rows.
-
-    Returns:
-        One nested structure of numpy arrays holding only the real rows, in order.
-    """
-    rows = int(sum(np.count_nonzero(np.asarray(m) > 0.5) for m in masks))
-    collector = RowCollector(rows)
-    for part, mask in zip(outputs, masks, strict=True):
-        collector.add(part, mask)
-    return collector.result()
 
 
 def nearest_valid_batch_sizes(batch_size: int, num_replicas: int) -> tuple[int, int]:

@@ -1,33 +1,34 @@
-"""Python generators and `keras.utils.PyDataset`s as `tf.data` streams of batches.
+"""What the two Python sources share: recognising them, checking their batches, the probe.
 
-Like Keras's generator and PyDataset adapters, the first batches are read
-ahead to learn the element structure, dtypes and shapes; unlike them, every
-later batch is checked against the first, so a source that changes what it
-yields fails with a message showing both. Floating values take Keras's
-`floatx`, as arrays do.
+Python generators (`generators.py`) and `keras.utils.PyDataset`s
+(`py_datasets.py`) are read as Keras's adapters read them: the first batches
+are read ahead to learn the element structure, dtypes and shapes. Unlike
+Keras, every later batch is checked against the first (`BatchChecker`), so a
+source that changes what it yields fails with a message showing both.
+Floating values take Keras's `floatx`, as arrays do (`infeed.as_input_array`).
 
-A generator can be read only once, so anything else that needs a batch of it
-(building the model's state) gets a *probe* made of the first batch read
-ahead, and a stream read in full more than once (training to exhaustion over
-several epochs, validation data) is first read into host memory.
-A `PyDataset` is read through Keras's own adapter, which honours its
-`workers`, `use_multiprocessing` and `max_queue_size` and calls its
-`on_epoch_begin` / `on_epoch_end` around every pass.
+A checker records every error it raises on its source's `pipeline_errors`
+list: raised inside `tf.data` for a later batch, an error reaches the host
+wrapped in a TensorFlow `OpError`, and the run finds it again through the
+`Infeed` (`Infeed.pipeline_errors`).
+
+A source can be read only once, so anything else that needs a batch of it
+(building the model's state) gets a *probe* made of the first batch read ahead.
 """
 
 from __future__ import annotations
 
 import collections.abc
-import itertools
 import types
-from collections.abc import Iterator
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tpufit import _keras_shim, errors
+from tpufit import errors
+from tpufit.data import checks, infeed, weighting
+from tpufit.data.request import InfeedRequest
 
 PEEKED_BATCHES = 2  # As Keras's adapters read ahead to learn the element spec.
 
@@ -56,14 +57,7 @@ def standardize(batch: Any) -> Any:
         batch = tuple(batch)
     if not isinstance(batch, (tuple, dict)):
         batch = (batch,)
-
-    def leaf(value):
-        array = np.asarray(value)
-        if np.issubdtype(array.dtype, np.floating):
-            array = array.astype(keras.config.floatx(), copy=False)
-        return array
-
-    return tf.nest.map_structure(leaf, batch)
+    return tf.nest.map_structure(infeed.as_input_array, batch)
 
 
 def describe(batch: Any) -> str:
@@ -91,13 +85,15 @@ class BatchChecker:
     Args:
         first: The first batch, standardized.
         source: What the batches come from, for messages ("generator", "PyDataset").
+        raised: The source's list of errors: every error the checker raises
+            is appended to it.
     """
 
-    def __init__(self, first: Any, source: str) -> None:
+    def __init__(self, first: Any, source: str, raised: list) -> None:
         self._first = first
         self._source = source
         self._signature = _signature(first)
-        self.raised: list[errors.TPUFitError] = []  # What it raised, read back by the run.
+        self._raised = raised
 
     def check(self, batch: Any, index: int) -> Any:
         """Returns the standardized `batch`, or raises an error showing both batches."""
@@ -129,9 +125,9 @@ class BatchChecker:
         return batch
 
     def _error(self, *args: Any, **kwargs: Any) -> errors.InvalidArgumentError:
-        # Raised inside `tf.data` for later batches: remembered, to come out unwrapped.
+        # Raised inside `tf.data` for later batches: recorded, to come out unwrapped.
         error = errors.invalid_argument(*args, **kwargs)
-        self.raised.append(error)
+        self._raised.append(error)
         return error
 
     def output_signature(self) -> Any:
@@ -146,108 +142,37 @@ def rows_of(batch: Any) -> int:
     return int(tf.nest.flatten(batch)[0].shape[0])
 
 
-class GeneratorSource:
-    """A generator's batches: the first ones read ahead and checked, the rest streamed.
+def static_batch_size(request: InfeedRequest, peeked: list, num_replicas: int) -> int:
+    """Returns the static batch size: the requested one, else the largest batch read ahead.
+
+    Raises:
+        InvalidArgumentError: It is not a positive int that splits over the replicas.
+    """
+    size = request.batch_size
+    if size is None:
+        size = max(rows_of(b) for b in peeked)
+    checks.check_batch_size(size, num_replicas)
+    return size
+
+
+def probe(
+    first: Any, request: InfeedRequest, batch_size: int, *, rebatch: bool = True
+) -> tf.data.Dataset:
+    """The source's first batch alone, laid out as the run's batches, to build state from.
 
     Args:
-        generator: The user's generator (or iterator) of batches.
+        first: The first batch read ahead, standardized.
+        request: What the run asks of its input (class weights, layout).
+        batch_size: The static batch size.
+        rebatch: As `infeed.from_dataset`'s.
     """
-
-    def __init__(self, generator: Iterator) -> None:
-        self._generator = generator
-        self.peeked = [standardize(b) for b in itertools.islice(generator, PEEKED_BATCHES)]
-        if not self.peeked:
-            raise errors.invalid_argument(
-                "x", generator, "a generator that yields at least one batch", what="Empty generator"
-            )
-        self.checker = BatchChecker(self.peeked[0], "generator")
-        for index, batch in enumerate(self.peeked[1:], start=1):
-            self.checker.check(batch, index)
-        self._batches = self._checked()
-
-    def _checked(self) -> Iterator:
-        for index, batch in enumerate(itertools.chain(self.peeked, self._generator)):
-            yield self.checker.check(batch, index)
-
-    def dataset(self, *, endless: bool) -> tf.data.Dataset:
-        """The batches as one stream (it can be iterated once).
-
-        With `endless`, the stream is marked infinite (training by
-        `steps_per_epoch`) and running out is an error that says so.
-        """
-        batches = self._batches
-
-        def stream():
-            count = 0
-            for batch in batches:
-                count += 1
-                yield batch
-            if endless:
-                raise self.checker._error(
-                    "steps_per_epoch",
-                    "a number of steps",
-                    "a generator that yields at least steps_per_epoch * epochs batches "
-                    "(make it endless), or no steps_per_epoch to run each epoch to its end",
-                    what=f"The generator ran out of data after {count} batches",
-                )
-
-        dataset = tf.data.Dataset.from_generator(
-            stream, output_signature=self.checker.output_signature()
-        )
-        if endless:
-            dataset = dataset.apply(
-                tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
-            )
-        return dataset
-
-    def read_all(self) -> Any:
-        """Reads the rest of the generator and returns all its rows as one structure of arrays."""
-        batches = list(self._batches)
-        return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *batches)
-
-
-class PyDatasetSource:
-    """A `PyDataset`'s batches, one pass per iteration, through Keras's own adapter.
-
-    Args:
-        py_dataset: The user's `keras.utils.PyDataset`.
-        shuffle: Shuffle the order of its batches every pass, as Keras does.
-    """
-
-    def __init__(self, py_dataset: keras.utils.PyDataset, shuffle: bool) -> None:
-        self.py_dataset = py_dataset
-        self.num_batches = py_dataset.num_batches
-        if self.num_batches == 0:
-            raise errors.invalid_argument(
-                "x", py_dataset, "a PyDataset with at least one batch", what="Empty PyDataset"
-            )
-        count = min(PEEKED_BATCHES, self.num_batches or PEEKED_BATCHES)
-        self.peeked = [standardize(py_dataset[i]) for i in range(count)]
-        self.checker = BatchChecker(self.peeked[0], "PyDataset")
-        for index, batch in enumerate(self.peeked[1:], start=1):
-            self.checker.check(batch, index)
-        self._shuffle = shuffle
-
-    def _one_pass(self) -> Iterator:
-        # A fresh Keras adapter (and worker pool) per pass: a pass left unfinished
-        # (steps smaller than the data) must not block the next one from starting.
-        adapter = _keras_shim.py_dataset_adapter(self.py_dataset, shuffle=self._shuffle)
-        adapter.on_epoch_begin()
-        try:
-            for index, batch in enumerate(adapter.get_numpy_iterator()):
-                yield self.checker.check(batch, index)
-        finally:
-            adapter.on_epoch_end()
-
-    def dataset(self) -> tf.data.Dataset:
-        """One pass over the batches per iteration (endless if the PyDataset is)."""
-        dataset = tf.data.Dataset.from_generator(
-            self._one_pass, output_signature=self.checker.output_signature()
-        )
-        cardinality = tf.data.INFINITE_CARDINALITY if self.num_batches is None else self.num_batches
-        return dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
-
-
-def probe(batch: Any) -> tf.data.Dataset:
-    """A one-batch dataset of `batch`, to build state from without reading the source."""
-    return tf.data.Dataset.from_tensors(batch)
+    dataset = weighting.with_class_weight(tf.data.Dataset.from_tensors(first), request.class_weight)
+    feed = infeed.from_dataset(
+        dataset,
+        mode=request.mode,
+        layout=request.layout,
+        batch_size=batch_size,
+        count=False,  # Only its first batch is ever read.
+        rebatch=rebatch,
+    )
+    return feed.dataset

@@ -1,4 +1,7 @@
-"""`InfeedRequest`: what a run asks of its input, everything but the data itself."""
+"""`InfeedRequest`: what a run asks of its input, everything but the data itself.
+
+The one way a run's options reach an input adapter (`tpufit.data.build_infeed`).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ class InfeedRequest:
             (default 32); for datasets and generators the size batches are
             re-cut to; for a `PyDataset` the size each batch is padded to
             (default: its first batches' largest).
-        class_weight: `{class: weight}` as the user gave it, or `None`.
+        class_weight: `{class: weight}` as the user gave it, or `None`
+            (`build_infeed` checks it once and hands the adapters the checked dict).
         shuffle: Reshuffle arrays each pass, and a `PyDataset`'s batches as Keras does.
         seed: The shuffle seed of arrays, used when `shuffle`.
         drop_remainder: Drop the partial last batch of arrays.
@@ -48,3 +52,8 @@ class InfeedRequest:
     def padded(self) -> bool:
         """Whether partial batches are padded to the static size."""
         return self.layout is Layout.PADDED
+
+    @property
+    def shuffle_seed(self) -> int | None:
+        """The seed arrays are reshuffled with each pass, or `None` to keep their order."""
+        return self.seed if self.shuffle else None

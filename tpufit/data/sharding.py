@@ -1,7 +1,10 @@
 """How an infeed is split over workers and replicas, through `tf.distribute` only.
 
-- Arrays are in memory on every worker: they are sharded by batch
-  (`AutoShardPolicy.DATA`; see `infeed.py`).
+This module owns the auto-shard policy of every kind of input, set here and
+nowhere else (`with_auto_shard_policy`):
+
+- Arrays and Python sources (generators, `PyDataset`s) are on the host of
+  every worker, not in files: they are sharded by batch (`DATA`).
 - A user's `tf.data.Dataset`: in training, TensorFlow's `AUTO` policy (each
   worker reads its own files when the dataset reads files), unless the user
   set one; in evaluation and prediction, by batch (`DATA`), so every worker
@@ -10,6 +13,9 @@
 - An `input_fn` builds one pipeline per worker through
   `strategy.distribute_datasets_from_function`; it shards itself with its
   `TPUContext`, so TensorFlow does no auto-sharding.
+
+With several workers, evaluation and prediction run a number of steps known
+in advance (`with_known_steps`): no worker can stop on a stop signal alone.
 """
 
 from __future__ import annotations
@@ -18,18 +24,55 @@ import dataclasses
 
 import tensorflow as tf
 
-from tpufit.data import infeed
+from tpufit import cluster
+from tpufit.config import Mode
+from tpufit.data import infeed, kinds
+from tpufit.data.request import InfeedRequest
 
 _POLICY = tf.data.experimental.AutoShardPolicy
 
 
-def for_user_dataset(feed: infeed.Infeed, mode: str) -> infeed.Infeed:
-    """Returns `feed` with the auto-shard policy a user's dataset needs in `mode`."""
-    if mode == "train":
+def with_auto_shard_policy(feed: infeed.Infeed, kind: str) -> infeed.Infeed:
+    """Returns `feed` with the auto-shard policy its kind of input needs (see above).
+
+    Args:
+        feed: The infeed an adapter built.
+        kind: The kind of the input it was built from (`kinds.kind_of`).
+    """
+    if kind == kinds.INPUT_FN or (kind == kinds.DATASET and feed.mode == Mode.TRAIN):
         return feed
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = _POLICY.DATA
-    return dataclasses.replace(feed, dataset=feed.dataset.with_options(options))
+    tail = feed.tail.with_options(options) if feed.tail is not None else None
+    return dataclasses.replace(feed, dataset=feed.dataset.with_options(options), tail=tail)
+
+
+def with_known_steps(
+    feed: infeed.Infeed, request: InfeedRequest, strategy: tf.distribute.Strategy
+) -> infeed.Infeed:
+    """Returns `feed` with its `steps_per_pass` counted when several workers need it known.
+
+    Every worker of an evaluation or prediction must run the same, known
+    number of steps (a stop signal cannot end a collective step); when
+    neither `steps` nor the stream tells it, the stream is read once to count.
+
+    Raises:
+        TPUFitError: An error a Python source raised while being counted.
+    """
+    several_workers = cluster.worker_count(strategy) > 1
+    if not several_workers or request.mode == Mode.TRAIN or request.steps is not None:
+        return feed
+    if feed.steps_per_pass is not None:
+        return feed
+    stream = feed.dataset.take_while(lambda data, signals: not signals["stop"][0])
+    try:
+        steps = infeed.count_batches(stream)
+    except tf.errors.OpError as error:
+        # Read here, not by the run: the source's own error is the clearer one.
+        if not feed.pipeline_errors:
+            raise
+        raise feed.pipeline_errors[-1] from error
+    return dataclasses.replace(feed, steps_per_pass=steps)
 
 
 def distribute(strategy: tf.distribute.Strategy, source: infeed.Infeed | tf.data.Dataset):

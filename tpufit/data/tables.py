@@ -72,13 +72,3 @@ def to_arrays(value: Any, name: str) -> Any:
         return type(value)(converted) if isinstance(value, tuple) else converted
     return value
 
-
-def contains_pandas(value: Any) -> bool:
-    """Whether `value` is, or holds in a dict/list/tuple, a DataFrame or Series."""
-    if is_pandas(value):
-        return True
-    if isinstance(value, dict):
-        return any(contains_pandas(item) for item in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(contains_pandas(item) for item in value)
-    return False

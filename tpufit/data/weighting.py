@@ -99,6 +99,13 @@ def _table(class_weight: dict[int, float]) -> tf.Tensor:
     return tf.constant([class_weight.get(c, 1.0) for c in range(size)], dtype=keras.config.floatx())
 
 
+def with_class_weight(dataset: tf.data.Dataset, class_weight: dict | None) -> tf.data.Dataset:
+    """Returns `dataset` with class weights added (`add_to_dataset`), or as it is without any."""
+    if class_weight is None:
+        return dataset
+    return add_to_dataset(dataset, class_weight)
+
+
 def add_to_dataset(dataset: tf.data.Dataset, class_weight: dict[int, float]) -> tf.data.Dataset:
     """Returns `dataset` with class weights added to its `(x, y)` batches: `(x, y, weights)`.
 

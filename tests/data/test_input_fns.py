@@ -31,7 +31,7 @@ ROWS, BATCH = 100, 16
 @pytest.mark.subprocess
 @pytest.mark.skipif(replicas() > 1, reason="this is the child process")
 def test_input_fn_over_four_replicas_in_a_child_process():
-    summary = run_pytest_with_replicas("data/test_input_fn.py", 4)
+    summary = run_pytest_with_replicas("data/test_input_fns.py", 4)
     assert summary.startswith("9 passed, 1 skipped"), summary
 
 

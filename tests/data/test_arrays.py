@@ -1,0 +1,133 @@
+"""tpufit/data/arrays.py: numpy arrays and pandas tables, end to end, exact against plain Keras."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from conftest import FEATURES, assert_same_weights, copy_model, keras_twin, tiny_data, tiny_model
+from user_inputs import BATCH, ROWS, assert_same_logs, compiled
+
+import tpufit
+from tpufit.config import Layout, Mode
+from tpufit.data import InfeedRequest, build_infeed
+
+STRATEGY = tf.distribute.get_strategy()
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_arrays_are_shuffled_with_the_request_seed_only_when_asked(shuffle):
+    x, y = tiny_data(40)
+
+    def order(seed):
+        request = InfeedRequest(Mode.TRAIN, Layout.PADDED, 8, shuffle=shuffle, seed=seed)
+        feed = build_infeed(x, np.arange(40), None, request, STRATEGY)
+        return np.concatenate([data[1] for data, _ in feed.dataset.take(5)])
+
+    first = order(3)
+    np.testing.assert_array_equal(first, order(3))
+    assert np.array_equal(first, np.arange(40)) != shuffle
+    np.testing.assert_array_equal(np.sort(first), np.arange(40))
+
+
+def frame(x):
+    return pd.DataFrame(x, columns=[f"f{i}" for i in range(FEATURES)])
+
+
+def test_dataframe_and_series_are_exact_in_fit_evaluate_and_predict():
+    x, y = tiny_data(ROWS)
+    tm = compiled()
+    twin = keras_twin(tm.model)
+    tm.fit(frame(x), pd.Series(y), batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    twin.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    assert_same_weights(tm.model, twin)
+    ours = tm.evaluate(frame(x), pd.Series(y), batch_size=BATCH, return_dict=True, verbose=0)
+    assert_same_logs(ours, twin.evaluate(x, y, batch_size=ROWS, return_dict=True, verbose=0))
+    np.testing.assert_allclose(
+        tm.predict(frame(x), batch_size=BATCH, verbose=0), twin(x), atol=1e-5
+    )
+
+
+def test_dict_of_columns_feeds_a_model_with_one_input_per_column():
+    keras.utils.set_random_seed(0)
+    inputs = {name: keras.Input((1,), name=name) for name in ("age", "income")}
+    hidden = keras.layers.Dense(4, activation="relu")(
+        keras.layers.Concatenate()(list(inputs.values()))
+    )
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"age": rng.integers(18, 90, 50), "income": rng.normal(size=50)})
+    target = pd.Series(rng.normal(size=50))
+    tm = tpufit.TPUModel(model, iterations_per_loop=2)
+    tm.compile(optimizer="sgd", loss="mse")
+    tm.fit(dict(table), target, batch_size=8, epochs=1, verbose=0)
+    columns = {name: table[name].to_numpy("float32")[:, None] for name in table}
+    np.testing.assert_allclose(
+        tm.predict(dict(table), batch_size=16, verbose=0), model(columns), rtol=1e-5, atol=1e-5
+    )
+    reference = copy_model(model)
+    reference.compile(optimizer="sgd", loss="mse")
+    theirs = reference.evaluate(columns, target.to_numpy(), batch_size=50, verbose=0)
+    np.testing.assert_allclose(
+        tm.evaluate(table.to_dict("series"), target, verbose=0), theirs, rtol=1e-5
+    )
+
+
+def test_dataframe_with_non_numeric_columns_is_a_tpufit_error_naming_them():
+    x, y = tiny_data(20)
+    table = frame(x).assign(city=["Oslo"] * 20, day=pd.Timestamp("2024-01-01"))
+    tm = compiled()
+    with pytest.raises(tpufit.InvalidArgumentError) as raised:
+        tm.fit(table, y, verbose=0)
+    message = str(raised.value)
+    assert "'city'" in message and "'day'" in message and "'f0'" not in message
+    assert tm.traces == {}
+
+
+def test_validation_split_of_a_dataframe_holds_out_its_last_rows():
+    x, y = tiny_data(ROWS)
+    tm = compiled()
+    history = tm.fit(frame(x), pd.Series(y), batch_size=BATCH, validation_split=0.2, verbose=0)
+    assert tm.global_step == 5  # 80 rows train
+    twin = keras_twin(tm.model)
+    expected = twin.evaluate(x[80:], y[80:], batch_size=20, return_dict=True, verbose=0)
+    np.testing.assert_allclose(history.history["val_loss"][0], expected["loss"], rtol=1e-5)
+
+
+def test_sample_weight_trains_step_for_step_like_keras_through_the_padded_batch():
+    x, y = tiny_data(ROWS)
+    weights = np.random.default_rng(0).uniform(0.1, 3.0, ROWS)
+    tm = compiled()
+    twin = keras_twin(tm.model)
+    tm.fit(x, y, sample_weight=weights, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    twin.fit(x, y, sample_weight=weights, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    assert_same_weights(tm.model, twin)
+
+
+def test_shuffle_is_seeded_and_reshuffles_every_epoch():
+    x, y = tiny_data(ROWS)
+
+    def trained(seed, shuffle=True):
+        tm = compiled(tiny_model(), config=tpufit.RunConfig(seed=seed))
+        tm.fit(x, y, batch_size=BATCH, epochs=2, shuffle=shuffle, verbose=0)
+        return tm.model.get_weights()
+
+    same, again, other, unshuffled = trained(3), trained(3), trained(4), trained(3, False)
+    for a, b in zip(same, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(same, other, strict=True))
+    assert any(not np.allclose(a, b) for a, b in zip(same, unshuffled, strict=True))
+
+
+def test_initial_epoch_resumes_the_epoch_count():
+    x, y = tiny_data(64)
+    tm = compiled()
+    seen = []
+    callback = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
+    history = tm.fit(
+        x, y, batch_size=BATCH, epochs=4, initial_epoch=2, callbacks=[callback], verbose=0
+    )
+    assert seen == [2, 3] and history.epoch == [2, 3]
+    assert tm.global_step == 8
