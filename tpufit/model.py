@@ -23,6 +23,7 @@ from tpufit.hooks.base import Hook
 from tpufit.hooks.progress_bar import verbosity
 from tpufit.model_dir import export
 from tpufit.model_dir.directory import ModelDir
+from tpufit.run import arguments
 from tpufit.run import logs as logs_module
 from tpufit.run.calls import EvaluateCall, FitCall, PredictCall
 from tpufit.run.engine import Engine
@@ -68,7 +69,7 @@ class TPUModel:
         model_dir: str | None = None,
         config: RunConfig | None = None,
     ) -> None:
-        self.model = checks.check_keras_model(model)
+        self.model = arguments.check_keras_model(model)
         self.config = RunConfig.with_overrides(
             config, iterations_per_loop=iterations_per_loop, model_dir=model_dir
         )
@@ -151,7 +152,7 @@ class TPUModel:
         """
         self._check_compiled("fit")
         x = data.input_fn_as_x(x, input_fn)
-        checks.check_epochs(epochs, initial_epoch)
+        arguments.check_epochs(epochs, initial_epoch)
         errors.check_positive_int("steps_per_epoch", steps_per_epoch, allow_none=True)
         errors.check_positive_int("validation_freq", validation_freq)
         errors.check_positive_int("max_steps", max_steps, allow_none=True)
