@@ -162,7 +162,8 @@ class TPUModel:
             x, y, sample_weight, validation_data = adapters.split_for_validation(
                 x, y, sample_weight, validation_split, validation_data
             )
-        padded = self._replicas.uses_keras_steps("train")
+        layout = self._replicas.layout_for(Mode.TRAIN)
+        padded = layout is Layout.PADDED
         train_feed = self._infeed(
             x,
             y,
@@ -182,7 +183,7 @@ class TPUModel:
                     validation_data, validation_batch_size or batch_size
                 ),
                 mode="eval",
-                padded=self._replicas.uses_keras_steps("eval"),
+                padded=self._replicas.layout_for(Mode.EVAL) is Layout.PADDED,
                 steps=validation_steps,
                 reread=True,
             )
@@ -204,7 +205,7 @@ class TPUModel:
         self._start_run(train_feed, build_metrics=padded)
         self._model_dir.training_starts()
         program = self._replicas.program(
-            "train", padded, self.config.jit_compile, hook_list.host_calls("train")
+            Mode.TRAIN, layout, self.config.jit_compile, hook_list.host_calls("train")
         )
         stats = RunStats("train", self.config.iterations_per_loop, validation.is_dataset(x))
         plan = self._plan(program, train_feed, epoch_steps - use_tail, use_tail, stats, start)
@@ -259,7 +260,7 @@ class TPUModel:
         self._check_compiled("evaluate")
         x = adapters.input_fn_as_x(x, input_fn)
         validation.check_steps(steps, x)
-        padded = self._replicas.uses_keras_steps("eval")
+        padded = self._replicas.layout_for(Mode.EVAL) is Layout.PADDED
         feed = self._infeed(
             x, y, sample_weight, batch_size, mode="eval", padded=padded, steps=steps
         )
@@ -295,12 +296,14 @@ class TPUModel:
         """
         x = adapters.input_fn_as_x(x, input_fn)
         validation.check_steps(steps, x)
-        feed = self._infeed(x, None, None, batch_size, mode="predict", padded=True, steps=steps)
+        layout = self._replicas.layout_for(Mode.PREDICT)
+        padded = layout is Layout.PADDED
+        feed = self._infeed(x, None, None, batch_size, mode="predict", padded=padded, steps=steps)
         total_steps = steps or feed.steps_per_pass
         hook_list, _ = self._hooks(hooks, callbacks, verbose, epochs=1, steps=total_steps)
         self._start_run(feed, build_metrics=False)
         self.last_run_stats = RunStats("predict", self.config.iterations_per_loop)
-        program = self._replicas.program("predict", True, self.config.jit_compile)
+        program = self._replicas.program(Mode.PREDICT, layout, self.config.jit_compile)
         plan = self._plan(program, feed, total_steps, False, self.last_run_stats)
         run = Run("predict", self, steps_per_epoch=total_steps, batch_size=feed.batch_size)
         return loops.prediction_loop(run, hook_list, plan, None if steps else feed.rows)
@@ -373,7 +376,7 @@ class TPUModel:
             program,
             self._replicas.distribute(source),
             total_steps,
-            self._loop_lengths.get(program.name, feed.batch_size),
+            self._loop_lengths.get(program.mode, feed.batch_size),
             tail,
             resumed,
             stats,
@@ -382,13 +385,13 @@ class TPUModel:
     def _evaluate_run(
         self, feed: infeed.Infeed, eval_steps: int | None, hook_list: HookList, *, parent=None
     ) -> dict:
-        padded = self._replicas.uses_keras_steps("eval")
+        layout = self._replicas.layout_for(Mode.EVAL)
         use_tail = feed.tail is not None and eval_steps is None
         total_steps = eval_steps or feed.steps_per_pass
         program = self._replicas.program(
-            "eval", padded, self.config.jit_compile, hook_list.host_calls("eval")
+            Mode.EVAL, layout, self.config.jit_compile, hook_list.host_calls("eval")
         )
-        self._replicas.prepare_state(feed, build_metrics=padded)
+        self._replicas.prepare_state(feed, build_metrics=layout is Layout.PADDED)
         self.last_run_stats = RunStats("eval", self.config.iterations_per_loop)
         plan = self._plan(program, feed, total_steps, use_tail, self.last_run_stats)
         steps_per_epoch = None if total_steps is None else total_steps + use_tail

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tpufit.config import Mode
 from tpufit.device.jit_choice import JitChoice
 
 _MEAN = tf.distribute.ReduceOp.MEAN
@@ -77,7 +78,7 @@ class LoopProgram:
             the loop, not stored per step).
         stops: Whether the loop honours the stopping signal (not in training).
         jit_compile: `True`, `False` or `"auto"` (see `RunConfig`).
-        name: The mode, for messages ("train", "eval", "predict").
+        mode: The mode the program runs, for messages and per-mode settings.
         first_step_eagerly: Run the very first step eagerly, outside any
             trace (training programs only), so that variables the step
             creates lazily (a custom step's optimizer slots) exist before the
@@ -99,7 +100,7 @@ class LoopProgram:
         *,
         stops: bool,
         jit_compile: bool | str,
-        name: str,
+        mode: Mode,
         first_step_eagerly: bool = False,
         step_counter: tf.Variable | None = None,
         measure_jit: bool = True,
@@ -112,8 +113,8 @@ class LoopProgram:
         self._replica_step = replica_step
         self._reduce = reduce
         self._stops = stops
-        self._jit = JitChoice(jit_compile, name, measure_jit)
-        self.name = name
+        self._jit = JitChoice(jit_compile, mode, measure_jit)
+        self.mode = mode
         self.traces = 0
         self._output_specs: dict[Any, Any] = {}
         self._prepared_iterator: Callable[[], Any] = lambda: None

@@ -1,0 +1,64 @@
+"""Tests of tpufit/device/replicas.py: layouts and the program cache."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from conftest import (
+    compile_args,
+    compiled,
+    own_step_model,
+    tiny_data,
+    tiny_model,
+)
+
+from tpufit.config import Layout, Mode
+from tpufit.device.replicas import Replicas
+
+DEFAULT = tf.distribute.get_strategy()
+
+
+def test_keras_steps_are_padded_own_steps_run_at_true_size_and_predict_is_always_padded():
+    plain = Replicas(tiny_model(), DEFAULT)
+    plain.compile((), compile_args())
+    assert [plain.layout_for(mode) for mode in Mode] == [Layout.PADDED] * 3
+    own = Replicas(own_step_model(), DEFAULT)
+    own.compile((), {"optimizer": "sgd"})
+    assert own.layout_for(Mode.TRAIN) is Layout.TRUE_SIZE
+    assert own.layout_for(Mode.EVAL) is Layout.TRUE_SIZE
+    assert own.layout_for(Mode.PREDICT) is Layout.PADDED
+
+
+def test_a_program_is_built_once_per_mode_layout_and_host_calls_and_traces_count_by_mode():
+    x, y = tiny_data(40)
+    tm = compiled()
+    replicas = tm._replicas
+    train = replicas.program(Mode.TRAIN, Layout.PADDED, "auto")
+    assert replicas.program(Mode.TRAIN, Layout.PADDED, False) is train
+    assert replicas.program(Mode.TRAIN, Layout.TRUE_SIZE, "auto") is not train
+    extra = {"one": lambda tensors: tf.constant(1.0)}
+    assert replicas.program(Mode.TRAIN, Layout.PADDED, "auto", extra) is not train
+    assert train.mode is Mode.TRAIN
+    tm.fit(x, y, batch_size=8, verbose=0)
+    tm.predict(x, batch_size=8, verbose=0)
+    assert tm.traces == {"train": 1, "predict": 1}
+    assert all(type(mode) is str for mode in tm.traces)
+
+
+def test_jit_auto_measures_xla_against_the_plain_step_and_keeps_the_faster():
+    x, y = tiny_data(80)
+    tm = compiled(iterations_per_loop=2)
+    tm.fit(x, y, batch_size=8, verbose=0)
+    program = tm._replicas._programs[(Mode.TRAIN, Layout.PADDED, ())]
+    timings = program.jit_timings
+    assert len(timings[True]) >= 2 and len(timings[False]) >= 2
+    assert program.jit_compile == (min(timings[True][1:]) <= min(timings[False][1:]))
+    assert tm.traces == {"train": 1}
+    for setting in (False, True):
+        fixed = compiled()
+        fixed.compile(**compile_args(), jit_compile=setting)
+        fixed.fit(x, y, batch_size=8, verbose=0)
+        assert fixed._replicas._programs[(Mode.TRAIN, Layout.PADDED, ())].jit_compile is setting
+        assert fixed._replicas._programs[(Mode.TRAIN, Layout.PADDED, ())].jit_timings == {
+            True: [],
+            False: [],
+        }
