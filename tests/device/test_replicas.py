@@ -1,20 +1,27 @@
-"""Tests of tpufit/device/replicas.py: layouts and the program cache."""
+"""Tests of tpufit/device/replicas.py: layouts, the program cache, the XLA decision."""
 
 from __future__ import annotations
 
+import warnings
+
+import pytest
 import tensorflow as tf
 from conftest import (
+    FEATURES,
     compile_args,
     compiled,
+    host_only_model,
     own_step_model,
     tiny_data,
     tiny_model,
 )
 
+import tpufit
 from tpufit.config import Layout, Mode
 from tpufit.device.replicas import Replicas
 
 DEFAULT = tf.distribute.get_strategy()
+SPEC = tf.TensorSpec((8, FEATURES), tf.float32)
 
 
 def test_keras_steps_are_padded_own_steps_run_at_true_size_and_predict_is_always_padded():
@@ -42,6 +49,31 @@ def test_a_program_is_built_once_per_mode_layout_and_host_calls_and_traces_count
     tm.predict(x, batch_size=8, verbose=0)
     assert tm.traces == {"train": 1, "predict": 1}
     assert all(type(mode) is str for mode in tm.traces)
+
+
+def test_the_xla_decision_of_export_is_the_predict_programs_own():
+    x, _ = tiny_data(20)
+    fresh = Replicas(tiny_model(), DEFAULT)
+    assert fresh.predict_jit_compile(SPEC, "auto") is True  # made now, by the predict program
+    program = fresh.program(Mode.PREDICT, fresh.layout_for(Mode.PREDICT), "auto")
+    assert program.jit_compile is True and program.traces == 0
+    tm = tpufit.TPUModel(tiny_model())
+    tm.compile(**compile_args(), jit_compile=False)
+    tm.predict(x, batch_size=8, verbose=0)
+    assert tm._replicas.predict_jit_compile(SPEC, "auto") is False  # predict's, not re-decided
+
+
+def test_auto_falls_back_with_the_programs_one_warning_and_true_raises_as_predict_does():
+    replicas = Replicas(host_only_model(), DEFAULT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert replicas.predict_jit_compile(SPEC, "auto") is False
+        assert replicas.predict_jit_compile(SPEC, "auto") is False
+    messages = [str(w.message) for w in caught if "tpufit" in str(w.message)]
+    assert len(messages) == 1 and "predict step runs without XLA" in messages[0]
+    strict = Replicas(host_only_model(), DEFAULT)
+    with pytest.raises(tpufit.InvalidArgumentError, match="jit_compile=True"):
+        strict.predict_jit_compile(SPEC, True)
 
 
 def test_jit_auto_measures_xla_against_the_plain_step_and_keeps_the_faster():

@@ -130,6 +130,22 @@ class LoopProgram:
         """Seconds per step of the loops "auto" measured, with XLA (`True`) and without."""
         return self._jit.timings
 
+    def decide_jit(self, element_spec) -> bool:
+        """Makes the XLA decision for batches of `element_spec` now, if no run made it yet.
+
+        A run makes it on its first loop; made here first (for an export),
+        every run after keeps it.
+
+        Returns:
+            Whether the step runs with XLA (`False` while "auto" is still
+            measuring, which only training programs do).
+
+        Raises:
+            InvalidArgumentError: `jit_compile=True` for a step XLA cannot compile.
+        """
+        self._jit.prepare(self._strategy, self._one_step, element_spec)
+        return bool(self.jit_compile)
+
     def _one_step(self, element):
         data, signals = element
         outputs = self._strategy.run(self._replica_step, args=(data, signals))

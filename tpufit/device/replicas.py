@@ -5,9 +5,9 @@
 (`replica_model`: the user's model itself, or a clone when the user's was
 built outside a non-default strategy's scope), the batch layout of each mode
 (`layout_for`, decided here only), the loop programs (one per mode, layout
-and `host_call` set, traced once), the lazily built state (layers, metrics,
-optimizer slots), and keeping the user's model's weights in step with the
-clone.
+and `host_call` set, traced once) and their XLA decision, the lazily built
+state (layers, metrics, optimizer slots), and keeping the user's model's
+weights in step with the clone.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tpufit import cluster
 from tpufit.config import Layout, Mode
-from tpufit.data import infeed, sharding
+from tpufit.data import infeed, padding, sharding
 from tpufit.device import programs
 from tpufit.device import steps as step_fns
 from tpufit.device.strategy import build_state, place_model, place_optimizer
@@ -139,6 +139,35 @@ class Replicas:
                 measure_jit=training and self.measure_jit,
             )
         return self._programs[key]
+
+    def predict_jit_compile(self, input_spec: Any, jit_compile: bool | str) -> bool:
+        """Whether `predict` runs its step with XLA: the predict program's own decision.
+
+        The decision `predict` made, or, before any `predict`, the one its
+        program makes now for batches of `input_spec` (and keeps for every
+        `predict` after): one decision, one warning when "auto" falls back.
+
+        Args:
+            input_spec: The inputs' structure of `tf.TensorSpec`s, of one
+                static batch (as `input_spec`, with the batch size set).
+            jit_compile: As `RunConfig.jit_compile`, for a program built now.
+
+        Raises:
+            InvalidArgumentError: `jit_compile=True` and XLA cannot compile
+                the predict step, as `predict` raises.
+        """
+        layout = self.layout_for(Mode.PREDICT)
+        program = self.program(Mode.PREDICT, layout, jit_compile)
+        if program.jit_compile is not None:
+            return program.jit_compile
+        rows = tf.nest.flatten(input_spec)[0].shape[0]
+        signals = padding.make_signals(rows, rows)
+        # The element the predict infeed yields: the packed inputs and the batch's signals.
+        element_spec = (
+            keras.utils.pack_x_y_sample_weight(input_spec),
+            tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), signals),
+        )
+        return program.decide_jit(element_spec)
 
     def prepare_state(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
         """Creates `replica_model`'s lazily built state on the feed's first batch.
