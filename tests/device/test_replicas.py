@@ -1,9 +1,10 @@
-"""Tests of tpufit/device/replicas.py: layouts, the program cache, the XLA decision."""
+"""Tests of tpufit/device/replicas.py: layouts, the program cache, the XLA decision, weights."""
 
 from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import (
@@ -74,6 +75,32 @@ def test_auto_falls_back_with_the_programs_one_warning_and_true_raises_as_predic
     strict = Replicas(host_only_model(), DEFAULT)
     with pytest.raises(tpufit.InvalidArgumentError, match="jit_compile=True"):
         strict.predict_jit_compile(SPEC, True)
+
+
+def test_weights_go_back_to_the_replicas_only_when_the_block_changed_them():
+    replicas = Replicas(tiny_model(), tf.distribute.OneDeviceStrategy("/cpu:0"))
+    assert replicas.cloned
+    trained = [np.full_like(w, 0.5) for w in replicas.replica_model.get_weights()]
+    replicas.replica_model.set_weights(trained)
+    with replicas.user_weights():
+        for held, current in zip(replicas.user_model.get_weights(), trained, strict=True):
+            np.testing.assert_array_equal(held, current)
+        # The replicas change under an unchanged user's model: nothing is copied back over it.
+        moved = [np.full_like(w, 7.0) for w in trained]
+        replicas.replica_model.set_weights(moved)
+    for kept, expected in zip(replicas.replica_model.get_weights(), moved, strict=True):
+        np.testing.assert_array_equal(kept, expected)
+    with replicas.user_weights():
+        replicas.user_model.set_weights(trained)
+    for copied, expected in zip(replicas.replica_model.get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(copied, expected)
+    zeros = [np.zeros_like(w) for w in trained]
+    replicas.replica_model.set_weights(zeros)
+    signed = [w.copy() for w in zeros]
+    signed[0][0, 0] = -0.0  # equal to 0.0 as a value, but not the same bits
+    with replicas.user_weights():
+        replicas.user_model.set_weights(signed)
+    assert np.signbit(replicas.replica_model.get_weights()[0][0, 0])
 
 
 def test_jit_auto_measures_xla_against_the_plain_step_and_keeps_the_faster():

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tpufit import cluster
@@ -199,14 +200,18 @@ class Replicas:
 
         With a clone, the user's model gets the replicas' weights first, and
         what the block leaves in it (EarlyStopping's best weights, a restored
-        backup) goes back to the replicas.
+        backup) goes back to the replicas. Weights the block left bit for bit
+        as they came are not copied back: the replicas hold them already.
         """
         if not self.cloned:
             yield
             return
-        self.copy_weights(into_replicas=False)
+        current = self.replica_model.get_weights()
+        self.user_model.set_weights(current)
         yield
-        self.copy_weights(into_replicas=True)
+        after = self.user_model.get_weights()
+        if not all(_same_bits(a, b) for a, b in zip(current, after, strict=True)):
+            self.replica_model.set_weights(after)
 
     @contextlib.contextmanager
     def keeping_user_weights(self) -> Iterator[None]:
@@ -225,3 +230,8 @@ class Replicas:
                 else (self.replica_model, self.user_model)
             )
             target.set_weights(source.get_weights())
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    # Bits, not values: -0.0 == 0.0 and NaN != NaN would both decide wrongly.
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
