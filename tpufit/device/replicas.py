@@ -67,7 +67,7 @@ class Replicas:
         """How many times each mode's loop program was traced, keyed by the mode's value."""
         counts: dict[str, int] = {}
         for (mode, *_), program in self._programs.items():
-            counts[mode.value] = counts.get(mode.value, 0) + program.traces
+            counts[str(mode)] = counts.get(str(mode), 0) + program.traces
         return counts
 
     def compile(self, args: tuple, kwargs: dict) -> None:
@@ -103,7 +103,7 @@ class Replicas:
         model keeps Keras's own steps and a mean-reduction loss (tpufit's
         masked copies of them, see `steps.py`); `Layout.TRUE_SIZE` otherwise.
         """
-        if mode is Mode.PREDICT or step_fns.uses_keras_steps(self.replica_model, mode):
+        if mode == Mode.PREDICT or step_fns.uses_keras_steps(self.replica_model, mode):
             return Layout.PADDED
         return Layout.TRUE_SIZE
 
@@ -126,7 +126,7 @@ class Replicas:
         key = (mode, layout, tuple(host_calls.items()))
         if key not in self._programs:
             step, reduce = step_fns.replica_step_for(self.replica_model, mode, layout, host_calls)
-            training = mode is Mode.TRAIN
+            training = mode == Mode.TRAIN
             self._programs[key] = programs.LoopProgram(
                 self.strategy,
                 step,

@@ -245,9 +245,9 @@ def replica_step_for(
             runs on padded batches.
         host_calls: The hooks' extra per-step values (train and eval).
     """
-    if mode is Mode.TRAIN:
+    if mode == Mode.TRAIN:
         return train_step_for(model, layout, host_calls), programs.reduce_logs
-    if mode is Mode.EVAL:
+    if mode == Mode.EVAL:
         return test_step_for(model, layout, host_calls), programs.reduce_logs
     return predict_step_for(model), programs.gather_predictions
 
