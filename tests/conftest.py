@@ -122,6 +122,21 @@ def virtual_clock(monkeypatch) -> VirtualClock:
     return clock
 
 
+class HostOnlyLayer(keras.layers.Layer):
+    """A layer XLA cannot compile: it calls back into Python."""
+
+    def call(self, inputs):
+        out = tf.numpy_function(lambda a: a * 2.0, [inputs], tf.float32)
+        out.set_shape(inputs.shape)
+        return out
+
+
+def host_only_model() -> keras.Model:
+    """A model XLA cannot compile: `HostOnlyLayer`, then a dense layer of 2 outputs."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((FEATURES,)), HostOnlyLayer(), keras.layers.Dense(2)])
+
+
 def tiny_data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`rows` rows of float32 features and int labels for `tiny_model`."""
     rng = np.random.default_rng(seed)

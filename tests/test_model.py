@@ -334,23 +334,6 @@ def test_jit_auto_falls_back_with_one_warning_naming_the_reason():
         strict.evaluate(x, np.zeros((20, 2)), batch_size=8, verbose=0)
 
 
-def test_jit_auto_measures_xla_against_the_plain_step_and_keeps_the_faster():
-    x, y = tiny_data(80)
-    tm = compiled(iterations_per_loop=2)
-    tm.fit(x, y, batch_size=8, verbose=0)
-    program = tm._replicas._programs[("train", True, ())]
-    timings = program.jit_timings
-    assert len(timings[True]) >= 2 and len(timings[False]) >= 2
-    assert program.jit_compile == (min(timings[True][1:]) <= min(timings[False][1:]))
-    assert tm.traces == {"train": 1}
-    for setting in (False, True):
-        fixed = compiled()
-        fixed.compile(**compile_args(), jit_compile=setting)
-        fixed.fit(x, y, batch_size=8, verbose=0)
-        assert fixed._replicas._programs[("train", True, ())].jit_compile is setting
-        assert fixed._replicas._programs[("train", True, ())].jit_timings == {True: [], False: []}
-
-
 def weights_of(model):
     return [w.copy() for w in model.get_weights()]
 

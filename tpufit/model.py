@@ -260,8 +260,7 @@ class TPUModel:
         it loads with TensorFlow alone (`tf.saved_model.load`); see `tpufit.export`.
         """
         errors.check_positive_int("batch_size", batch_size)
-        jit, spec = self.config.jit_compile, self._replicas.input_spec
-        export.write(path, self.model, spec, batch_size, jit, self.strategy)
+        export.write(path, self._replicas, batch_size, self.config.jit_compile)
 
     def _check_compiled(self, method: str) -> None:
         if not self._replicas.compiled:

@@ -1,4 +1,4 @@
-"""Tests of tpufit/jit_choice.py: XLA or not, as asked or as measured."""
+"""Tests of tpufit/device/jit_choice.py: XLA or not, as asked or as measured."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def counting_program(stops: bool) -> programs.LoopProgram:
         programs.gather_predictions,
         stops=stops,
         jit_compile=False,
-        name="predict" if stops else "train",
+        mode=Mode.PREDICT if stops else Mode.TRAIN,
     )
 
 
@@ -73,11 +73,11 @@ def per_step_losses(iterations_per_loop: int, total: int) -> np.ndarray:
     model.optimizer.build(model.trainable_variables)
     program = programs.LoopProgram(
         STRATEGY,
-        steps.train_step_for(model, padded=True),
+        steps.train_step_for(model, Layout.PADDED),
         programs.reduce_logs,
         stops=False,
         jit_compile=True,
-        name="train",
+        mode=Mode.TRAIN,
     )
     iterator = iter(feed.dataset)
     losses = []

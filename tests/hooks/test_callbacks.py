@@ -1,4 +1,4 @@
-"""Tests of tpufit/callbacks.py: Keras callbacks work unchanged, checked by their effects.
+"""Tests of tpufit/hooks/keras_callbacks.py: Keras callbacks work unchanged, checked by effect.
 
 Where a callback's effect can be compared, it is compared with plain Keras
 running the same callback on the same weights and data (`shuffle=False`).
@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import (
+    CLASSES,
+    FEATURES,
     assert_same_weights,
     compile_args,
     compiled,
@@ -24,6 +26,9 @@ from conftest import (
     tiny_data,
     tiny_model,
 )
+
+import tpufit
+from tpufit.hooks.keras_callbacks import handles
 
 
 class Events(keras.callbacks.Callback):
@@ -325,4 +330,77 @@ def test_swap_ema_weights_validates_with_the_averaged_weights_as_keras_does():
     ours = tm.fit(**fit, callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True)])
     expected = twin.fit(**fit, callbacks=[keras.callbacks.SwapEMAWeights(swap_on_epoch=True)])
     np.testing.assert_allclose(ours.history["val_loss"], expected.history["val_loss"], rtol=1e-5)
+    assert_same_weights(model, twin)
+
+
+class CountingSequential(keras.Sequential):
+    """A Sequential model that counts the weights copied into it (`set_weights` calls)."""
+
+    def set_weights(self, weights):
+        self.copies += 1
+        super().set_weights(weights)
+
+
+def cloned_counting_model(iterations_per_loop: int):
+    """`(user's model, TPUModel)`, built outside a one-device strategy: the replicas run a clone."""
+    keras.utils.set_random_seed(0)
+    model = CountingSequential(
+        [
+            keras.Input((FEATURES,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
+    model.copies = 0
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    tm = tpufit.TPUModel(model, strategy=strategy, iterations_per_loop=iterations_per_loop)
+    tm.compile(**compile_args())
+    assert tm._replicas.cloned
+    return model, tm
+
+
+def test_a_callback_handles_the_events_it_overrides_or_sets_and_none_other():
+    assert handles(keras.callbacks.History(), "on_epoch_end")
+    assert not handles(keras.callbacks.History(), "on_train_batch_end")
+    assert handles(keras.callbacks.LambdaCallback(on_train_batch_end=print), "on_train_batch_end")
+    assert not handles(keras.callbacks.LambdaCallback(on_epoch_end=print), "on_test_batch_end")
+
+    class OldStyle(keras.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            pass
+
+    assert handles(OldStyle(), "on_train_batch_end")
+    assert not handles(OldStyle(), "on_test_batch_end")
+    assert handles(Events(), "on_predict_batch_begin")
+
+
+def test_no_weights_are_copied_for_events_no_callback_handles():
+    x, y = tiny_data(80)
+
+    def copies(iterations_per_loop, callbacks=()):
+        model, tm = cloned_counting_model(iterations_per_loop)
+        tm.fit(x, y, batch_size=8, callbacks=list(callbacks), verbose=0)
+        return model.copies
+
+    # 10 steps in 5 loops or in 1: History alone handles no batch event, so the
+    # loops' batch events copy nothing into the user's model.
+    assert copies(2) == copies(10)
+    # A callback at each loop's end gets the current weights there: one copy per loop.
+    at_batch_end = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: None)
+    assert copies(2, [at_batch_end]) == copies(2) + 5
+
+
+def test_weights_a_callback_sets_in_a_cloned_model_reach_the_replicas():
+    x, y = tiny_data(40)
+    model, tm = cloned_counting_model(iterations_per_loop=5)
+    initial = model.get_weights()
+    reset = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: model.set_weights(initial) if epoch == 0 else None
+    )
+    tm.fit(x, y, batch_size=8, epochs=2, shuffle=False, callbacks=[reset], verbose=0)
+    # The second epoch trained from the initial weights again: as one epoch of Keras does.
+    twin = tiny_model()
+    twin.set_weights(initial)
+    twin.compile(**compile_args())
+    twin.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
     assert_same_weights(model, twin)

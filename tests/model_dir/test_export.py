@@ -5,12 +5,21 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import FEATURES, compile_args, compiled, own_step_model, tiny_data, tiny_model
+from conftest import (
+    FEATURES,
+    compile_args,
+    compiled,
+    host_only_model,
+    own_step_model,
+    tiny_data,
+    tiny_model,
+)
 
 import tpufit
 
@@ -123,6 +132,33 @@ def test_a_subclassed_model_exports_after_a_run_and_not_before(tmp_path):
     np.testing.assert_array_equal(
         only_output(serve(tmp_path / "subclassed")(tf.constant(x))), expected
     )
+
+
+@pytest.mark.parametrize("predict_first", [True, False], ids=["after_predict", "before_predict"])
+def test_xla_comes_from_predicts_program_with_its_one_warning(tmp_path, predict_first):
+    x, _ = tiny_data(20)
+    tm = tpufit.TPUModel(host_only_model())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        expected = tm.predict(x, batch_size=8, verbose=0) if predict_first else None
+        tm.export(tmp_path / "serving", batch_size=8)
+        if not predict_first:
+            expected = tm.predict(x, batch_size=8, verbose=0)
+    messages = [str(w.message) for w in caught if "tpufit" in str(w.message)]
+    assert len(messages) == 1 and "without XLA" in messages[0]
+    np.testing.assert_array_equal(
+        only_output(serve(tmp_path / "serving")(tf.constant(x))), expected
+    )
+
+
+def test_jit_compile_true_that_xla_cannot_honour_fails_export_as_it_fails_predict(tmp_path):
+    tm = tpufit.TPUModel(host_only_model())
+    tm.compile(optimizer="sgd", loss="mse", jit_compile=True)
+    with pytest.raises(tpufit.InvalidArgumentError, match="jit_compile=True"):
+        tm.export(tmp_path / "serving")
+    with pytest.raises(tpufit.InvalidArgumentError, match="jit_compile=True"):
+        tm.predict(tiny_data(8)[0], verbose=0)
+    assert not (tmp_path / "serving").exists()
 
 
 def test_keras_format_saving_of_the_wrapped_model_still_works_with_a_model_dir(tmp_path):

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tpufit.config import Mode
 from tpufit.device.jit_choice import JitChoice
 
 _MEAN = tf.distribute.ReduceOp.MEAN
@@ -80,7 +81,7 @@ class LoopProgram:
             the loop, not stored per step).
         stops: Whether the loop honours the stopping signal (not in training).
         jit_compile: `True`, `False` or `"auto"` (see `RunConfig`).
-        name: The mode, for messages ("train", "eval", "predict").
+        mode: The mode the program runs, for messages and per-mode settings.
         first_step_eagerly: Run the very first step eagerly, outside any
             trace (training programs only), so that variables the step
             creates lazily (a custom step's optimizer slots) exist before the
@@ -102,7 +103,7 @@ class LoopProgram:
         *,
         stops: bool,
         jit_compile: bool | str,
-        name: str,
+        mode: Mode,
         first_step_eagerly: bool = False,
         step_counters: Sequence[tf.Variable] = (),
         measure_jit: bool = True,
@@ -115,8 +116,8 @@ class LoopProgram:
         self._replica_step = replica_step
         self._reduce = reduce
         self._stops = stops
-        self._jit = JitChoice(jit_compile, name, measure_jit)
-        self.name = name
+        self._jit = JitChoice(jit_compile, mode, measure_jit)
+        self.mode = mode
         self.traces = 0
         self._output_specs: dict[Any, Any] = {}
         self._prepared_iterator: Callable[[], Any] = lambda: None
@@ -131,6 +132,22 @@ class LoopProgram:
     def jit_timings(self) -> dict[bool, list[float]]:
         """Seconds per step of the loops "auto" measured, with XLA (`True`) and without."""
         return self._jit.timings
+
+    def decide_jit(self, element_spec) -> bool:
+        """Makes the XLA decision for batches of `element_spec` now, if no run made it yet.
+
+        A run makes it on its first loop; made here first (for an export),
+        every run after keeps it.
+
+        Returns:
+            Whether the step runs with XLA (`False` while "auto" is still
+            measuring, which only training programs do).
+
+        Raises:
+            InvalidArgumentError: `jit_compile=True` for a step XLA cannot compile.
+        """
+        self._jit.prepare(self._strategy, self._one_step, element_spec)
+        return bool(self.jit_compile)
 
     def _one_step(self, element):
         data, signals = element

@@ -1,11 +1,13 @@
 """The model as the strategy runs it: its placed copy, loop programs and state.
 
-`Replicas` owns what every run of a `TPUModel` shares: the Keras model whose
-variables live under the strategy (the user's model itself, or a clone when
-the user's was built outside a non-default strategy's scope), the loop
-programs (one per mode, padding and `host_call` set, traced once), the
-lazily built state (layers, metrics, optimizer slots), and keeping the
-user's model's weights in step with the clone.
+`Replicas` owns what every run of a `TPUModel` shares: the user's model
+(`user_model`), the Keras model whose variables live under the strategy
+(`replica_model`: the user's model itself, or a clone when the user's was
+built outside a non-default strategy's scope), the batch layout of each mode
+(`layout_for`, decided here only), the loop programs (one per mode, layout
+and `host_call` set, traced once) and their XLA decision, the lazily built
+state (layers, metrics, optimizer slots), and keeping the user's model's
+weights in step with the clone.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tpufit import cluster
 from tpufit.config import Layout, Mode
-from tpufit.data import infeed, sharding
+from tpufit.data import infeed, padding, sharding
 from tpufit.device import programs
 from tpufit.device import steps as step_fns
 from tpufit.device.strategy import build_state, place_model, place_optimizer
@@ -29,7 +32,8 @@ class Replicas:
     """The user's model placed under `strategy`, with its programs.
 
     Args:
-        model: The user's Keras model.
+        model: The user's Keras model (kept as `user_model`; the strategy runs
+            `replica_model`).
         strategy: The `tf.distribute` strategy of every run.
         step_counters: The int64 variables training programs add their steps to.
     """
@@ -50,7 +54,7 @@ class Replicas:
         self.measure_jit = True
         self.optimizers: list[keras.optimizers.Optimizer] = []  # Every optimizer compiled.
         self.input_spec: Any = None  # The inputs' spec of the latest run's data.
-        self._programs: dict[tuple, programs.LoopProgram] = {}
+        self._programs: dict[tuple[Mode, Layout, tuple], programs.LoopProgram] = {}
         self._metrics_built = False
 
     @property
@@ -60,14 +64,14 @@ class Replicas:
 
     @property
     def traces(self) -> dict[str, int]:
-        """How many times each mode's loop program was traced."""
+        """How many times each mode's loop program was traced, keyed by the mode's value."""
         counts: dict[str, int] = {}
         for (mode, *_), program in self._programs.items():
             counts[str(mode)] = counts.get(str(mode), 0) + program.traces
         return counts
 
     def compile(self, args: tuple, kwargs: dict) -> None:
-        """Compiles the placed model (every optimizer given placed under the strategy)."""
+        """Compiles `replica_model` (every optimizer given placed under the strategy)."""
         # A GAN's compile takes two optimizers: each must have its variables under the strategy.
         args = tuple(place_optimizer(value, self.strategy) for value in args)
         kwargs = {name: place_optimizer(value, self.strategy) for name, value in kwargs.items()}
@@ -93,36 +97,85 @@ class Replicas:
         self._metrics_built = False
 
     def layout_for(self, mode: Mode) -> Layout:
-        """The layout of `mode`'s batches: padded wherever the step can mask padding rows."""
+        """Returns the layout of `mode`'s batches: the one place a run's layout is decided.
+
+        `Layout.PADDED` for every prediction (rows are independent, so padding
+        rows are simply dropped), and for training and evaluation when the
+        model keeps Keras's own steps and a mean-reduction loss (tpufit's
+        masked copies of them, see `steps.py`); `Layout.TRUE_SIZE` otherwise.
+        """
         if mode == Mode.PREDICT or step_fns.uses_keras_steps(self.replica_model, mode):
             return Layout.PADDED
         return Layout.TRUE_SIZE
 
     def program(
-        self, mode: Mode, layout: Layout, jit_compile: bool | str, host_calls: dict | None = None
+        self,
+        mode: Mode,
+        layout: Layout,
+        jit_compile: bool | str,
+        host_calls: dict | None = None,
     ) -> programs.LoopProgram:
-        """Returns the loop program of `mode`, built once per layout and `host_call` set."""
+        """Returns the loop program of `mode`, built once per layout and `host_call` set.
+
+        Args:
+            mode: The run's mode.
+            layout: The run's layout, from `layout_for(mode)`.
+            jit_compile: As `RunConfig.jit_compile`, for a program built now.
+            host_calls: The hooks' `host_call` functions of the run.
+        """
         host_calls = host_calls or {}
-        padded = layout is Layout.PADDED
-        key = (mode, padded, tuple(host_calls.items()))
+        key = (mode, layout, tuple(host_calls.items()))
         if key not in self._programs:
-            step, reduce = step_fns.replica_step_for(self.replica_model, mode, padded, host_calls)
+            step, reduce = step_fns.replica_step_for(self.replica_model, mode, layout, host_calls)
+            training = mode == Mode.TRAIN
             self._programs[key] = programs.LoopProgram(
                 self.strategy,
                 step,
                 reduce,
                 # Several workers run known steps: collectives fail inside a stop's `cond`.
-                stops=mode != "train" and cluster.worker_count(self.strategy) == 1,
+                stops=not training and cluster.worker_count(self.strategy) == 1,
                 jit_compile=jit_compile,
-                name=mode,
-                first_step_eagerly=mode == "train" and not padded,
-                step_counters=self.step_counters if mode == "train" else (),
-                measure_jit=mode == "train" and self.measure_jit,
+                mode=mode,
+                first_step_eagerly=training and layout is Layout.TRUE_SIZE,
+                step_counters=self.step_counters if training else (),
+                measure_jit=training and self.measure_jit,
             )
         return self._programs[key]
 
+    def predict_jit_compile(self, input_spec: Any, jit_compile: bool | str) -> bool:
+        """Whether `predict` runs its step with XLA: the predict program's own decision.
+
+        The decision `predict` made, or, before any `predict`, the one its
+        program makes now for batches of `input_spec` (and keeps for every
+        `predict` after): one decision, one warning when "auto" falls back.
+
+        Args:
+            input_spec: The inputs' structure of `tf.TensorSpec`s, of one
+                static batch (as `input_spec`, with the batch size set).
+            jit_compile: As `RunConfig.jit_compile`, for a program built now.
+
+        Raises:
+            InvalidArgumentError: `jit_compile=True` and XLA cannot compile
+                the predict step, as `predict` raises.
+        """
+        layout = self.layout_for(Mode.PREDICT)
+        program = self.program(Mode.PREDICT, layout, jit_compile)
+        if program.jit_compile is not None:
+            return program.jit_compile
+        rows = tf.nest.flatten(input_spec)[0].shape[0]
+        signals = padding.make_signals(rows, rows)
+        # The element the predict infeed yields: the packed inputs and the batch's signals.
+        element_spec = (
+            keras.utils.pack_x_y_sample_weight(input_spec),
+            tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype), signals),
+        )
+        return program.decide_jit(element_spec)
+
     def prepare_state(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
-        """Creates the model's lazily built state on the feed's first batch (once for metrics)."""
+        """Creates `replica_model`'s lazily built state on the feed's first batch.
+
+        Metrics' state is built once, with `build_metrics`.
+        """
         self.input_spec = keras.utils.unpack_x_y_sample_weight(feed.dataset.element_spec[0])[0]
         build_metrics = build_metrics and self.compiled and not self._metrics_built
         build_state(
@@ -148,14 +201,18 @@ class Replicas:
 
         With a clone, the user's model gets the replicas' weights first, and
         what the block leaves in it (EarlyStopping's best weights, a restored
-        backup) goes back to the replicas.
+        backup) goes back to the replicas. Weights the block left bit for bit
+        as they came are not copied back: the replicas hold them already.
         """
         if not self.cloned:
             yield
             return
-        self.copy_weights(into_replicas=False)
+        current = self.replica_model.get_weights()
+        self.user_model.set_weights(current)
         yield
-        self.copy_weights(into_replicas=True)
+        after = self.user_model.get_weights()
+        if not all(_same_bits(a, b) for a, b in zip(current, after, strict=True)):
+            self.replica_model.set_weights(after)
 
     @contextlib.contextmanager
     def keeping_user_weights(self) -> Iterator[None]:
@@ -166,7 +223,7 @@ class Replicas:
             self.copy_weights(into_replicas=False)
 
     def copy_weights(self, *, into_replicas: bool) -> None:
-        """Copies weights between the user's model and a clone (nothing without a clone)."""
+        """Copies weights between `user_model` and `replica_model` (nothing without a clone)."""
         if self.cloned:
             source, target = (
                 (self.user_model, self.replica_model)
@@ -174,3 +231,8 @@ class Replicas:
                 else (self.replica_model, self.user_model)
             )
             target.set_weights(source.get_weights())
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    # Bits, not values: -0.0 == 0.0 and NaN != NaN would both decide wrongly.
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()

@@ -1,11 +1,15 @@
 """What one replica does in one step, for each mode.
 
+Every function here takes the model the step runs: the replicas' copy
+(`Replicas.replica_model`), never the user's model when that was cloned.
+
 A model that keeps Keras's own `train_step` / `test_step` (and `compute_loss`,
-`compute_metrics`) gets tpufit's *padded* steps: they do what Keras's steps do,
-but count only the real rows of a padded batch, so that the padded last batch
-gives exactly what Keras gives on the unpadded one. A model that overrides a
-step gets its own step, called with `data` exactly as the input yields it; its
-partial last batch runs unpadded instead (see `infeed.py`).
+`compute_metrics`) gets tpufit's *padded* steps (`Layout.PADDED`): they do what
+Keras's steps do, but count only the real rows of a padded batch, so that the
+padded last batch gives exactly what Keras gives on the unpadded one. A model
+that overrides a step gets its own step (`Layout.TRUE_SIZE`), called with
+`data` exactly as the input yields it; its partial last batch runs at its true
+size instead (see `infeed.py`).
 
 Each train/eval replica step returns `(logs, step_loss, padding_rows, extras)`:
 `logs` are the model's running metric results, `step_loss` is this replica's
@@ -25,6 +29,7 @@ import keras
 import tensorflow as tf
 
 from tpufit import _keras_shim
+from tpufit.config import Layout, Mode
 from tpufit.device import programs
 
 
@@ -33,7 +38,9 @@ class StepTensors:
     """What a `host_call` function sees inside one step, on one replica.
 
     Attributes:
-        model: The Keras model the step runs (the replicas' copy).
+        model: The Keras model the step runs: the replicas' copy
+            (`Replicas.replica_model`), which is a clone of the user's model
+            when that was built outside the strategy's scope.
         data: The step's batch as the input yields it.
         logs: The step's logs (tensors).
         gradients: The step's gradients, one per trainable weight, in
@@ -52,13 +59,13 @@ HostCalls = dict[str, Callable[[StepTensors], tf.Tensor]]
 MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
 
 _STEP_METHODS = {
-    "train": ("train_step", "compute_loss", "compute_metrics"),
-    "eval": ("test_step", "compute_loss", "compute_metrics"),
+    Mode.TRAIN: ("train_step", "compute_loss", "compute_metrics"),
+    Mode.EVAL: ("test_step", "compute_loss", "compute_metrics"),
 }
 
 
-def uses_keras_steps(model: keras.Model, mode: str) -> bool:
-    """Whether `model` keeps Keras's own step for `mode` ("train" or "eval").
+def uses_keras_steps(model: keras.Model, mode: Mode) -> bool:
+    """Whether `model` (the replicas' copy) keeps Keras's own step for `Mode.TRAIN` / `Mode.EVAL`.
 
     Only then can a padded batch be masked exactly: the loss must also be one
     whose reduction divides by the batch size, so padding can be rescaled away.
@@ -198,40 +205,57 @@ def _own_step(model: keras.Model, method: Callable, host_calls: HostCalls):
     return step
 
 
-def train_step_for(model: keras.Model, padded: bool, host_calls: HostCalls | None = None):
-    """Returns the training replica step `(data, signals) -> (logs, loss, padding, extras)`."""
-    if padded:
+def train_step_for(model: keras.Model, layout: Layout, host_calls: HostCalls | None = None):
+    """Returns the training replica step `(data, signals) -> (logs, loss, padding, extras)`.
+
+    Args:
+        model: The replicas' copy of the model, compiled.
+        layout: `Layout.PADDED` for tpufit's padded step, `Layout.TRUE_SIZE`
+            for the model's own `train_step`.
+        host_calls: The hooks' extra per-step values.
+    """
+    if layout is Layout.PADDED:
         return lambda data, signals: padded_train_step(model, data, signals, host_calls)
     return _own_step(model, model.train_step, host_calls or {})
 
 
-def test_step_for(model: keras.Model, padded: bool, host_calls: HostCalls | None = None):
-    """Returns the evaluation replica step `(data, signals) -> (logs, loss, padding, extras)`."""
-    if padded:
+def test_step_for(model: keras.Model, layout: Layout, host_calls: HostCalls | None = None):
+    """Returns the evaluation replica step `(data, signals) -> (logs, loss, padding, extras)`.
+
+    Args:
+        model: The replicas' copy of the model, compiled.
+        layout: `Layout.PADDED` for tpufit's padded step, `Layout.TRUE_SIZE`
+            for the model's own `test_step`.
+        host_calls: The hooks' extra per-step values.
+    """
+    if layout is Layout.PADDED:
         return lambda data, signals: padded_test_step(model, data, signals, host_calls)
     return _own_step(model, model.test_step, host_calls or {})
 
 
 def replica_step_for(
-    model: keras.Model, mode: str, padded: bool, host_calls: HostCalls | None = None
+    model: keras.Model, mode: Mode, layout: Layout, host_calls: HostCalls | None = None
 ) -> tuple[Callable, Callable]:
     """Returns `(replica_step, reduce)` for a mode's `LoopProgram`.
 
     Args:
-        model: The compiled (for "train"/"eval") Keras model.
-        mode: "train", "eval" or "predict".
-        padded: Whether batches are padded (tpufit's steps) or not (the model's own).
+        model: The replicas' copy of the model (compiled for `TRAIN` / `EVAL`).
+        mode: The run's mode.
+        layout: The run's layout (see `train_step_for`); prediction always
+            runs on padded batches.
         host_calls: The hooks' extra per-step values (train and eval).
     """
-    if mode == "train":
-        return train_step_for(model, padded, host_calls), programs.reduce_logs
-    if mode == "eval":
-        return test_step_for(model, padded, host_calls), programs.reduce_logs
+    if mode == Mode.TRAIN:
+        return train_step_for(model, layout, host_calls), programs.reduce_logs
+    if mode == Mode.EVAL:
+        return test_step_for(model, layout, host_calls), programs.reduce_logs
     return predict_step_for(model), programs.gather_predictions
 
 
 def state_builder(model: keras.Model, build_metrics: bool) -> Callable:
-    """Returns a replica function that creates the model's lazily built state on one batch.
+    """Returns a replica function that creates `model`'s lazily built state on one batch.
+
+    `model` is the replicas' copy: its state must be created under the strategy.
 
     It calls the model (building its layers) and, with `build_metrics`, runs
     the compiled loss and metrics once, creating their variables; the caller

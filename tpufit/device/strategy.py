@@ -70,7 +70,7 @@ def _created_in_scope(strategy: tf.distribute.Strategy, variable) -> bool:
 
 
 def place_model(model: keras.Model, strategy: tf.distribute.Strategy) -> keras.Model:
-    """Returns a model whose variables live under `strategy`: `model` itself if they do.
+    """Returns the replicas' copy of the user's `model`: itself if it lives under `strategy`.
 
     A model built outside the strategy's scope has plain variables that a
     multi-replica program cannot use; it is cloned under the scope with the
@@ -119,7 +119,9 @@ def build_state(
     build_metrics: bool,
     build_optimizer: bool,
 ) -> None:
-    """Creates, before any loop is traced, every variable a step would create lazily.
+    """Creates, before any loop is traced, every variable a step of `model` would create lazily.
+
+    `model` is the replicas' copy (`Replicas.replica_model`).
 
     A variable created inside a traced loop gets an initialisation `cond`,
     which fails under `MirroredStrategy`; so the model's layers, the compiled

@@ -20,6 +20,29 @@ counts every step once. `on_train_begin` runs once the variables exist (a
 `BackupAndRestore` can load its backup then, and its `initial_epoch` is
 honoured). The `*_end` events of a run that an exception ended are not called,
 as in Keras (a `BackupAndRestore` keeps its backup for the next run).
+
+Weights. When the strategy runs a clone of the user's model (one built
+outside a non-default strategy's scope), `callback.model` (the user's model)
+holds its own copy of the weights, and copying every weight each way at
+every event would cost more than the event. So:
+
+- the user's model gets the replicas' current weights before an event only
+  when some callback *handles* it: the method it has for the event (or, for
+  a train batch event, Keras's older `on_batch_begin` / `on_batch_end`,
+  which the base class's train batch methods call) is not
+  `keras.callbacks.Callback`'s own. It is looked up on the callback itself,
+  so `LambdaCallback`'s functions count. `CallbackList` calls every callback
+  at every event, but the base class's methods do nothing, so at an event
+  no callback handles, no callback can read or set a weight;
+- after an event that was copied for, the weights go back to the replicas
+  unless the user's model holds them bit for bit as they came
+  (`Replicas.user_weights`): `EarlyStopping` restoring the best weights, a
+  `BackupAndRestore`, `SwapEMAWeights` or a callback's own `set_weights`
+  reach the next loop; a callback that only reads them (`ModelCheckpoint`,
+  a logger) costs one copy and one comparison.
+
+With only `History` (which handles `on_train_begin` and `on_epoch_end`), a
+loop's batch events copy nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +57,23 @@ from tpufit import _keras_shim
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues
 
 _KERAS_MODE = {"train": "train", "eval": "test", "predict": "predict"}
+# The older names that `keras.callbacks.Callback`'s train batch methods call.
+_ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
+
+
+def handles(callback: keras.callbacks.Callback, event: str) -> bool:
+    """Whether `callback` does anything at `event`: overrides it (see the module's docstring).
+
+    Args:
+        callback: A Keras callback.
+        event: The name of a `keras.callbacks.Callback` method.
+    """
+    names = (event, _ALIASES[event]) if event in _ALIASES else (event,)
+    for name in names:
+        own = getattr(callback, name)
+        if getattr(own, "__func__", None) is not getattr(keras.callbacks.Callback, name):
+            return True
+    return False
 
 
 class KerasCallbackHook(Hook):
@@ -46,7 +86,8 @@ class KerasCallbackHook(Hook):
         epochs: Epochs of the run (1 outside `fit`).
         steps: Steps per epoch, when known.
         user_weights: A context manager factory in which the user's model
-            holds the current weights (and weights set in it reach the replicas).
+            holds the current weights (and weights set in it reach the
+            replicas), entered only for events some callback handles.
     """
 
     def __init__(
@@ -64,10 +105,17 @@ class KerasCallbackHook(Hook):
         )
         self._model = model
         self._user_weights = user_weights
+        self._handled: dict[str, bool] = {}  # Per event: whether some callback handles it.
 
     def _call(self, mode: str, event: str, *args: Any) -> None:
+        name = event.format(_KERAS_MODE[mode])
+        if name not in self._handled:
+            self._handled[name] = any(handles(c, name) for c in self.callback_list.callbacks)
+        if not self._handled[name]:
+            getattr(self.callback_list, name)(*args)
+            return
         with self._user_weights():
-            getattr(self.callback_list, event.format(_KERAS_MODE[mode]))(*args)
+            getattr(self.callback_list, name)(*args)
 
     def after_create_session(self, run: Run) -> None:  # noqa: D102 - see the module's table.
         self._call(run.mode, "on_{}_begin")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -139,7 +138,8 @@ class Saver:
 
     Only the chief writes into `directory` under a multi-worker strategy; the
     other workers write (the same collective reads) into a temporary directory
-    that is removed at once, as TensorFlow's multi-worker guide does.
+    that is removed at once, as TensorFlow's multi-worker guide does: where
+    each writes is `cluster.writing_dir`'s to say.
 
     Args:
         directory: The `model_dir`.
@@ -164,6 +164,7 @@ class Saver:
         self.directory = directory
         self._groups = groups
         self._state = state
+        self._strategy = strategy
         self._chief = cluster.is_chief(strategy)
         self._max_to_keep = max_to_keep or None
         self._keep_hours = keep_every_n_hours
@@ -174,14 +175,11 @@ class Saver:
         """Takes the variable lists afresh at the next save (`compile` makes a new optimizer)."""
         self._manager = None
 
-    def _make_manager(self) -> tf.train.CheckpointManager:
-        directory = self.directory if self._chief else tempfile.mkdtemp(prefix="tpufit-worker-")
-        if self._chief:
-            os.makedirs(directory, exist_ok=True)
-            # A process killed inside a save leaves TensorFlow's temporary directory behind.
-            for leftover in glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp")):
-                if os.path.isdir(leftover):
-                    shutil.rmtree(leftover, ignore_errors=True)
+    def _make_manager(self, directory: str) -> tf.train.CheckpointManager:
+        # A process killed inside a save leaves TensorFlow's temporary directory behind.
+        for leftover in glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp")):
+            if os.path.isdir(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
         groups = self._groups()
         root = tf.train.Checkpoint(
             weights=list(groups["weights"]),
@@ -201,12 +199,13 @@ class Saver:
         step = int(self._state.global_step.numpy())
         if step == self.last_saved_step:
             return None
-        if self._manager is None:
-            self._manager = self._make_manager()
-        path = self._manager.save(checkpoint_number=step)
-        if not self._chief:
-            shutil.rmtree(self._manager.directory, ignore_errors=True)
-            self._manager = None
-            path = None
+        with cluster.writing_dir(self.directory, self._strategy) as directory:
+            manager = self._manager
+            if manager is None:
+                manager = self._make_manager(directory)
+            path = manager.save(checkpoint_number=step)
         self.last_saved_step = step
+        if not self._chief:
+            return None  # Its directory, hence its manager, lasted for this save only.
+        self._manager = manager  # It counts the checkpoints kept.
         return path

@@ -4,7 +4,8 @@ The exported `serving_default` signature takes a batch of any size (0, 1, or
 more than the training batch) and returns what `TPUModel.predict` returns for
 it, bit for bit. It computes the way `predict` does: the rows are cut into
 static batches of `batch_size` (the last one padded), each batch goes through
-the model's `predict_step` — XLA-compiled when `predict`'s step is — and the
+the model's `predict_step` — XLA-compiled exactly when `predict`'s step is, as
+the predict program decided it (`Replicas.predict_jit_compile`) — and the
 padding rows are dropped. (XLA's kernels, hence its roundings, depend on the
 batch shape, so a step traced for one request size would not equal `predict`
 at another.) The artifact is written by `keras.export.ExportArchive` and needs
@@ -20,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from tpufit import errors
+from tpufit.device.replicas import Replicas
 
 
 def input_signature(model: keras.Model, seen_spec: Any) -> Any:
@@ -55,18 +57,9 @@ def input_signature(model: keras.Model, seen_spec: Any) -> Any:
     return tf.nest.map_structure(lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype), seen_spec)
 
 
-def choose_jit(requested: bool | str, strategy: tf.distribute.Strategy, step, spec) -> bool:
-    """Whether `predict` runs its step with XLA, hence whether serving must (see `programs`)."""
-    if requested is False or strategy.num_replicas_in_sync > 1:
-        return False
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return False  # A TPU compiles everything; serving on a host runs the graph as is.
-    try:
-        example = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), spec)
-        tf.function(step, jit_compile=True).experimental_get_compiler_ir(example)(stage="hlo")
-    except Exception:  # noqa: BLE001 - any failure means "no XLA", as in programs.py.
-        return False
-    return True
+def batch_spec(spec: Any, batch_size: int) -> Any:
+    """Returns `spec` with its batch dimension set to `batch_size`."""
+    return tf.nest.map_structure(lambda s: tf.TensorSpec((batch_size, *s.shape[1:]), s.dtype), spec)
 
 
 def _pad_to(tensor: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
@@ -74,35 +67,24 @@ def _pad_to(tensor: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
     return tf.pad(tensor, padding)
 
 
-def serving_function(
-    model: keras.Model,
-    spec: Any,
-    batch_size: int,
-    jit_compile: bool | str,
-    strategy: tf.distribute.Strategy,
-):
+def serving_function(model: keras.Model, spec: Any, batch_size: int, use_xla: bool):
     """Returns `serve(*inputs) -> outputs`, computing in static batches of `batch_size` rows.
 
     Args:
-        model: The Keras model.
+        model: The user's Keras model, holding the current weights.
         spec: The inputs' structure of `tf.TensorSpec`s (batch dimension `None`).
         batch_size: Rows of each static batch.
-        jit_compile: As `RunConfig.jit_compile`; `"auto"` uses XLA where
-            `predict` would.
-        strategy: The strategy `predict` runs under.
+        use_xla: Whether the step is XLA-compiled: as `predict`'s step is
+            (`Replicas.predict_jit_compile`).
     """
     several = isinstance(spec, (tuple, list))
-    element = tf.nest.map_structure(
-        lambda s: tf.TensorSpec((batch_size, *s.shape[1:]), s.dtype), spec
-    )
+    element = batch_spec(spec, batch_size)
 
     def predict_step(x):
         # Packed as the infeed packs it: several inputs go in a 1-tuple.
         return model.predict_step((x,) if several else x)
 
-    if jit_compile == "auto":
-        jit_compile = choose_jit("auto", strategy, predict_step, element)
-    step = tf.function(predict_step, jit_compile=bool(jit_compile))
+    step = tf.function(predict_step, jit_compile=use_xla)
     out_spec = tf.nest.map_structure(
         lambda t: tf.TensorSpec(t.shape, t.dtype),
         step.get_concrete_function(element).structured_outputs,
@@ -131,28 +113,29 @@ def serving_function(
 
 
 def write(
-    path: str | os.PathLike,
-    model: keras.Model,
-    seen_spec: Any,
-    batch_size: int,
-    jit_compile: bool | str,
-    strategy: tf.distribute.Strategy,
+    path: str | os.PathLike, replicas: Replicas, batch_size: int, jit_compile: bool | str
 ) -> None:
-    """Writes the SavedModel of `model` at `path` (see the module's docstring).
+    """Writes the SavedModel of the user's model at `path` (see the module's docstring).
 
     Args:
         path: The SavedModel directory.
-        model: The Keras model (the user's, holding the current weights).
-        seen_spec: The inputs' spec of the latest run's data, for models
-            without `keras.Input`s.
+        replicas: The model as the strategy runs it: its `user_model` is
+            exported (holding the current weights), its `input_spec` gives
+            the inputs of a model without `keras.Input`s, its predict
+            program decides XLA.
         batch_size: Rows of each static batch.
         jit_compile: As `RunConfig.jit_compile`.
-        strategy: The strategy `predict` runs under.
+
+    Raises:
+        InvalidArgumentError: The model's inputs are unknown, or
+            `jit_compile=True` and XLA cannot compile the predict step.
     """
-    spec = input_signature(model, seen_spec)
+    model = replicas.user_model
+    spec = input_signature(model, replicas.input_spec)
+    use_xla = replicas.predict_jit_compile(batch_spec(spec, batch_size), jit_compile)
     args = list(spec) if isinstance(spec, (tuple, list)) else [spec]
     archive = keras.export.ExportArchive()
     archive.track(model)
-    serve = serving_function(model, spec, batch_size, jit_compile, strategy)
+    serve = serving_function(model, spec, batch_size, use_xla)
     archive.add_endpoint("serve", serve, input_signature=args)
     archive.write_out(os.fspath(path), verbose=False)
