@@ -185,7 +185,7 @@ class ModelDir:
             warnings.warn(
                 "tpufit: the optimizer state in the checkpoint was not restored: the optimizer "
                 "creates its variables in the first training step.",
-                stacklevel=3,
+                stacklevel=4,  # the user's fit(): TPUModel.fit, Engine.fit, here
             )
         self._pending.discard("optimizers")
 

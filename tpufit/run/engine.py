@@ -33,7 +33,7 @@ from tpufit.run.calls import EvaluateCall, FitCall, PredictCall
 from tpufit.run.epochs import epoch_steps
 from tpufit.run.loop_length import LoopLengths
 from tpufit.run.loops import Plan, evaluation_loop, fit_loop, prediction_loop
-from tpufit.run.progress import Progress, resume_point
+from tpufit.run.progress import Progress, ResumePoint, resume_point
 from tpufit.run.stats import RunStats
 
 if TYPE_CHECKING:
@@ -74,38 +74,9 @@ class Engine:
 
     def fit(self, call: FitCall) -> keras.callbacks.History:
         """Trains as `call` asks; returns Keras's `History`."""
-        layout = self._replicas.layout_for(Mode.TRAIN)
-        seed = self._shuffle_seed(call.shuffle)
-        feed = self._infeed(
-            call.x,
-            call.y,
-            call.sample_weight,
-            InfeedRequest(
-                Mode.TRAIN,
-                layout,
-                call.batch_size,
-                class_weight=call.class_weight,
-                shuffle=call.shuffle,
-                seed=seed,
-                drop_remainder=call.drop_remainder,
-                steps=call.steps_per_epoch,
-            ),
-        )
+        feed = self._train_feed(call)
         validation_feed = self._validation_feed(call)
-        tail_steps = int(feed.tail is not None and call.steps_per_epoch is None)
-        steps = epoch_steps(
-            feed.steps_per_pass, call.steps_per_epoch, tail_steps, call.drop_remainder
-        )
-        start = resume_point(
-            self._progress.values(),
-            continues=self._model_dir.path is not None,
-            initial_epoch=call.initial_epoch,
-            epochs=call.epochs,
-            epoch_steps=steps,
-            tail_steps=tail_steps,
-            max_steps=call.max_steps,
-            model_dir=self._model_dir.path,
-        )
+        steps, tail_steps, start = self._fit_start(call, feed)
         history = keras.callbacks.History()
         hooks, callback_hook = self._hooks(
             call.hooks,
@@ -142,16 +113,42 @@ class Engine:
             self._progress.counting(),
             failures.translating(self._replicas.strategy, "fit", feeds),
         ):
-            fit_loop(
-                run,
-                hooks,
-                plan,
-                model=self._replicas.replica_model,
-                first_step=start.step,
-                validation=validation,
-            )
-        self.last_run_stats = stats.report(call.verbose if cluster.is_chief() else 0)
+            fit_loop(run, hooks, plan, model=self._replicas.replica_model, first_step=start.step,
+                     validation=validation)  # fmt: skip
+        chief = cluster.is_chief(self._replicas.strategy)
+        self.last_run_stats = stats.report(call.verbose if chief else 0)
         return history
+
+    def _train_feed(self, call: FitCall) -> Infeed:
+        request = InfeedRequest(
+            Mode.TRAIN,
+            self._replicas.layout_for(Mode.TRAIN),
+            call.batch_size,
+            class_weight=call.class_weight,
+            shuffle=call.shuffle,
+            seed=self._shuffle_seed(call.shuffle),
+            drop_remainder=call.drop_remainder,
+            steps=call.steps_per_epoch,
+        )
+        return self._infeed(call.x, call.y, call.sample_weight, request)
+
+    def _fit_start(self, call: FitCall, feed: Infeed) -> tuple[int, int, ResumePoint]:
+        """Returns the epoch's steps, those of them at true size, and where the fit starts."""
+        tail_steps = int(feed.tail is not None and call.steps_per_epoch is None)
+        steps = epoch_steps(
+            feed.steps_per_pass, call.steps_per_epoch, tail_steps, call.drop_remainder
+        )
+        start = resume_point(
+            self._progress.values(),
+            continues=self._model_dir.path is not None,
+            initial_epoch=call.initial_epoch,
+            epochs=call.epochs,
+            epoch_steps=steps,
+            tail_steps=tail_steps,
+            max_steps=call.max_steps,
+            model_dir=self._model_dir.path,
+        )
+        return steps, tail_steps, start
 
     def evaluate(self, call: EvaluateCall) -> dict[str, Any]:
         """Evaluates exactly as `call` asks; returns the logs."""

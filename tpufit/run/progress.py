@@ -183,7 +183,7 @@ def resume_point(
                 f"tpufit: model_dir {model_dir} is already at epoch {epoch} (global step "
                 f"{position['global_step']}), so fit(epochs={epochs}) trains no further. "
                 "Epochs count across the runs of a model_dir: raise `epochs` to train more.",
-                stacklevel=4,
+                stacklevel=5,  # the user's fit(): fit, Engine.fit, _fit_start, here
             )
     if max_steps is not None:
         epochs = epochs_until(max_steps, position["global_step"], (epoch, step), epoch_steps)
