@@ -22,6 +22,7 @@ from tpufit.config import Layout, Mode
 from tpufit.data import infeed, sharding
 from tpufit.device import programs
 from tpufit.device import steps as step_fns
+from tpufit.device.layout import LayoutChoice, choose_layout
 from tpufit.device.strategy import build_state, place_model, place_optimizer
 
 
@@ -32,6 +33,7 @@ class Replicas:
         model: The user's Keras model.
         strategy: The `tf.distribute` strategy of every run.
         step_counters: The int64 variables training programs add their steps to.
+        partial_batch: `RunConfig.partial_batch`, for `layout_for`.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class Replicas:
         model: keras.Model,
         strategy: tf.distribute.Strategy,
         step_counters: Sequence[tf.Variable] = (),
+        partial_batch: str = "auto",
     ) -> None:
         self.user_model = model
         self.strategy = strategy
@@ -52,6 +55,8 @@ class Replicas:
         self.input_spec: Any = None  # The inputs' spec of the latest run's data.
         self._programs: dict[tuple, programs.LoopProgram] = {}
         self._metrics_built = False
+        self.partial_batch = partial_batch
+        self.layouts: dict[str, LayoutChoice] = {}  # Each mode's latest choice, and why.
 
     @property
     def cloned(self) -> bool:
@@ -93,10 +98,10 @@ class Replicas:
         self._metrics_built = False
 
     def layout_for(self, mode: Mode) -> Layout:
-        """The layout of `mode`'s batches: padded wherever the step can mask padding rows."""
-        if mode == Mode.PREDICT or step_fns.uses_keras_steps(self.replica_model, mode):
-            return Layout.PADDED
-        return Layout.TRUE_SIZE
+        """The layout of `mode`'s batches: padded where padding rows are provably invisible."""
+        choice = choose_layout(self.replica_model, mode, self.partial_batch)
+        self.layouts[str(mode)] = choice
+        return choice.layout
 
     def program(
         self, mode: Mode, layout: Layout, jit_compile: bool | str, host_calls: dict | None = None

@@ -23,6 +23,7 @@ from tpufit.data import checks
 from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
+from tpufit.device.steps import uses_keras_steps
 from tpufit.hooks import StopAtStepHook
 from tpufit.hooks.base import HookList, Run
 from tpufit.hooks.keras_callbacks import KerasCallbackHook
@@ -180,7 +181,8 @@ class Engine:
         """Runs one exact evaluation of `feed` (the model's state is built); returns its logs."""
         tail = feed.tail is not None and steps is None
         epoch_steps_ = steps or feed.steps_per_pass
-        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed))
+        model = self._replicas.replica_model
+        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed, model))
         self.last_run_stats = RunStats(Mode.EVAL, self._config.iterations_per_loop)
         plan = self._plan(feed, feed, epoch_steps_, hooks, self.last_run_stats, tail=tail)
         run = Run(
@@ -199,7 +201,12 @@ class Engine:
             call.x,
             None,
             None,
-            InfeedRequest(Mode.PREDICT, Layout.PADDED, call.batch_size, steps=call.steps),
+            InfeedRequest(
+                Mode.PREDICT,
+                self._replicas.layout_for(Mode.PREDICT),
+                call.batch_size,
+                steps=call.steps,
+            ),
         )
         steps = call.steps or feed.steps_per_pass
         hooks, _ = self._hooks(call.hooks, call.callbacks, call.verbose, epochs=1, steps=steps)
@@ -266,7 +273,8 @@ class Engine:
     def _prepare_state(self, feed: Infeed) -> None:
         """Builds the model's lazy state and restores what `model_dir` still holds for it."""
         self._replicas.copy_weights(into_replicas=True)
-        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed))
+        model = self._replicas.replica_model
+        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed, model))
         self._model_dir.restore()
 
     def _plan(
@@ -292,9 +300,12 @@ class Engine:
         )
 
 
-def _builds_metrics(feed: Infeed) -> bool:
-    # tpufit's masked steps update the compiled metrics: their state must exist before tracing.
-    return feed.mode is not Mode.PREDICT and feed.layout is Layout.PADDED
+def _builds_metrics(feed: Infeed, model: keras.Model) -> bool:
+    # Keras's steps (tpufit's masked copies, or Keras's own at true size) update the compiled
+    # metrics: their state must exist before tracing.
+    return feed.mode is not Mode.PREDICT and (
+        feed.layout is Layout.PADDED or uses_keras_steps(model, feed.mode)
+    )
 
 
 @dataclasses.dataclass
