@@ -45,10 +45,13 @@ class Layout(enum.Enum):
 
     `PADDED`: every batch has the static size; the partial last batch is
     padded with copies of its rows and a mask says which rows are real
-    (tpufit's masked copies of Keras's steps, and every `predict`).
+    (tpufit's masked copies of Keras's steps where padding rows are provably
+    invisible, and every `predict`).
     `TRUE_SIZE`: full batches have the static size; the partial last batch
     runs at its true size in a second trace of the step, with no padding at
-    all (a model's own `train_step` / `test_step`, which cannot be masked).
+    all (a model's own `train_step` / `test_step`, which cannot be masked, and
+    Keras's own steps wherever padding rows could change a result).
+    `tpufit/device/layout.py` chooses.
     """
 
     PADDED = "padded"

@@ -1,7 +1,7 @@
 """`Engine`: building and running a `fit`, `evaluate` or `predict` of one `TPUModel`.
 
 A run is built in the order the design gives: the infeed for the mode and
-its layout (decided once, by the step the mode uses), the hooks (the user's,
+its layout (decided once, by `device/layout.py`), the hooks (the user's,
 the Keras callbacks' adapter, the `model_dir`'s, the progress bar), the
 model's lazily built state and what the `model_dir` restores into it, the
 loop program, and the `Plan` the mode's loop walks. The loops themselves are
