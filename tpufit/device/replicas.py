@@ -120,7 +120,9 @@ class Replicas:
                 stops=mode != "train" and cluster.worker_count(self.strategy) == 1,
                 jit_compile=jit_compile,
                 name=mode,
-                first_step_eagerly=mode == "train" and not padded,
+                # Keras's own steps create no state beyond what `prepare_state` builds.
+                first_step_eagerly=mode == "train"
+                and not step_fns.uses_keras_steps(self.replica_model, mode),
                 step_counters=self.step_counters if mode == "train" else (),
                 measure_jit=mode == "train" and self.measure_jit,
             )
