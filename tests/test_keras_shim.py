@@ -88,3 +88,16 @@ def test_py_dataset_adapter_runs_a_pass_with_keras_workers():
     batches = list(adapter.get_numpy_iterator())
     adapter.on_epoch_end()
     assert [float(b[0][0, 0]) for b in batches] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_compiled_metrics_are_the_metrics_given_to_compile_as_given():
+    def spread(y_true, y_pred):
+        return keras.ops.std(y_pred)
+
+    auc = keras.metrics.AUC()
+    model = compiled_two_outputs()
+    assert _keras_shim.compiled_metrics(model) == ["accuracy", "mae", "accuracy"]
+    model = tiny_model()
+    assert _keras_shim.compiled_metrics(model) == []
+    model.compile(optimizer="sgd", loss="mse", metrics=[spread, None], weighted_metrics=[auc])
+    assert _keras_shim.compiled_metrics(model) == [spread, auc]

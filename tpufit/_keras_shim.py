@@ -26,6 +26,23 @@ def _compile_metrics(model: keras.Model):
         raise RuntimeError(_UNSUPPORTED) from error
 
 
+def compiled_metrics(model: keras.Model) -> list:
+    """Returns the metrics given to `compile` (`metrics` and `weighted_metrics`), flattened.
+
+    Each as given: a string, a function or a `keras.metrics.Metric`; `None`
+    entries left out. An uncompiled model has none. Keras keeps them, before
+    it wraps functions and resolves names, only in its compiled metrics.
+    """
+    compiled = _compile_metrics(model) if getattr(model, "compiled", False) else None
+    if compiled is None:
+        return []
+    try:
+        given = (compiled._user_metrics, compiled._user_weighted_metrics)
+    except AttributeError as error:
+        raise RuntimeError(_UNSUPPORTED) from error
+    return [metric for metric in keras.tree.flatten(given) if metric is not None]
+
+
 def update_compiled_metrics(model: keras.Model, y, y_pred, sample_weight, mask) -> None:
     """Updates the metrics given to `compile`, counting only real rows.
 

@@ -20,6 +20,7 @@ from tpufit import errors
 from tpufit.errors import is_int
 
 JIT_CHOICES = ("auto", True, False)
+PARTIAL_BATCH_CHOICES = ("auto", "pad", "true_size")
 AUTO = "auto"
 # A duration: a positive decimal number and a unit, e.g. "2s", "0.5s", "500ms", "1m".
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)\s*$")
@@ -44,10 +45,13 @@ class Layout(enum.Enum):
 
     `PADDED`: every batch has the static size; the partial last batch is
     padded with copies of its rows and a mask says which rows are real
-    (tpufit's masked copies of Keras's steps, and every `predict`).
+    (tpufit's masked copies of Keras's steps where padding rows are provably
+    invisible, and every `predict`).
     `TRUE_SIZE`: full batches have the static size; the partial last batch
     runs at its true size in a second trace of the step, with no padding at
-    all (a model's own `train_step` / `test_step`, which cannot be masked).
+    all (a model's own `train_step` / `test_step`, which cannot be masked, and
+    Keras's own steps wherever padding rows could change a result).
+    `tpufit/device/layout.py` chooses.
     """
 
     PADDED = "padded"
@@ -171,6 +175,16 @@ class RunConfig:
             it). Ignored when `model_dir`
             already holds a checkpoint (the run resumes instead); never takes
             the other run's global step or optimizer state.
+        partial_batch: How `fit` and `evaluate` run a partial last batch of a
+            model on Keras's own `train_step` / `test_step`. `"auto"` (the
+            default) pads it to the static shape, masked, only where padding
+            rows provably cannot change a result (every layer row-wise, Keras
+            built-in losses and metrics on one value per row), and otherwise
+            runs it at its true size through Keras's own step (one more
+            trace); `"pad"` always pads (one compiled shape, e.g. on a TPU,
+            accepting the differences docs/exactness.md lists); `"true_size"`
+            never pads. A model with its own step always runs at true size;
+            `predict` always pads. `TPUModel.layouts` says what was chosen.
 
     Example:
         >>> config = RunConfig(iterations_per_loop=50)
@@ -187,6 +201,7 @@ class RunConfig:
     keep_checkpoint_max: int | None = 5
     keep_checkpoint_every_n_hours: float | None = None
     warm_start_from: str | os.PathLike | WarmStartSettings | tuple | None = None
+    partial_batch: str = "auto"
 
     def __post_init__(self) -> None:
         for name in (
@@ -215,6 +230,10 @@ class RunConfig:
             raise errors.invalid_argument("jit_compile", self.jit_compile, '"auto", True or False')
         if self.seed is not None and not is_int(self.seed):
             raise errors.invalid_type("seed", self.seed, "an int or None")
+        if self.partial_batch not in PARTIAL_BATCH_CHOICES:
+            raise errors.invalid_argument(
+                "partial_batch", self.partial_batch, '"auto", "pad" or "true_size"'
+            )
         self._check_checkpointing()
 
     def _check_checkpointing(self) -> None:

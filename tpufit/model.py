@@ -17,6 +17,7 @@ from tpufit import data, errors
 from tpufit.config import RunConfig
 from tpufit.data import checks
 from tpufit.data.infeed import DEFAULT_BATCH_SIZE
+from tpufit.device.layout import LayoutChoice
 from tpufit.device.replicas import Replicas
 from tpufit.device.strategy import resolve_strategy
 from tpufit.hooks.base import Hook
@@ -75,7 +76,9 @@ class TPUModel:
         )
         self.strategy = resolve_strategy(strategy)
         self._progress = Progress()
-        self._replicas = Replicas(model, self.strategy, self._progress.counters)
+        self._replicas = Replicas(
+            model, self.strategy, self._progress.counters, self.config.partial_batch
+        )
         self._model_dir = ModelDir(self.config, self._progress, self._replicas)
         self._replicas.measure_jit = self.config.model_dir is None
         self._model_dir.restore()
@@ -95,6 +98,15 @@ class TPUModel:
     def traces(self) -> dict[str, int]:
         """How many times each mode's loop program was traced (for checking retraces)."""
         return self._replicas.traces
+
+    @property
+    def layouts(self) -> dict[str, LayoutChoice]:
+        """The layout each mode's latest run took, and why: `{"train": LayoutChoice(...)}`.
+
+        E.g. `LayoutChoice(Layout.TRUE_SIZE, "layer 'bn' (BatchNormalization)
+        mixes rows in training")`; see `RunConfig.partial_batch`.
+        """
+        return dict(self._replicas.layouts)
 
     def compile(self, *args: Any, jit_compile: bool | str = "auto", **kwargs: Any) -> None:
         """Compiles the model, with Keras's arguments and meanings.

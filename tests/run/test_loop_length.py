@@ -203,7 +203,9 @@ def test_loop_lengths_keep_one_per_mode_and_batch_size():
 def fitted(clock, setting, seconds_per_step: float, steps: int, **fit_kwargs):
     """A fit whose every step takes `seconds_per_step` on the virtual `clock`."""
     model = sleepy_model(seconds_per_step, clock=clock)
-    tm = tpufit.TPUModel(model, iterations_per_loop=setting)
+    # `Sleep` is a user layer, which "auto" would run at true size (its first step eager).
+    config = tpufit.RunConfig(partial_batch="pad")
+    tm = tpufit.TPUModel(model, iterations_per_loop=setting, config=config)
     tm.compile(**compile_args(), jit_compile=False)
     x, y = tiny_data(16 * steps)
     tm.fit(x, y, batch_size=16, shuffle=False, verbose=0, **fit_kwargs)

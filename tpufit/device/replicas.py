@@ -25,6 +25,7 @@ from tpufit.config import Layout, Mode
 from tpufit.data import infeed, padding, sharding
 from tpufit.device import programs
 from tpufit.device import steps as step_fns
+from tpufit.device.layout import LayoutChoice, choose_layout
 from tpufit.device.strategy import build_state, place_model, place_optimizer
 
 
@@ -36,6 +37,7 @@ class Replicas:
             `replica_model`).
         strategy: The `tf.distribute` strategy of every run.
         step_counters: The int64 variables training programs add their steps to.
+        partial_batch: `RunConfig.partial_batch`, for `layout_for`.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class Replicas:
         model: keras.Model,
         strategy: tf.distribute.Strategy,
         step_counters: Sequence[tf.Variable] = (),
+        partial_batch: str = "auto",
     ) -> None:
         self.user_model = model
         self.strategy = strategy
@@ -56,6 +59,8 @@ class Replicas:
         self.input_spec: Any = None  # The inputs' spec of the latest run's data.
         self._programs: dict[tuple[Mode, Layout, tuple], programs.LoopProgram] = {}
         self._metrics_built = False
+        self.partial_batch = partial_batch
+        self.layouts: dict[str, LayoutChoice] = {}  # Each mode's latest choice, and why.
 
     @property
     def cloned(self) -> bool:
@@ -97,16 +102,10 @@ class Replicas:
         self._metrics_built = False
 
     def layout_for(self, mode: Mode) -> Layout:
-        """Returns the layout of `mode`'s batches: the one place a run's layout is decided.
-
-        `Layout.PADDED` for every prediction (rows are independent, so padding
-        rows are simply dropped), and for training and evaluation when the
-        model keeps Keras's own steps and a mean-reduction loss (tpufit's
-        masked copies of them, see `steps.py`); `Layout.TRUE_SIZE` otherwise.
-        """
-        if mode == Mode.PREDICT or step_fns.uses_keras_steps(self.replica_model, mode):
-            return Layout.PADDED
-        return Layout.TRUE_SIZE
+        """The layout of `mode`'s batches: padded where padding rows are provably invisible."""
+        choice = choose_layout(self.replica_model, mode, self.partial_batch)
+        self.layouts[str(mode)] = choice
+        return choice.layout
 
     def program(
         self,
@@ -136,7 +135,9 @@ class Replicas:
                 stops=not training and cluster.worker_count(self.strategy) == 1,
                 jit_compile=jit_compile,
                 mode=mode,
-                first_step_eagerly=training and layout is Layout.TRUE_SIZE,
+                # Keras's own steps create no state beyond what `prepare_state` builds.
+                first_step_eagerly=training
+                and not step_fns.uses_keras_steps(self.replica_model, mode),
                 step_counters=self.step_counters if training else (),
                 measure_jit=training and self.measure_jit,
             )

@@ -263,12 +263,14 @@ def state_builder(model: keras.Model, build_metrics: bool) -> Callable:
     """
 
     def build(data, signals):
+        del signals  # Only the state matters, not the values: the caller resets them.
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = model(x, training=False)
         if build_metrics:
-            weights = signals["mask"] if sample_weight is None else sample_weight
-            call_compute_loss(model, x, y, y_pred, weights, training=False)
-            _keras_shim.update_compiled_metrics(model, y, y_pred, weights, signals["mask"])
+            # Keras's own loss and metrics, as Keras's steps call them: a row mask as the
+            # weight would not broadcast against per-timestep losses or per-batch metrics.
+            call_compute_loss(model, x, y, y_pred, sample_weight, training=False)
+            model.compute_metrics(x, y, y_pred, sample_weight)
 
     return build
 

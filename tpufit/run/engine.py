@@ -1,7 +1,7 @@
 """`Engine`: building and running a `fit`, `evaluate` or `predict` of one `TPUModel`.
 
 A run is built in the order the design gives: the infeed for the mode and
-its layout (decided once, by the step the mode uses), the hooks (the user's,
+its layout (decided once, by `device/layout.py`), the hooks (the user's,
 the Keras callbacks' adapter, the `model_dir`'s, the progress bar), the
 model's lazily built state and what the `model_dir` restores into it, the
 loop program, and the `Plan` the mode's loop walks. The loops themselves are
@@ -23,6 +23,7 @@ from tpufit.data import checks
 from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
+from tpufit.device.steps import uses_keras_steps
 from tpufit.hooks import StopAtStepHook
 from tpufit.hooks.base import HookList, Run
 from tpufit.hooks.keras_callbacks import KerasCallbackHook
@@ -177,7 +178,8 @@ class Engine:
         """Runs one exact evaluation of `feed` (the model's state is built); returns its logs."""
         tail = feed.tail is not None and steps is None
         epoch_steps_ = steps or feed.steps_per_pass
-        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed))
+        model = self._replicas.replica_model
+        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed, model))
         self.last_run_stats = RunStats(Mode.EVAL, self._config.iterations_per_loop)
         plan = self._plan(feed, feed, epoch_steps_, hooks, self.last_run_stats, tail=tail)
         run = Run(
@@ -196,7 +198,12 @@ class Engine:
             call.x,
             None,
             None,
-            InfeedRequest(Mode.PREDICT, Layout.PADDED, call.batch_size, steps=call.steps),
+            InfeedRequest(
+                Mode.PREDICT,
+                self._replicas.layout_for(Mode.PREDICT),
+                call.batch_size,
+                steps=call.steps,
+            ),
         )
         steps = call.steps or feed.steps_per_pass
         hooks, _ = self._hooks(call.hooks, call.callbacks, call.verbose, epochs=1, steps=steps)
@@ -263,7 +270,8 @@ class Engine:
     def _prepare_state(self, feed: Infeed) -> None:
         """Builds the model's lazy state and restores what `model_dir` still holds for it."""
         self._replicas.copy_weights(into_replicas=True)
-        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed))
+        model = self._replicas.replica_model
+        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed, model))
         self._model_dir.restore()
 
     def _plan(
@@ -289,9 +297,12 @@ class Engine:
         )
 
 
-def _builds_metrics(feed: Infeed) -> bool:
-    # tpufit's masked steps update the compiled metrics: their state must exist before tracing.
-    return feed.mode is not Mode.PREDICT and feed.layout is Layout.PADDED
+def _builds_metrics(feed: Infeed, model: keras.Model) -> bool:
+    # Keras's steps (tpufit's masked copies, or Keras's own at true size) update the compiled
+    # metrics: their state must exist before tracing.
+    return feed.mode is not Mode.PREDICT and (
+        feed.layout is Layout.PADDED or uses_keras_steps(model, feed.mode)
+    )
 
 
 @dataclasses.dataclass
