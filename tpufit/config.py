@@ -150,9 +150,11 @@ class RunConfig:
             steps run. See docs/performance.md.
         model_dir: Directory for the run's files (checkpoints), or `None`.
         jit_compile: `"auto"` compiles the step with XLA where the model and
-            strategy allow it and the first loops measure it faster than the
-            plain step, and falls back (with one warning) where XLA cannot
-            compile it; `True` requires XLA; `False` never uses it.
+            strategy allow it, except a step with convolutions on a machine
+            without accelerators (XLA's CPU convolutions are slower), and
+            falls back (with one warning) where XLA cannot compile it; a fixed
+            rule, never timings, so results are reproducible. `True` requires
+            XLA; `False` never uses it.
         seed: Seed of the per-epoch shuffle of array inputs; `None` draws one
             from Keras's global seed state.
         save_checkpoints_steps: With a `model_dir`, write a checkpoint at the

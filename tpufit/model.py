@@ -80,7 +80,6 @@ class TPUModel:
             model, self.strategy, self._progress.counters, self.config.partial_batch
         )
         self._model_dir = ModelDir(self.config, self._progress, self._replicas)
-        self._replicas.measure_jit = self.config.model_dir is None
         self._model_dir.restore()
         self._engine = Engine(self, self._replicas, self._model_dir, self._progress)
 

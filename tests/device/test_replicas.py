@@ -103,21 +103,14 @@ def test_weights_go_back_to_the_replicas_only_when_the_block_changed_them():
     assert np.signbit(replicas.replica_model.get_weights()[0][0, 0])
 
 
-def test_jit_auto_measures_xla_against_the_plain_step_and_keeps_the_faster():
+def test_jit_auto_decides_once_from_the_step_and_keeps_one_trace():
     x, y = tiny_data(80)
     tm = compiled(iterations_per_loop=2)
     tm.fit(x, y, batch_size=8, verbose=0)
-    program = tm._replicas._programs[(Mode.TRAIN, Layout.PADDED, ())]
-    timings = program.jit_timings
-    assert len(timings[True]) >= 2 and len(timings[False]) >= 2
-    assert program.jit_compile == (min(timings[True][1:]) <= min(timings[False][1:]))
+    assert tm._replicas._programs[(Mode.TRAIN, Layout.PADDED, ())].jit_compile is True
     assert tm.traces == {"train": 1}
     for setting in (False, True):
         fixed = compiled()
         fixed.compile(**compile_args(), jit_compile=setting)
         fixed.fit(x, y, batch_size=8, verbose=0)
         assert fixed._replicas._programs[(Mode.TRAIN, Layout.PADDED, ())].jit_compile is setting
-        assert fixed._replicas._programs[(Mode.TRAIN, Layout.PADDED, ())].jit_timings == {
-            True: [],
-            False: [],
-        }

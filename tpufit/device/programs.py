@@ -91,8 +91,6 @@ class LoopProgram:
             device, in the same call that runs them (the global step, the
             step in the epoch): a loop that completed is always counted, even
             if the host is interrupted right after it.
-        measure_jit: For `jit_compile="auto"`, time XLA against the plain
-            step in the first loops (see `jit_choice.JitChoice`).
     """
 
     def __init__(
@@ -106,7 +104,6 @@ class LoopProgram:
         mode: Mode,
         first_step_eagerly: bool = False,
         step_counters: Sequence[tf.Variable] = (),
-        measure_jit: bool = True,
     ) -> None:
         if first_step_eagerly and stops:
             raise ValueError("first_step_eagerly is for training programs, which never stop")
@@ -116,7 +113,7 @@ class LoopProgram:
         self._replica_step = replica_step
         self._reduce = reduce
         self._stops = stops
-        self._jit = JitChoice(jit_compile, mode, measure_jit)
+        self._jit = JitChoice(jit_compile, mode)
         self.mode = mode
         self.traces = 0
         self._output_specs: dict[Any, Any] = {}
@@ -125,13 +122,8 @@ class LoopProgram:
 
     @property
     def jit_compile(self) -> bool | None:
-        """Whether the step runs with XLA; `None` until known (for "auto", until measured)."""
+        """Whether the step runs with XLA; `None` until the first loop (or export) decides."""
         return self._jit.jit_compile
-
-    @property
-    def jit_timings(self) -> dict[bool, list[float]]:
-        """Seconds per step of the loops "auto" measured, with XLA (`True`) and without."""
-        return self._jit.timings
 
     def decide_jit(self, element_spec) -> bool:
         """Makes the XLA decision for batches of `element_spec` now, if no run made it yet.
@@ -140,8 +132,7 @@ class LoopProgram:
         every run after keeps it.
 
         Returns:
-            Whether the step runs with XLA (`False` while "auto" is still
-            measuring, which only training programs do).
+            Whether the step runs with XLA.
 
         Raises:
             InvalidArgumentError: `jit_compile=True` for a step XLA cannot compile.
@@ -168,17 +159,10 @@ class LoopProgram:
         stops = self._strategy.experimental_local_results(element[1]["stop"])
         return tf.reduce_any(tf.stack([tf.reduce_any(s) for s in stops]))
 
-    def _loop(self, iterator, num_steps, use_xla):
+    def _loop(self, iterator, num_steps):
         self.traces += 1
         specs = self._output_specs[_spec_key(iterator.element_spec)]
-        steps = self._jit.steps
-        if len(steps) == 1:
-            outputs = self._steps(iterator, num_steps, next(iter(steps.values())), *specs)
-        elif use_xla:  # "auto" still measuring: one cond per loop, both steps in one trace
-            outputs = self._steps(iterator, num_steps, steps[True], *specs)
-        else:
-            outputs = self._steps(iterator, num_steps, steps[False], *specs)
-        return outputs
+        return self._steps(iterator, num_steps, next(iter(self._jit.steps.values())), *specs)
 
     def _steps(self, iterator, num_steps, step_fn, per_step_spec, latest_spec):
         arrays = tf.nest.map_structure(
@@ -253,13 +237,11 @@ class LoopProgram:
             # A weak reference, so a finished run's prefetching iterator is not kept alive.
             self._prepare(iterator.element_spec)
             self._prepared_iterator = weakref.ref(iterator)
-        use_xla = self._jit.use_xla()
         traces = self.traces
         outfeed, latest, steps, stopped, waited, computed = self._loop_fn(
-            iterator, tf.constant(num_steps, tf.int32), tf.constant(use_xla)
+            iterator, tf.constant(num_steps, tf.int32)
         )
         steps = int(steps)
-        self._jit.record(use_xla, steps, float(computed))
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
         latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
         return LoopResult(

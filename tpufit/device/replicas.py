@@ -52,9 +52,6 @@ class Replicas:
         self.replica_model = place_model(model, strategy)
         self.step_counters = tuple(step_counters)
         self.compiled = False
-        # jit_compile="auto" times XLA against the plain step in training's first loops;
-        # a model_dir's runs must replay exactly, so there it takes XLA wherever it compiles.
-        self.measure_jit = True
         self.optimizers: list[keras.optimizers.Optimizer] = []  # Every optimizer compiled.
         self.input_spec: Any = None  # The inputs' spec of the latest run's data.
         self._programs: dict[tuple[Mode, Layout, tuple], programs.LoopProgram] = {}
@@ -139,7 +136,6 @@ class Replicas:
                 first_step_eagerly=training
                 and not step_fns.uses_keras_steps(self.replica_model, mode),
                 step_counters=self.step_counters if training else (),
-                measure_jit=training and self.measure_jit,
             )
         return self._programs[key]
 
