@@ -137,6 +137,33 @@ def host_only_model() -> keras.Model:
     return keras.Sequential([keras.Input((FEATURES,)), HostOnlyLayer(), keras.layers.Dense(2)])
 
 
+class RowCounter(keras.metrics.Metric):
+    """Counts the rows it sees, ignoring `sample_weight` (accepted, unused): sees padding rows."""
+
+    def __init__(self, name="row_counter", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.rows = self.add_variable((), initializer="zeros", name="rows")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.rows.assign_add(keras.ops.cast(keras.ops.shape(y_true)[0], "float32"))
+
+    def result(self):
+        return self.rows
+
+
+def row_id_data(rows: int) -> tuple:
+    """Packed `(x, y)` arrays for the infeed whose `y` is the row index."""
+    from tpufit.data import infeed
+
+    x, _ = tiny_data(rows)
+    return infeed.pack_arrays(x, np.arange(rows))
+
+
+def take_numpy(dataset: tf.data.Dataset, count: int) -> list:
+    """The first `count` elements of `dataset`, as numpy, read eagerly."""
+    return [tf.nest.map_structure(lambda t: t.numpy(), element) for element in dataset.take(count)]
+
+
 def tiny_data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`rows` rows of float32 features and int labels for `tiny_model`."""
     rng = np.random.default_rng(seed)

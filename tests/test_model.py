@@ -15,6 +15,7 @@ from conftest import (
     compile_args,
     compiled,
     copy_model,
+    host_only_model,
     own_step_model,
     tiny_data,
     tiny_model,
@@ -306,18 +307,8 @@ def test_dataset_of_unknown_length_runs_to_the_stop_signal():
     assert tm.global_step == 7  # 100 rows at 16: counted once, the last batch padded
 
 
-class HostOnlyLayer(keras.layers.Layer):
-    """A layer XLA cannot compile: it calls back into Python."""
-
-    def call(self, inputs):
-        out = tf.numpy_function(lambda a: a * 2.0, [inputs], tf.float32)
-        out.set_shape(inputs.shape)
-        return out
-
-
 def test_jit_auto_falls_back_with_one_warning_naming_the_reason():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((FEATURES,)), HostOnlyLayer(), keras.layers.Dense(2)])
+    model = host_only_model()
     x, _ = tiny_data(20)
     tm = tpufit.TPUModel(model)
     with warnings.catch_warnings(record=True) as caught:

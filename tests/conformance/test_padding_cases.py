@@ -14,7 +14,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 import pytest
-from conftest import FEATURES
+from conftest import FEATURES, RowCounter
 
 import tpufit
 from tpufit.config import Layout
@@ -139,20 +139,6 @@ def test_a_model_compiled_without_a_loss_trains_on_its_add_loss():
     assert_like_keras(mlp(BatchPenalty()), compile_kwargs, features(), classes())
 
 
-class CountAll(keras.metrics.Metric):
-    """Counts the rows it sees, ignoring `sample_weight` (accepted but unused)."""
-
-    def __init__(self, name="count_all", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.rows = self.add_variable((), initializer="zeros", name="rows")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        self.rows.assign_add(keras.ops.cast(keras.ops.shape(y_true)[0], "float32"))
-
-    def result(self):
-        return self.rows
-
-
 class MaxLogit(keras.metrics.Metric):
     """The largest logit seen; its `update_state` has no `sample_weight` parameter."""
 
@@ -172,7 +158,7 @@ def batch_spread(y_true, y_pred):
     return keras.ops.std(y_pred)
 
 
-@pytest.mark.parametrize("metric", [CountAll, lambda: batch_spread], ids=["ignores", "scalar"])
+@pytest.mark.parametrize("metric", [RowCounter, lambda: batch_spread], ids=["ignores", "scalar"])
 def test_a_custom_metric_sees_the_rows_keras_gives_it(metric):
     tm = assert_like_keras(
         mlp(), lambda: sparse_ce(metrics=[metric()])(), features(), classes(), epochs=1

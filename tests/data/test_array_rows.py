@@ -6,7 +6,7 @@ from unittest import mock
 
 import numpy as np
 import tensorflow as tf
-from conftest import tiny_data
+from conftest import row_id_data, take_numpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,31 +17,20 @@ PIPELINES = settings(max_examples=25, deadline=None)
 ROWS_AND_BATCH = dict(rows=st.integers(1, 300), batch=st.integers(1, 64))
 
 
-def _id_data(rows: int) -> tuple:
-    """Packed `(x, y)` whose `y` is the row index."""
-    x, _ = tiny_data(rows)
-    return infeed.pack_arrays(x, np.arange(rows))
-
-
-def _take(dataset: tf.data.Dataset, count: int) -> list:
-    """The first `count` elements, as numpy, read eagerly."""
-    return [tf.nest.map_structure(lambda t: t.numpy(), element) for element in dataset.take(count)]
-
-
 # --- array paths: small data gathered once, larger data gathered per batch on the host ---
 
 
 @PIPELINES
 @given(**ROWS_AND_BATCH, mode=st.sampled_from(Mode), layout=st.sampled_from(Layout))
 def test_small_arrays_and_host_gathered_arrays_give_the_same_stream(rows, batch, mode, layout):
-    data = _id_data(rows)
+    data = row_id_data(rows)
 
     def stream(small_bytes):
         with mock.patch.object(array_rows, "SMALL_BYTES", small_bytes):
             feed = infeed.from_arrays(data, batch, mode=mode, layout=layout)
         count = (feed.steps_per_pass or 0) + 2
-        tail = _take(feed.tail, 2) if feed.tail is not None else []
-        return feed, _take(feed.dataset, count) + tail
+        tail = take_numpy(feed.tail, 2) if feed.tail is not None else []
+        return feed, take_numpy(feed.dataset, count) + tail
 
     small_feed, small = stream(array_rows.SMALL_BYTES)
     host_feed, host = stream(0)

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import FEATURES, tiny_data
+from conftest import FEATURES, row_id_data, take_numpy, tiny_data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,17 +22,6 @@ from tpufit.data import infeed
 
 PIPELINES = settings(max_examples=25, deadline=None)
 ROWS_AND_BATCH = dict(rows=st.integers(1, 300), batch=st.integers(1, 64))
-
-
-def _id_data(rows: int) -> tuple:
-    """Packed `(x, y)` whose `y` is the row index."""
-    x, _ = tiny_data(rows)
-    return infeed.pack_arrays(x, np.arange(rows))
-
-
-def _take(dataset: tf.data.Dataset, count: int) -> list:
-    """The first `count` elements, as numpy, read eagerly."""
-    return [tf.nest.map_structure(lambda t: t.numpy(), element) for element in dataset.take(count)]
 
 
 def _check_static_batch(element, batch: int) -> None:
@@ -109,7 +98,7 @@ def test_sample_weight_without_y_works_or_raises_a_tpufit_error():
         assert "sample_weight" in str(error)
         return
     feed = infeed.from_arrays(data, 2, mode=Mode.EVAL, layout=Layout.PADDED)
-    _take(feed.dataset, 1)
+    take_numpy(feed.dataset, 1)
 
 
 # --- from_arrays: padded, one pass (evaluate / predict) ---------------------------
@@ -118,13 +107,13 @@ def test_sample_weight_without_y_works_or_raises_a_tpufit_error():
 @PIPELINES
 @given(**ROWS_AND_BATCH)
 def test_padded_pass_yields_every_row_once_in_order_then_stops(rows, batch):
-    data = _id_data(rows)
+    data = row_id_data(rows)
     feed = infeed.from_arrays(data, batch, mode=Mode.EVAL, layout=Layout.PADDED)
     steps = math.ceil(rows / batch)
     assert feed.steps_per_pass == steps
     assert feed.batch_size == batch
     assert feed.tail is None
-    elements = _take(feed.dataset, steps + 3)
+    elements = take_numpy(feed.dataset, steps + 3)
     assert len(elements) == steps + 3
     for element in elements:
         _check_static_batch(element, batch)
@@ -144,15 +133,15 @@ def test_padded_pass_yields_every_row_once_in_order_then_stops(rows, batch):
 
 
 def test_padded_pass_keeps_stopping_forever():
-    feed = infeed.from_arrays(_id_data(5), 4, mode=Mode.EVAL, layout=Layout.PADDED)
-    elements = _take(feed.dataset, 12)
+    feed = infeed.from_arrays(row_id_data(5), 4, mode=Mode.EVAL, layout=Layout.PADDED)
+    elements = take_numpy(feed.dataset, 12)
     assert [bool(s["stop"].all()) for _, s in elements] == [False] * 2 + [True] * 10
 
 
 def test_padded_pass_of_a_multiple_of_the_batch_has_no_padding():
-    feed = infeed.from_arrays(_id_data(12), 4, mode=Mode.EVAL, layout=Layout.PADDED)
+    feed = infeed.from_arrays(row_id_data(12), 4, mode=Mode.EVAL, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3
-    elements = _take(feed.dataset, 3)
+    elements = take_numpy(feed.dataset, 3)
     assert all(signals["mask"].all() for _, signals in elements)
 
 
@@ -160,7 +149,7 @@ def test_padded_pass_batches_nested_dict_inputs():
     x, _ = tiny_data(5)
     data = infeed.pack_arrays({"a": x, "b": [x[:, :2], x[:, 2:]]}, np.arange(5))
     feed = infeed.from_arrays(data, 4, mode=Mode.EVAL, layout=Layout.PADDED)
-    (first_x, first_y), _ = _take(feed.dataset, 1)[0]
+    (first_x, first_y), _ = take_numpy(feed.dataset, 1)[0]
     assert set(first_x) == {"a", "b"} and isinstance(first_x["b"], tuple)
     assert first_x["a"].shape == (4, FEATURES)
     assert first_x["b"][1].shape == (4, FEATURES - 2)
@@ -172,14 +161,14 @@ def test_padded_pass_batches_nested_dict_inputs():
 
 def _passes(feed, passes: int) -> list[list]:
     steps = feed.steps_per_pass
-    elements = _take(feed.dataset, steps * passes)
+    elements = take_numpy(feed.dataset, steps * passes)
     return [elements[i * steps : (i + 1) * steps] for i in range(passes)]
 
 
 @PIPELINES
 @given(**ROWS_AND_BATCH, seed=st.integers(0, 2**31 - 1))
 def test_endless_padded_stream_has_every_row_once_per_pass(rows, batch, seed):
-    data = _id_data(rows)
+    data = row_id_data(rows)
     feed = infeed.from_arrays(data, batch, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=seed)
     assert feed.steps_per_pass == math.ceil(rows / batch)
     for elements in _passes(feed, 2):
@@ -196,7 +185,7 @@ def test_endless_padded_stream_has_every_row_once_per_pass(rows, batch, seed):
 
 def test_endless_stream_reshuffles_each_pass_with_a_seed():
     feed = infeed.from_arrays(
-        _id_data(100), 16, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=3
+        row_id_data(100), 16, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=3
     )
     orders = [_real_ids(elements) for elements in _passes(feed, 3)]
     for order in orders:
@@ -209,7 +198,7 @@ def test_endless_stream_reshuffles_each_pass_with_a_seed():
 def test_endless_stream_order_depends_only_on_the_seed():
     def orders(seed):
         feed = infeed.from_arrays(
-            _id_data(50), 8, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=seed
+            row_id_data(50), 8, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=seed
         )
         return [_real_ids(elements) for elements in _passes(feed, 2)]
 
@@ -220,7 +209,7 @@ def test_endless_stream_order_depends_only_on_the_seed():
 
 
 def test_endless_stream_without_seed_keeps_input_order_every_pass():
-    feed = infeed.from_arrays(_id_data(10), 4, mode=Mode.TRAIN, layout=Layout.PADDED)
+    feed = infeed.from_arrays(row_id_data(10), 4, mode=Mode.TRAIN, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3
     for elements in _passes(feed, 3):
         np.testing.assert_array_equal(_real_ids(elements), np.arange(10))
@@ -233,7 +222,7 @@ def test_endless_stream_without_seed_keeps_input_order_every_pass():
 @given(**ROWS_AND_BATCH, seed=st.one_of(st.none(), st.integers(0, 1000)))
 def test_drop_remainder_yields_only_full_batches(rows, batch, seed):
     feed = infeed.from_arrays(
-        _id_data(rows),
+        row_id_data(rows),
         batch,
         mode=Mode.TRAIN,
         layout=Layout.PADDED,
@@ -256,12 +245,12 @@ def test_drop_remainder_yields_only_full_batches(rows, batch, seed):
 
 
 def test_unpadded_stream_gives_full_batches_and_the_remainder_as_tail():
-    data = _id_data(10)
+    data = row_id_data(10)
     feed = infeed.from_arrays(data, 4, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE, shuffle_seed=5)
     assert feed.steps_per_pass == 2
     assert feed.tail is not None
     main = _passes(feed, 3)
-    tails = _take(feed.tail, 3)
+    tails = take_numpy(feed.tail, 3)
     orders = []
     for elements, tail in zip(main, tails, strict=True):
         for element in elements:
@@ -282,34 +271,34 @@ def test_unpadded_stream_gives_full_batches_and_the_remainder_as_tail():
 
 @pytest.mark.parametrize("mode", [Mode.TRAIN, Mode.EVAL])
 def test_unpadded_full_batches_have_a_static_batch_dimension(mode):
-    feed = infeed.from_arrays(_id_data(10), 4, mode=mode, layout=Layout.TRUE_SIZE)
+    feed = infeed.from_arrays(row_id_data(10), 4, mode=mode, layout=Layout.TRUE_SIZE)
     for spec in tf.nest.flatten(feed.dataset.element_spec):
         assert spec.shape[0] == 4
 
 
 def test_unpadded_one_pass_gives_full_batches_then_stops_and_one_tail():
-    feed = infeed.from_arrays(_id_data(10), 4, mode=Mode.EVAL, layout=Layout.TRUE_SIZE)
-    elements = _take(feed.dataset, 4)
+    feed = infeed.from_arrays(row_id_data(10), 4, mode=Mode.EVAL, layout=Layout.TRUE_SIZE)
+    elements = take_numpy(feed.dataset, 4)
     np.testing.assert_array_equal(_real_ids(elements[:2]), np.arange(8))
     assert [bool(s["stop"].all()) for _, s in elements] == [False, False, True, True]
-    tails = _take(feed.tail, 5)
+    tails = take_numpy(feed.tail, 5)
     assert len(tails) == 1
     np.testing.assert_array_equal(tails[0][0][1], [8, 9])
 
 
 def test_unpadded_stream_of_a_multiple_of_the_batch_has_no_tail():
-    feed = infeed.from_arrays(_id_data(8), 4, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
+    feed = infeed.from_arrays(row_id_data(8), 4, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
     assert feed.tail is None
     assert feed.steps_per_pass == 2
-    np.testing.assert_array_equal(_real_ids(_take(feed.dataset, 2)), np.arange(8))
+    np.testing.assert_array_equal(_real_ids(take_numpy(feed.dataset, 2)), np.arange(8))
 
 
 @pytest.mark.parametrize("mode", [Mode.TRAIN, Mode.EVAL])
 def test_unpadded_stream_with_fewer_rows_than_the_batch_is_all_tail(mode):
-    data = _id_data(3)
+    data = row_id_data(3)
     feed = infeed.from_arrays(data, 8, mode=mode, layout=Layout.TRUE_SIZE, shuffle_seed=1)
     assert feed.steps_per_pass == 0
-    tails = _take(feed.tail, 2)
+    tails = take_numpy(feed.tail, 2)
     assert len(tails) == (2 if mode == Mode.TRAIN else 1)
     for (tail_x, tail_ids), signals in tails:
         np.testing.assert_array_equal(np.sort(tail_ids), np.arange(3))
@@ -337,7 +326,7 @@ def test_dataset_with_a_partial_last_batch_is_padded_to_static_batches(rows, bat
     assert feed.batch_size == batch
     for spec in tf.nest.flatten(feed.dataset.element_spec):
         assert spec.shape[0] == batch
-    elements = _take(feed.dataset, steps + 2)
+    elements = take_numpy(feed.dataset, steps + 2)
     real, stops = elements[:steps], elements[steps:]
     np.testing.assert_array_equal(_real_ids(real), np.arange(rows))
     _check_rows_match_ids(real, x)
@@ -355,7 +344,7 @@ def test_dataset_shorter_than_the_given_batch_size_is_padded_to_it():
         _id_dataset(3, 8), mode=Mode.EVAL, layout=Layout.PADDED, batch_size=8
     )
     assert feed.batch_size == 8
-    elements = _take(feed.dataset, 2)
+    elements = take_numpy(feed.dataset, 2)
     _check_static_batch(elements[0], 8)
     assert elements[0][1]["mask"].tolist() == [1.0] * 3 + [0.0] * 5
     _check_rows_match_ids(elements[:1], x)
@@ -367,7 +356,7 @@ def test_dataset_with_static_batches_keeps_its_known_length():
     dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(12))).batch(4, drop_remainder=True)
     feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3
-    np.testing.assert_array_equal(_real_ids(_take(feed.dataset, 3)), np.arange(12))
+    np.testing.assert_array_equal(_real_ids(take_numpy(feed.dataset, 3)), np.arange(12))
 
 
 def test_one_pass_dataset_of_known_length_with_partial_batch_reports_its_steps():
@@ -382,7 +371,7 @@ def test_dataset_of_unknown_length_has_no_step_count_in_one_pass_mode():
     assert int(dataset.cardinality()) == tf.data.UNKNOWN_CARDINALITY
     feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
     assert feed.steps_per_pass is None
-    elements = _take(feed.dataset, 5)
+    elements = take_numpy(feed.dataset, 5)
     np.testing.assert_array_equal(_real_ids(elements[:3]), np.arange(0, 20, 2))
     assert [bool(s["stop"].all()) for _, s in elements] == [False] * 3 + [True] * 2
 
@@ -391,7 +380,7 @@ def test_dataset_of_unknown_length_is_counted_in_endless_mode():
     dataset = _id_dataset(20, 1).unbatch().filter(lambda x, i: i % 2 == 0).batch(4)
     feed = infeed.from_dataset(dataset, mode=Mode.TRAIN, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3  # 10 rows at 4: 4, 4, 2 (padded)
-    elements = _take(feed.dataset, 6)
+    elements = take_numpy(feed.dataset, 6)
     for epoch in (elements[:3], elements[3:]):
         np.testing.assert_array_equal(_real_ids(epoch), np.arange(0, 20, 2))
     assert not any(s["stop"].any() for _, s in elements)
@@ -407,7 +396,7 @@ def test_variable_size_batches_are_rebatched_to_the_static_size():
         dataset = part if dataset is None else dataset.concatenate(part)
     feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED, batch_size=4)
     assert feed.batch_size == 4
-    elements = _take(feed.dataset, 4)
+    elements = take_numpy(feed.dataset, 4)
     for element in elements:
         _check_static_batch(element, 4)
     assert [int(s["mask"].sum()) for _, s in elements] == [4, 4, 2, 0]
@@ -420,7 +409,7 @@ def test_dataset_of_dicts_keeps_its_structure_when_padded():
     x, _ = tiny_data(5)
     dataset = tf.data.Dataset.from_tensor_slices(({"features": x}, np.arange(5))).batch(2)
     feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
-    elements = _take(feed.dataset, 3)
+    elements = take_numpy(feed.dataset, 3)
     (last_x, last_ids), signals = elements[2]
     assert set(last_x) == {"features"}
     assert last_x["features"].shape == (2, FEATURES)
@@ -431,7 +420,7 @@ def test_dataset_of_dicts_keeps_its_structure_when_padded():
 def test_unpadded_dataset_passes_batches_through_as_they_are():
     x, _ = tiny_data(10)
     feed = infeed.from_dataset(_id_dataset(10, 4), mode=Mode.EVAL, layout=Layout.TRUE_SIZE)
-    elements = _take(feed.dataset, 5)
+    elements = take_numpy(feed.dataset, 5)
     sizes = [len(ids) for (_, ids), _ in elements[:3]]
     assert sizes == [4, 4, 2]
     for (bx, ids), signals in elements[:3]:
@@ -446,7 +435,7 @@ def test_unpadded_dataset_passes_batches_through_as_they_are():
 def test_unpadded_endless_dataset_repeats_with_its_length():
     feed = infeed.from_dataset(_id_dataset(10, 4), mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
     assert feed.steps_per_pass == 3
-    elements = _take(feed.dataset, 6)
+    elements = take_numpy(feed.dataset, 6)
     assert [len(ids) for (_, ids), _ in elements] == [4, 4, 2] * 2
 
 
@@ -486,9 +475,9 @@ def test_a_batch_larger_than_the_first_fails_with_a_message_naming_batch_size():
     feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
     assert feed.batch_size == 2
     with pytest.raises(tf.errors.InvalidArgumentError, match="batch_size="):
-        _take(feed.dataset, 2)
+        take_numpy(feed.dataset, 2)
     recut = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED, batch_size=4)
-    elements = _take(recut.dataset, 2)
+    elements = take_numpy(recut.dataset, 2)
     assert [float(np.sum(signals["mask"])) for _, signals in elements] == [4.0, 3.0]
 
 
@@ -498,7 +487,7 @@ def test_a_batch_larger_than_the_first_fails_with_a_message_naming_batch_size():
 @pytest.mark.parametrize("mode", list(Mode))
 @pytest.mark.parametrize("layout", list(Layout))
 def test_an_infeed_carries_the_mode_and_layout_it_was_built_for(mode, layout):
-    arrays = infeed.from_arrays(_id_data(10), 4, mode=mode, layout=layout)
+    arrays = infeed.from_arrays(row_id_data(10), 4, mode=mode, layout=layout)
     dataset = infeed.from_dataset(_id_dataset(10, 4), mode=mode, layout=layout)
     for feed in (arrays, dataset):
         assert (feed.mode, feed.layout) == (mode, layout)
@@ -506,19 +495,19 @@ def test_an_infeed_carries_the_mode_and_layout_it_was_built_for(mode, layout):
 
 
 def test_skipping_resumes_the_stream_and_the_tail_past_the_batches_already_run():
-    feed = infeed.from_arrays(_id_data(10), 4, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
+    feed = infeed.from_arrays(row_id_data(10), 4, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
     resumed = feed.skipping(3, 1)
     assert (resumed.batch_size, resumed.steps_per_pass) == (feed.batch_size, feed.steps_per_pass)
-    expected = _take(feed.dataset, 5)[3:]
-    for a, b in zip(_take(resumed.dataset, 2), expected, strict=True):
+    expected = take_numpy(feed.dataset, 5)[3:]
+    for a, b in zip(take_numpy(resumed.dataset, 2), expected, strict=True):
         tf.nest.map_structure(np.testing.assert_array_equal, a, b)
-    tails, resumed_tails = _take(feed.tail, 3), _take(resumed.tail, 2)
+    tails, resumed_tails = take_numpy(feed.tail, 3), take_numpy(resumed.tail, 2)
     for a, b in zip(resumed_tails, tails[1:], strict=True):
         tf.nest.map_structure(np.testing.assert_array_equal, a, b)
 
 
 def test_skipping_nothing_keeps_the_streams_and_an_infeed_without_tail_has_none():
-    feed = infeed.from_arrays(_id_data(8), 4, mode=Mode.TRAIN, layout=Layout.PADDED)
+    feed = infeed.from_arrays(row_id_data(8), 4, mode=Mode.TRAIN, layout=Layout.PADDED)
     assert feed.skipping(0, 0).dataset is feed.dataset
     assert feed.skipping(2, 1).tail is None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 import pytest
-from conftest import FEATURES, own_step_model
+from conftest import FEATURES, RowCounter, own_step_model
 
 import tpufit
 from tpufit import errors
@@ -207,18 +207,6 @@ def test_an_unbuilt_model_runs_at_true_size_as_its_outputs_are_unknown():
     assert choice.layout is Layout.TRUE_SIZE and "not known" in choice.reason
 
 
-class CountRows(keras.metrics.Metric):
-    def __init__(self, name="count_rows", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.rows = self.add_variable((), initializer="zeros", name="rows")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        self.rows.assign_add(keras.ops.cast(keras.ops.shape(y_true)[0], "float32"))
-
-    def result(self):
-        return self.rows
-
-
 def spread(y_true, y_pred):
     return keras.ops.std(y_pred)
 
@@ -226,7 +214,7 @@ def spread(y_true, y_pred):
 @pytest.mark.parametrize(
     ("given", "name"),
     [
-        (dict(metrics=[CountRows()]), "count_rows"),
+        (dict(metrics=[RowCounter()]), "row_counter"),
         (dict(metrics=["accuracy", spread]), "spread"),
         (dict(weighted_metrics=[keras.metrics.MeanMetricWrapper(spread, name="w")]), "w"),
         (
