@@ -11,6 +11,7 @@ loudly if a Keras release moves these names.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 _UNSUPPORTED = (
     "tpufit relies on Keras 3 internals that this Keras version does not have "
@@ -93,6 +94,14 @@ def output_loss_trackers(model: keras.Model) -> list[keras.metrics.Mean]:
     return [m for m in compile_loss.metrics if isinstance(m, keras.metrics.Mean)]
 
 
+def has_compiled_loss(model: keras.Model) -> bool:
+    """Whether `compile` was given a `loss` (a model may train on `add_loss` terms alone)."""
+    try:
+        return model._compile_loss is not None
+    except AttributeError as error:
+        raise RuntimeError(_UNSUPPORTED) from error
+
+
 def loss_tracker(model: keras.Model) -> keras.metrics.Mean:
     """Returns the `Mean` metric behind the `loss` entry of a compiled model's logs."""
     try:
@@ -140,3 +149,34 @@ def py_dataset_adapter(py_dataset, *, shuffle: bool):
     except ImportError as error:
         raise RuntimeError(_UNSUPPORTED) from error
     return PyDatasetAdapter(py_dataset, shuffle=shuffle)
+
+
+def unbuilt_layers(model: keras.Model) -> bool:
+    """Whether `model` or any layer inside it still waits to be built (Keras's own test)."""
+    try:
+        layers = model._flatten_layers()
+    except AttributeError as error:
+        raise RuntimeError(_UNSUPPORTED) from error
+    return not all(layer.built for layer in layers)
+
+
+def compute_output_spec(fn, *args, **kwargs):
+    """Calls `fn` on symbolic tensors in a scratch graph, as Keras's trainer builds state.
+
+    Variables `fn` creates are initialised when the call returns; updates
+    of existing state (a metric's `update_state`, a counter's
+    `assign_add`) are dropped. Arguments given as `tf.TensorSpec`s become
+    `keras.KerasTensor`s.
+    """
+    try:
+        from keras.src.backend import compute_output_spec as keras_compute_output_spec
+    except ImportError as error:
+        raise RuntimeError(_UNSUPPORTED) from error
+
+    def symbolic(value):
+        if isinstance(value, tf.TensorSpec):
+            return keras.KerasTensor(tuple(value.shape.as_list()), value.dtype.name)
+        return value
+
+    args, kwargs = keras.tree.map_structure(symbolic, (args, kwargs))
+    return keras_compute_output_spec(fn, *args, **kwargs)

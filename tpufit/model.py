@@ -107,18 +107,21 @@ class TPUModel:
         """
         return dict(self._replicas.layouts)
 
-    def compile(self, *args: Any, jit_compile: bool | str = "auto", **kwargs: Any) -> None:
+    def compile(self, *args: Any, jit_compile: bool | str | None = None, **kwargs: Any) -> None:
         """Compiles the model, with Keras's arguments and meanings.
 
         Args:
             *args: Passed to the model's `compile` (Keras's, or the model's
                 own when it defines one, e.g. a GAN taking two optimizers).
             jit_compile: `"auto"` (XLA for the step wherever it compiles, with
-                one warning where it does not), `True` or `False`.
+                one warning where it does not), `True` or `False`; `None` (the
+                default) keeps `config.jit_compile` (itself `"auto"` unless
+                the `RunConfig` says otherwise).
             **kwargs: Passed to the model's `compile`: `optimizer`, `loss`,
                 `metrics`, `loss_weights`, `weighted_metrics`, ...
         """
-        self.config = self.config.replace(jit_compile=jit_compile)
+        if jit_compile is not None:
+            self.config = self.config.replace(jit_compile=jit_compile)
         self._replicas.compile(args, kwargs)
         self._model_dir.restore()  # A built model's optimizer state is restored here.
 

@@ -169,16 +169,17 @@ class Replicas:
         return program.decide_jit(element_spec)
 
     def prepare_state(self, feed: infeed.Infeed, *, build_metrics: bool) -> None:
-        """Creates `replica_model`'s lazily built state on the feed's first batch.
+        """Creates `replica_model`'s lazily built state from the feed's element spec.
 
         Metrics' state is built once, with `build_metrics`.
         """
-        self.input_spec = keras.utils.unpack_x_y_sample_weight(feed.dataset.element_spec[0])[0]
+        data_spec = feed.dataset.element_spec[0]
+        self.input_spec = keras.utils.unpack_x_y_sample_weight(data_spec)[0]
         build_metrics = build_metrics and self.compiled and not self._metrics_built
         build_state(
             self.replica_model,
             self.strategy,
-            feed.dataset if feed.probe is None else feed.probe,
+            data_spec,
             build_metrics=build_metrics,
             build_optimizer=self.compiled,
         )

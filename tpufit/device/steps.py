@@ -252,27 +252,45 @@ def replica_step_for(
     return predict_step_for(model), programs.gather_predictions
 
 
-def state_builder(model: keras.Model, build_metrics: bool) -> Callable:
-    """Returns a replica function that creates `model`'s lazily built state on one batch.
+def has_call(model: keras.Model) -> bool:
+    """Whether `model` can be called: a keras.io GAN defines only `compile` and `train_step`."""
+    return type(model).call is not keras.Model.call
 
-    `model` is the replicas' copy: its state must be created under the strategy.
 
-    It calls the model (building its layers) and, with `build_metrics`, runs
-    the compiled loss and metrics once, creating their variables; the caller
-    resets the metrics afterwards.
+def build_symbolically(model: keras.Model, data_spec, *, build_model: bool, build_compiled: bool):
+    """Creates `model`'s lazily built state from the specs of a batch, as Keras's trainer does.
+
+    The model (and, with `build_compiled`, its compiled loss and metrics) runs
+    on symbolic tensors in a scratch graph: layers, metrics and loss trackers
+    get their variables, and nothing runs on data, so no state changes (a
+    layer counting its calls in a variable counts none). `model` is the
+    replicas' copy; call this under the strategy's scope.
+
+    Args:
+        model: The model, callable (see `has_call`).
+        data_spec: The `tf.TensorSpec` structure of one element `(x, y, sample_weight)`.
+        build_model: Whether layers still wait to be built.
+        build_compiled: Whether to build the compiled loss and metrics.
     """
-
-    def build(data, signals):
-        del signals  # Only the state matters, not the values: the caller resets them.
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = model(x, training=False)
-        if build_metrics:
-            # Keras's own loss and metrics, as Keras's steps call them: a row mask as the
-            # weight would not broadcast against per-timestep losses or per-batch metrics.
-            call_compute_loss(model, x, y, y_pred, sample_weight, training=False)
-            model.compute_metrics(x, y, y_pred, sample_weight)
-
-    return build
+    if not (build_model or build_compiled):
+        return
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data_spec)
+    y_pred = _keras_shim.compute_output_spec(model, x, training=False)
+    if build_compiled:
+        # As Keras's steps call them: a row mask as the weight would not broadcast
+        # against per-timestep losses or per-batch metrics.
+        _keras_shim.compute_output_spec(
+            model.compute_metrics, x, y, y_pred, sample_weight=sample_weight
+        )
+        if not _keras_shim.has_compiled_loss(model):
+            return
+        _keras_shim.compute_output_spec(
+            lambda *args: call_compute_loss(model, *args, training=False),
+            x,
+            y,
+            y_pred,
+            sample_weight,
+        )
 
 
 def predict_step_for(model: keras.Model) -> Callable:

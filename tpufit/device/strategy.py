@@ -7,7 +7,7 @@ import os
 import keras
 import tensorflow as tf
 
-from tpufit import errors
+from tpufit import _keras_shim, errors
 from tpufit.device import steps as step_fns
 
 _TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
@@ -114,7 +114,7 @@ def place_optimizer(optimizer, strategy: tf.distribute.Strategy):
 def build_state(
     model: keras.Model,
     strategy: tf.distribute.Strategy,
-    dataset: tf.data.Dataset,
+    data_spec,
     *,
     build_metrics: bool,
     build_optimizer: bool,
@@ -125,15 +125,25 @@ def build_state(
 
     A variable created inside a traced loop gets an initialisation `cond`,
     which fails under `MirroredStrategy`; so the model's layers, the compiled
-    loss and metrics' state (with `build_metrics`, then reset) and the
-    optimizer's slots are created eagerly under the strategy, on the first
-    batch of `dataset` (read again, not taken from a run's iterator).
+    loss and metrics' state (with `build_metrics`) and the optimizer's slots
+    are created under the strategy first. Like Keras's trainer, this runs the
+    model on symbolic tensors shaped as `data_spec`, never on data. A model
+    without `call()` (a GAN of sub-models) is left to its own steps.
+
+    Args:
+        model: The replicas' copy of the model.
+        strategy: The strategy it runs under.
+        data_spec: The `tf.TensorSpec` structure of one element `(x, y, sample_weight)`.
+        build_metrics: Whether the compiled loss and metrics need their state.
+        build_optimizer: Whether to build the optimizer's slots.
     """
-    if not model.built or not model.variables or build_metrics:
-        element = next(iter(strategy.experimental_distribute_dataset(dataset.take(1))))
-        with strategy.scope():
-            strategy.run(step_fns.state_builder(model, build_metrics), args=element)
-        model.reset_metrics()
-    if build_optimizer and model.optimizer is not None and not model.optimizer.built:
-        with strategy.scope():
+    with strategy.scope():
+        if step_fns.has_call(model):
+            step_fns.build_symbolically(
+                model,
+                data_spec,
+                build_model=_keras_shim.unbuilt_layers(model),
+                build_compiled=build_metrics,
+            )
+        if build_optimizer and model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
