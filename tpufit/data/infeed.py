@@ -291,6 +291,7 @@ def from_dataset(
     batch_size: int | None = None,
     count: bool = True,
     rebatch: bool = True,
+    keep_sizes: bool = False,
 ) -> Infeed:
     """Builds the infeed of a batched `tf.data.Dataset` (a user's, or a Python source's stream).
 
@@ -307,6 +308,9 @@ def from_dataset(
             (reading it once); else leave `steps_per_pass` unknown.
         rebatch: Re-cut to `batch_size`; else keep the batches and pad each
             up to `batch_size` (one step per batch, as Keras runs a `PyDataset`).
+        keep_sizes: Pass the batches through at their own sizes even in the
+            `PADDED` layout (every row real): the step is traced once for a
+            batch of unknown size.
 
     Returns:
         The `Infeed`; `steps_per_pass` is `None` when TF cannot tell the
@@ -321,7 +325,7 @@ def from_dataset(
     steps = cardinality if cardinality >= 0 else None
     as_given = _as_given(dataset.element_spec)
     first_dim = tf.nest.flatten(dataset.element_spec)[0].shape
-    padded = layout is Layout.PADDED
+    padded = layout is Layout.PADDED and not keep_sizes
     if padded and first_dim.rank and first_dim[0] == batch_size:
         # Every batch is already full: attach constant signals, no per-batch work.
         signals = tf.data.Dataset.from_tensors(padding.make_signals(batch_size, batch_size))
