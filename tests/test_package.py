@@ -21,6 +21,6 @@ def test_import_without_tensorflow_names_the_extras_to_install():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode != 0
-    for extra in ("tpufit[cpu]", "tpufit[gpu]", "tpufit[tpu]"):
+    for extra in ('-e ".[cpu]"', '-e ".[gpu]"', '-e ".[tpu]"'):
         assert extra in result.stderr
     assert "MissingTensorFlowError" in result.stderr
