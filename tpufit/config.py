@@ -187,6 +187,19 @@ class RunConfig:
             accepting the differences docs/exactness.md lists); `"true_size"`
             never pads. A model with its own step always runs at true size;
             `predict` always pads. `TPUModel.layouts` says what was chosen.
+        nan_guard: Stop `fit` at the first step whose loss (or gradients) is
+            NaN or infinite, raising `tpufit.NonFiniteLossError` with its
+            exact global step (`.step`) and loss (`.loss`); the default, with
+            or without a `model_dir` (TPUEstimator's `NanTensorHook`). The
+            device loop ends at that step, and a model on Keras's own
+            `train_step` does not apply it: its weights, optimizer state,
+            `optimizer.iterations` and `TPUModel.global_step` are those after
+            the last good step. A model with its own `train_step` has applied
+            the step: its weights hold that step's result (the error says so).
+            `False` trains on as Keras does (NaN weights); a
+            `keras.callbacks.TerminateOnNaN` among `fit`'s callbacks also
+            turns the guard off for that `fit`, for Keras's meaning (the run
+            stops at the end of the loop, without an error). See docs/hooks.md.
 
     Example:
         >>> config = RunConfig(iterations_per_loop=50)
@@ -204,6 +217,7 @@ class RunConfig:
     keep_checkpoint_every_n_hours: float | None = None
     warm_start_from: str | os.PathLike | WarmStartSettings | tuple | None = None
     partial_batch: str = "auto"
+    nan_guard: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -219,6 +233,8 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, (np.integer, np.floating)):
                 object.__setattr__(self, name, float(value))
+        if isinstance(self.nan_guard, np.bool_):
+            object.__setattr__(self, "nan_guard", bool(self.nan_guard))
         parse_iterations_per_loop(self.iterations_per_loop)
         if self.model_dir is not None and not isinstance(self.model_dir, (str, os.PathLike)):
             raise errors.invalid_type(
@@ -236,6 +252,8 @@ class RunConfig:
             raise errors.invalid_argument(
                 "partial_batch", self.partial_batch, '"auto", "pad" or "true_size"'
             )
+        if not isinstance(self.nan_guard, bool):
+            raise errors.invalid_type("nan_guard", self.nan_guard, "True or False")
         self._check_checkpointing()
 
     def _check_checkpointing(self) -> None:

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from conftest import (
     CLASSES,
+    FEATURES,
     TinyGAN,
     compile_args,
     copy_model,
@@ -43,7 +44,7 @@ EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[Healt
 @pytest.mark.skipif(replicas() > 1, reason="this is the child process")
 def test_four_replicas_in_a_child_process():
     summary = run_pytest_with_replicas("device/test_multi_replica.py", 4)
-    assert summary.startswith("13 passed"), summary
+    assert summary.startswith("16 passed"), summary
 
 
 def four_replica_model(built_inside_scope: bool, num_replicas: int = 4):
@@ -265,3 +266,80 @@ def test_checkpoints_over_four_replicas_resume_exactly_and_export_equals_predict
     serve = tf.saved_model.load(str(tmp_path / "serving")).signatures["serving_default"]
     (served,) = serve(tf.constant(x[:45])).values()
     np.testing.assert_array_equal(served.numpy(), resumed.predict(x[:45], verbose=0))
+
+
+def nan_row_data(rows: int, bad_row: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = tiny_data(rows)
+    x[bad_row] = np.nan
+    return x, y
+
+
+@inside
+def test_a_nan_row_stops_fit_over_four_replicas_with_keras_weights_from_before_its_step():
+    x, y = nan_row_data(160, 88)  # batch 16: step 6, the second of the second loop of 4
+    model = tiny_model()
+    reference = copy_model(model)
+    tm = tpufit.TPUModel(model, strategy=make_strategy(4), iterations_per_loop=4)
+    tm.compile(**{**compile_args(), "optimizer": keras.optimizers.Adam(0.01)})
+    with pytest.raises(tpufit.NonFiniteLossError) as raised:
+        tm.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert raised.value.step == 6 and tm.global_step == 5
+    reference.compile(**{**compile_args(), "optimizer": keras.optimizers.Adam(0.01)})
+    reference.fit(x[:80], y[:80], batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for mine, theirs in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    optimizers = (model.optimizer.variables, reference.optimizer.variables)
+    for mine, theirs in zip(*optimizers, strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+    assert model.optimizer.iterations.numpy() == 5
+    assert np.isfinite(tm.predict(x[:80], batch_size=16, verbose=0)).all()
+
+
+def batch_norm_model(strategy: tf.distribute.Strategy) -> tuple[keras.Model, tpufit.TPUModel]:
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((FEATURES,)),
+                keras.layers.Dense(8),
+                keras.layers.BatchNormalization(momentum=0.5),
+                keras.layers.Dense(CLASSES),
+            ]
+        )
+    tm = tpufit.TPUModel(model, strategy=strategy, iterations_per_loop=4)
+    tm.compile(**{**compile_args(), "optimizer": keras.optimizers.Adam(0.01)})
+    return model, tm
+
+
+@inside
+def test_batch_normalization_over_four_replicas_keeps_its_statistics_from_before_the_bad_step():
+    # Each replica normalizes its own rows, unlike one-device Keras: the reference is the
+    # same program trained on the batches before the bad one.
+    x, y = nan_row_data(160, 88)  # batch 16: step 6
+    model, tm = batch_norm_model(make_strategy(4))
+    with pytest.raises(tpufit.NonFiniteLossError) as raised:
+        tm.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert raised.value.step == 6 and tm.global_step == 5
+    reference, reference_tm = batch_norm_model(make_strategy(4))
+    reference_tm.fit(x[:80], y[:80], batch_size=16, epochs=1, shuffle=False, verbose=0)
+    # `weights` holds the moving statistics too.
+    for mine, theirs in zip(model.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-7)
+    optimizers = (model.optimizer.variables, reference.optimizer.variables)
+    for mine, theirs in zip(*optimizers, strict=True):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-7)
+    assert np.isfinite(tm.predict(x[:80], batch_size=16, verbose=0)).all()
+
+
+@inside
+def test_an_own_train_step_over_four_replicas_stops_right_after_the_bad_step():
+    strategy = make_strategy(4)
+    with strategy.scope():
+        model = own_step_model()
+    x, _ = nan_row_data(160, 88)
+    y = np.nan_to_num(x).sum(axis=1, keepdims=True)
+    tm = tpufit.TPUModel(model, strategy=strategy, iterations_per_loop=4)
+    tm.compile(optimizer=keras.optimizers.SGD(0.01))
+    with pytest.raises(tpufit.NonFiniteLossError, match="hold the result of global step 6"):
+        tm.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    assert tm.global_step == 6 == model.optimizer.iterations.numpy()

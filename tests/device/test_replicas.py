@@ -19,6 +19,7 @@ from conftest import (
 
 import tpufit
 from tpufit.config import Layout, Mode
+from tpufit.device.programs import NanGuard
 from tpufit.device.replicas import Replicas
 
 DEFAULT = tf.distribute.get_strategy()
@@ -104,13 +105,14 @@ def test_weights_go_back_to_the_replicas_only_when_the_block_changed_them():
 
 
 def test_jit_auto_decides_once_from_the_step_and_keeps_one_trace():
+    key = (Mode.TRAIN, Layout.PADDED, (), NanGuard.WITHHOLD)  # fit's guarded program
     x, y = tiny_data(80)
     tm = compiled(iterations_per_loop=2)
     tm.fit(x, y, batch_size=8, verbose=0)
-    assert tm._replicas._programs[(Mode.TRAIN, Layout.PADDED, ())].jit_compile is True
+    assert tm._replicas._programs[key].jit_compile is True
     assert tm.traces == {"train": 1}
     for setting in (False, True):
         fixed = compiled()
         fixed.compile(**compile_args(), jit_compile=setting)
         fixed.fit(x, y, batch_size=8, verbose=0)
-        assert fixed._replicas._programs[(Mode.TRAIN, Layout.PADDED, ())].jit_compile is setting
+        assert fixed._replicas._programs[key].jit_compile is setting

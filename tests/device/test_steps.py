@@ -47,7 +47,8 @@ def test_an_overridden_step_or_loss_or_a_sum_loss_runs_unpadded():
     assert not steps.uses_keras_steps(summed, Mode.TRAIN)
 
 
-def test_padded_train_step_on_a_padded_batch_equals_keras_on_the_real_rows():
+@pytest.mark.parametrize("guard", [False, True])
+def test_padded_train_step_on_a_padded_batch_equals_keras_on_the_real_rows(guard):
     x, y = tiny_data(5)
     ours = tiny_model()
     ours.compile(**compile_args())
@@ -55,7 +56,10 @@ def test_padded_train_step_on_a_padded_batch_equals_keras_on_the_real_rows():
     theirs.compile(**compile_args())
     (px, py), signals = padding.pad_batch((tf.constant(x), tf.constant(y)), 8)
     ours.optimizer.build(ours.trainable_variables)
-    logs, step_loss, padding_rows, _ = steps.padded_train_step(ours, (px, py), signals)
+    logs, step_loss, padding_rows, _, non_finite = steps.padded_train_step(
+        ours, (px, py), signals, guard=guard
+    )
+    assert not bool(non_finite)
     keras_logs = theirs.train_on_batch(x, y, return_dict=True)
     for mine, reference in zip(ours.get_weights(), theirs.get_weights(), strict=False):
         np.testing.assert_allclose(mine, reference, rtol=1e-5, atol=1e-7)

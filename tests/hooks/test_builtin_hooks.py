@@ -8,7 +8,7 @@ import tensorflow as tf
 from conftest import compiled, tiny_data
 
 import tpufit
-from tpufit.hooks import LoggingHook, NanGuardHook, ProfilerHook, StopAtStepHook, SummaryHook
+from tpufit.hooks import LoggingHook, ProfilerHook, StopAtStepHook, SummaryHook
 
 
 @pytest.mark.parametrize(("last_step", "loops"), [(7, [4, 3]), (4, [4]), (13, [4, 4, 2, 3])])
@@ -58,23 +58,6 @@ def test_logging_hook_writes_loss_and_speed_every_n_steps():
     # Loops end at global steps 4, 8, 10, 14, 18, 20: a line once >= 5 steps passed.
     assert [int(line.split("global step ")[1].split(":")[0]) for line in lines] == [8, 14, 20]
     assert all("loss=" in line and "steps/s" in line and "examples/s" in line for line in lines)
-
-
-def test_nan_guard_names_the_exact_global_step_inside_a_loop():
-    x, y = tiny_data(80)
-    # A NaN weight makes the loss NaN on every path (a NaN input may not: XLA's
-    # relu turns NaN into 0). Row 44 is in step 6 (batch 8): the second step of loop 2.
-    weights = np.ones(80, "float32")
-    weights[44] = np.nan
-    tm = compiled(iterations_per_loop=4)
-    fit = dict(x=x, y=y, sample_weight=weights, batch_size=8, epochs=2, shuffle=False, verbose=0)
-    with pytest.raises(tpufit.NonFiniteLossError, match="global step 6") as raised:
-        tm.fit(**fit, hooks=[NanGuardHook()])
-    assert raised.value.step == 6
-    assert tm.global_step == 8  # the loop holding step 6 ran to its end
-    guard = NanGuardHook(fail=False)
-    history = compiled().fit(**fit, hooks=[guard])
-    assert guard.bad_step == 6 and len(history.epoch) == 1
 
 
 def _summaries(directory) -> dict[str, dict[int, float]]:

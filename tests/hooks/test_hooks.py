@@ -234,6 +234,13 @@ def test_a_host_call_name_declared_twice_is_rejected():
     with pytest.raises(tpufit.InvalidArgumentError, match="host_call"):
         compiled().fit(*tiny_data(8), hooks=[Twice()], verbose=0)
 
+    class GuardsName(tpufit.Hook):
+        def host_call(self, mode):
+            return {"non_finite": lambda tensors: tensors.logs["loss"]}
+
+    with pytest.raises(tpufit.InvalidArgumentError, match="'non_finite'"):
+        HookList([GuardsName()]).host_calls("train")
+
 
 def test_limit_steps_shortens_a_loop_and_rejects_zero():
     class Limit(tpufit.Hook):

@@ -16,15 +16,20 @@ host cannot see this split.
 
 There is no `tf.cond` around a training step: under `MirroredStrategy` a
 conditional step whose optimizer does a cross-replica `merge_call` fails
-(keras-team/keras#19246), so training loops always run exactly `n` steps, and
-the host sizes `n` from the known number of batches. Evaluation and prediction
-steps have no `merge_call`, so their loops also read the stopping signal and
-stop at the first stop batch.
+(keras-team/keras#19246), so training loops run `n` steps, and the host sizes
+`n` from the known number of batches. Evaluation and prediction steps have no
+`merge_call`, so their loops also read the stopping signal and stop at the
+first stop batch.
+
+A training loop with a NaN guard (`NanGuard`) also ends early, at the first
+step whose loss (or gradients) is not finite: the loop's own condition reads
+the step's flag, so no `cond` wraps the step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -38,6 +43,38 @@ from tpufit.device.jit_choice import JitChoice
 
 _MEAN = tf.distribute.ReduceOp.MEAN
 _SUM = tf.distribute.ReduceOp.SUM
+
+
+class NanGuard(enum.Enum):
+    """What a training program does at a step whose loss (or gradients) is not finite.
+
+    `OFF`: nothing, as in Keras: training runs on.
+    `WITHHOLD`: the step applies no update (tpufit's copies of Keras's train
+    step apply the gradients only if the loss and every gradient are finite
+    on every replica, `steps.apply_if_finite`); the loop ends at that step,
+    which is not counted.
+    `HALT`: the step is the model's own and has applied its update; the loop
+    ends after it, which is counted.
+    """
+
+    OFF = "off"
+    WITHHOLD = "withhold"
+    HALT = "halt"
+
+
+@dataclasses.dataclass(frozen=True)
+class NonFiniteStep:
+    """The step a guarded training loop ended at: its loss or gradients were not finite.
+
+    Attributes:
+        index: The step's index in its loop (the loop's last step).
+        withheld: Whether the step's update was withheld (`NanGuard.WITHHOLD`:
+            weights and optimizer state are those from before it), rather
+            than applied (`NanGuard.HALT`).
+    """
+
+    index: int
+    withheld: bool
 
 
 @dataclasses.dataclass
@@ -54,6 +91,8 @@ class LoopResult:
         compute_seconds: Time the loop's steps ran.
         traced: Whether this loop traced (and so compiled) the program: its
             time is no measure of its steps.
+        non_finite: The step a guarded training loop ended at, its loss or
+            gradients not finite, or `None`.
     """
 
     outfeed: Any
@@ -63,6 +102,12 @@ class LoopResult:
     input_seconds: float = 0.0
     compute_seconds: float = 0.0
     traced: bool = False
+    non_finite: NonFiniteStep | None = None
+
+    @property
+    def trained(self) -> int:
+        """The steps whose updates the model kept: all that ran but a withheld one."""
+        return self.steps - int(self.non_finite is not None and self.non_finite.withheld)
 
 
 def _spec_key(element_spec) -> str:
@@ -90,7 +135,10 @@ class LoopProgram:
         step_counters: int64 variables the program adds its steps to, on the
             device, in the same call that runs them (the global step, the
             step in the epoch): a loop that completed is always counted, even
-            if the host is interrupted right after it.
+            if the host is interrupted right after it. A step whose update
+            was withheld is not counted.
+        nan_guard: What a training loop does at a step whose per-step
+            `"non_finite"` flag is set (the replica step must match it).
     """
 
     def __init__(
@@ -104,9 +152,11 @@ class LoopProgram:
         mode: Mode,
         first_step_eagerly: bool = False,
         step_counters: Sequence[tf.Variable] = (),
+        nan_guard: NanGuard = NanGuard.OFF,
     ) -> None:
-        if first_step_eagerly and stops:
-            raise ValueError("first_step_eagerly is for training programs, which never stop")
+        if stops and (first_step_eagerly or nan_guard is not NanGuard.OFF):
+            raise ValueError("first_step_eagerly and nan_guard are for training programs")
+        self._guard = nan_guard
         self._eager_first = first_step_eagerly
         self._counters = tuple(step_counters)
         self._strategy = strategy
@@ -174,16 +224,24 @@ class LoopProgram:
         waited = tf.constant(0.0, tf.float64)
         computed = tf.constant(0.0, tf.float64)
         if not self._stops:
-            # Training: exactly num_steps steps, with nothing but the step (and its clock) inside.
-            for i in tf.range(num_steps):
+            # Training: num_steps steps, with nothing but the step (and its clock) inside; a
+            # guarded loop's condition also ends it after a non-finite step (no `cond`).
+            steps = tf.constant(0)
+            halted = tf.constant(False)
+            while steps < num_steps and not halted:
                 element, ready, waited = _next_timed(iterator, clock, waited)
                 with tf.control_dependencies([ready]):  # else `ready` may be read mid-step
                     per_step, latest = step_fn(element)
-                arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+                arrays = tf.nest.map_structure(
+                    lambda a, v, i=steps: a.write(i, v), arrays, per_step
+                )
                 computed, clock = _timed(computed, ready, per_step, latest)
-            self._count(num_steps)
+                halted = self._halts(per_step)
+                steps += 1
+            withheld = tf.cast(halted, tf.int32) if self._guard is NanGuard.WITHHOLD else 0
+            self._count(steps - withheld)
             stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
-            return stacked, latest, num_steps, tf.constant(False), waited, computed
+            return stacked, latest, steps, tf.constant(False), halted, waited, computed
         steps = tf.constant(0)
         stopped = tf.constant(False)
         for i in tf.range(num_steps):
@@ -197,7 +255,15 @@ class LoopProgram:
             computed, clock = _timed(computed, ready, per_step, latest)
             steps = i + 1
         stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
-        return stacked, latest, steps, stopped, waited, computed
+        return stacked, latest, steps, stopped, tf.constant(False), waited, computed
+
+    def _halts(self, per_step) -> tf.Tensor:
+        if self._guard is NanGuard.OFF:
+            return tf.constant(False)
+        return per_step["non_finite"]
+
+    def _non_finite(self, steps: int, halted: bool) -> NonFiniteStep | None:
+        return NonFiniteStep(steps - 1, self._guard is NanGuard.WITHHOLD) if halted else None
 
     def _count(self, steps) -> None:
         for counter in self._counters:
@@ -217,28 +283,16 @@ class LoopProgram:
         if self._eager_first:
             self._eager_first = False
             first = self._run_one_step_eagerly(iterator)
-            if num_steps == 1:
+            if num_steps == 1 or first.non_finite is not None:
                 return first
-            rest = self.run(iterator, num_steps - 1)
-            outfeed = tf.nest.map_structure(
-                lambda a, b: np.concatenate([a, b]), first.outfeed, rest.outfeed
-            )
-            return LoopResult(
-                outfeed,
-                rest.latest,
-                num_steps,
-                False,
-                first.input_seconds + rest.input_seconds,
-                first.compute_seconds + rest.compute_seconds,
-                traced=True,
-            )
+            return _joined(first, self.run(iterator, num_steps - 1))
         if iterator is not self._prepared_iterator():
             # Once per iterator, not per loop: the spec's key is built from its repr.
             # A weak reference, so a finished run's prefetching iterator is not kept alive.
             self._prepare(iterator.element_spec)
             self._prepared_iterator = weakref.ref(iterator)
         traces = self.traces
-        outfeed, latest, steps, stopped, waited, computed = self._loop_fn(
+        outfeed, latest, steps, stopped, halted, waited, computed = self._loop_fn(
             iterator, tf.constant(num_steps, tf.int32)
         )
         steps = int(steps)
@@ -252,6 +306,7 @@ class LoopProgram:
             float(waited),
             float(computed),
             traced=self.traces != traces,
+            non_finite=self._non_finite(steps, bool(halted)),
         )
 
     def _run_one_step_eagerly(self, iterator) -> LoopResult:
@@ -259,11 +314,41 @@ class LoopProgram:
         element = next(iterator)
         ready = time.perf_counter()
         per_step, latest = self._one_step(element)
-        self._count(1)
+        non_finite = self._non_finite(1, bool(self._halts(per_step)))
+        self._count(0 if non_finite is not None and non_finite.withheld else 1)
         outfeed = tf.nest.map_structure(lambda t: _numpy(t)[None], per_step)
         latest = tf.nest.map_structure(_numpy, latest)
         done = time.perf_counter()
-        return LoopResult(outfeed, latest, 1, False, ready - start, done - ready, traced=True)
+        return LoopResult(
+            outfeed,
+            latest,
+            1,
+            False,
+            ready - start,
+            done - ready,
+            traced=True,
+            non_finite=non_finite,
+        )
+
+
+def _joined(first: LoopResult, rest: LoopResult) -> LoopResult:
+    """The result of one loop run as a first step (eagerly) and the `rest`."""
+    outfeed = tf.nest.map_structure(
+        lambda a, b: np.concatenate([a, b]), first.outfeed, rest.outfeed
+    )
+    non_finite = rest.non_finite
+    if non_finite is not None:
+        non_finite = dataclasses.replace(non_finite, index=non_finite.index + 1)
+    return LoopResult(
+        outfeed,
+        rest.latest,
+        first.steps + rest.steps,
+        rest.stopped,
+        first.input_seconds + rest.input_seconds,
+        first.compute_seconds + rest.compute_seconds,
+        traced=True,
+        non_finite=non_finite,
+    )
 
 
 def _tensors(*values) -> list:
@@ -299,15 +384,18 @@ def _numpy(value):
 def reduce_logs(strategy: tf.distribute.Strategy, outputs) -> tuple[dict, dict]:
     """Reduces a train/eval step's replica outputs to `(per_step, latest)`.
 
-    Per step: the loss (the replicas' shares summed), the padding rows
-    (the same on every replica) and the hooks' `host_call` values (averaged).
-    Latest: the logs, averaged over replicas as Keras does; the host reads
-    exact values from the metrics at the end.
+    Per step: the loss (the replicas' shares summed), the padding rows and
+    whether the step was not finite on some replica (`"non_finite"`, set
+    only by a guarded training step), both the same on every replica, and
+    the hooks' `host_call` values (averaged). Latest: the logs, averaged over
+    replicas as Keras does; the host reads exact values from the metrics at
+    the end.
     """
-    logs, step_loss, padding_rows, extras = outputs
+    logs, step_loss, padding_rows, extras, non_finite = outputs
     per_step = {
         "loss": strategy.reduce(_SUM, step_loss, axis=None),
         "padding_rows": strategy.reduce(_MEAN, padding_rows, axis=None),
+        "non_finite": strategy.experimental_local_results(non_finite)[0],
         **{name: strategy.reduce(_MEAN, value, axis=None) for name, value in extras.items()},
     }
     return per_step, tf.nest.map_structure(lambda v: strategy.reduce(_MEAN, v, axis=None), logs)

@@ -110,20 +110,28 @@ class Replicas:
         layout: Layout,
         jit_compile: bool | str,
         host_calls: dict | None = None,
+        *,
+        nan_guard: bool = False,
     ) -> programs.LoopProgram:
-        """Returns the loop program of `mode`, built once per layout and `host_call` set.
+        """Returns the loop program of `mode`, built once per layout, `host_call` set and guard.
 
         Args:
             mode: The run's mode.
             layout: The run's layout, from `layout_for(mode)`.
             jit_compile: As `RunConfig.jit_compile`, for a program built now.
             host_calls: The hooks' `host_call` functions of the run.
+            nan_guard: Whether a training program ends at the first step whose
+                loss (or gradients) is not finite, withholding its update
+                wherever the step is Keras's own (`steps.nan_guard_for`).
         """
         host_calls = host_calls or {}
-        key = (mode, layout, tuple(host_calls.items()))
+        training = mode == Mode.TRAIN
+        guard = step_fns.nan_guard_for(self.replica_model, nan_guard and training)
+        key = (mode, layout, tuple(host_calls.items()), guard)
         if key not in self._programs:
-            step, reduce = step_fns.replica_step_for(self.replica_model, mode, layout, host_calls)
-            training = mode == Mode.TRAIN
+            step, reduce = step_fns.replica_step_for(
+                self.replica_model, mode, layout, host_calls, guard
+            )
             self._programs[key] = programs.LoopProgram(
                 self.strategy,
                 step,
@@ -136,6 +144,7 @@ class Replicas:
                 first_step_eagerly=training
                 and not step_fns.uses_keras_steps(self.replica_model, mode),
                 step_counters=self.step_counters if training else (),
+                nan_guard=guard,
             )
         return self._programs[key]
 

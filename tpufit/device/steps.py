@@ -11,11 +11,19 @@ that overrides a step gets its own step (`Layout.TRUE_SIZE`), called with
 `data` exactly as the input yields it; its partial last batch runs at its true
 size instead (see `infeed.py`).
 
-Each train/eval replica step returns `(logs, step_loss, padding_rows, extras)`:
-`logs` are the model's running metric results, `step_loss` is this replica's
-share of the step's loss (summed over replicas), `padding_rows` the padding
-rows of the global batch, `extras` the values the hooks' `host_call` functions
-asked for (averaged over replicas).
+With a NaN guard (`programs.NanGuard`), a training step on Keras's own
+`train_step` (padded, or tpufit's copy of it at true size) computes its
+gradients and applies them only if the loss and every gradient are finite on
+every replica (`apply_if_finite`); a model's own `train_step` cannot be undone,
+so its step only reports whether its logged `loss` is finite.
+
+Each train/eval replica step returns `(logs, step_loss, padding_rows, extras,
+non_finite)`: `logs` are the model's running metric results, `step_loss` is
+this replica's share of the step's loss (summed over replicas), `padding_rows`
+the padding rows of the global batch, `extras` the values the hooks'
+`host_call` functions asked for (averaged over replicas), `non_finite` whether
+a guarded training step found its loss (or gradients) not finite on some
+replica (the same on every replica; always `False` unguarded and in eval).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import tensorflow as tf
 from tpufit import _keras_shim
 from tpufit.config import Layout, Mode
 from tpufit.device import programs
+from tpufit.device.programs import NanGuard
 
 
 @dataclasses.dataclass
@@ -44,7 +53,7 @@ class StepTensors:
         data: The step's batch as the input yields it.
         logs: The step's logs (tensors).
         gradients: The step's gradients, one per trainable weight, in
-            tpufit's own training step; `None` in eval and in a model's own
+            tpufit's own training steps; `None` in eval and in a model's own
             `train_step`.
     """
 
@@ -75,6 +84,95 @@ def uses_keras_steps(model: keras.Model, mode: Mode) -> bool:
         return False
     losses = [loss for loss in tf.nest.flatten(model.loss) if loss is not None]
     return all(getattr(loss, "reduction", MEAN_REDUCTIONS[0]) in MEAN_REDUCTIONS for loss in losses)
+
+
+def keeps_keras_train_step(model: keras.Model) -> bool:
+    """Whether `model` trains with Keras's own `train_step` and `compute_metrics`.
+
+    Only such a step can be guarded by tpufit's copy of it (an overridden
+    `compute_loss` is fine: the copy calls it as Keras's step does).
+    """
+    methods = ("train_step", "compute_metrics")
+    return all(getattr(type(model), m) is getattr(keras.Model, m) for m in methods)
+
+
+def nan_guard_for(model: keras.Model, guarded: bool) -> NanGuard:
+    """The `NanGuard` of `model`'s training program: withheld updates wherever tpufit can."""
+    if not guarded:
+        return NanGuard.OFF
+    return NanGuard.WITHHOLD if keeps_keras_train_step(model) else NanGuard.HALT
+
+
+def _values(tensor):
+    return tensor.values if isinstance(tensor, tf.IndexedSlices) else tensor
+
+
+def all_finite(tensors) -> tf.Tensor:
+    """Whether every entry of every tensor in `tensors` (`None` skipped) is finite."""
+    checks = [tf.reduce_all(tf.math.is_finite(_values(t))) for t in tensors if t is not None]
+    return tf.reduce_all(tf.stack(checks)) if checks else tf.constant(True)
+
+
+def _on_some_replica(flag: tf.Tensor) -> tf.Tensor:
+    """Whether `flag` is set on some replica (a collective: call it outside any `cond`)."""
+    context = tf.distribute.get_replica_context()
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(flag, tf.float32)) > 0
+
+
+def snapshot(model: keras.Model) -> tuple[list, list[tf.Tensor]]:
+    """Reads what a training step changes besides the trained weights and the optimizer.
+
+    That is the non-trainable weights (BatchNormalization's moving
+    statistics), the random seeds' states and the metrics. Taken before the
+    step, for `apply_if_finite` to restore. A read of a variable the step
+    does not change shares its buffer: frozen weights cost no copy.
+
+    Returns:
+        `(variables, values)`.
+    """
+    variables = [*model.non_trainable_variables, *model.metrics_variables]
+    return variables, [tf.identity(variable.value) for variable in variables]
+
+
+def apply_if_finite(model: keras.Model, loss, gradients: list, before: tuple) -> tf.Tensor:
+    """Applies a step's gradients if its loss and gradients are finite on every replica.
+
+    Otherwise the step changes nothing: the weights, the optimizer's slots
+    and `optimizer.iterations` keep their values (zeroed gradients would
+    still move Adam's moments and the iterations), and what the step changed
+    besides goes back to `before` (from `snapshot`). A `LossScaleOptimizer`'s
+    scaled gradients overflow by design (it skips those steps and lowers its
+    scale itself), so with one only the loss is checked.
+
+    The `cond` runs in the cross-replica context of a `merge_call`, as in
+    Keras's `LossScaleOptimizer`: under `MirroredStrategy`, a `cond` in the
+    replica context around the optimizer's own `merge_call` fails.
+
+    Returns:
+        Whether the gradients were applied: the same on every replica.
+    """
+    optimizer = model.optimizer
+    variables = model.trainable_weights
+    state, values = before
+    scales = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    bad_here = tf.logical_not(all_finite([loss] if scales else [loss, *gradients]))
+
+    def apply(gradients) -> None:
+        if variables:  # As Keras's step: a model without trainable weights applies nothing.
+            optimizer.apply_gradients(zip(gradients, variables, strict=True))
+
+    def restore(values) -> None:
+        for variable, value in zip(state, values, strict=True):
+            variable.assign(value)
+
+    def merge(strategy, bad_here, gradients, values):
+        each = strategy.extended.call_for_each_replica
+        finite = tf.equal(strategy.reduce(tf.distribute.ReduceOp.SUM, bad_here, axis=None), 0.0)
+        tf.cond(finite, lambda: each(apply, (gradients,)), lambda: each(restore, (values,)))
+        return finite
+
+    context = tf.distribute.get_replica_context()
+    return context.merge_call(merge, args=(tf.cast(bad_here, tf.float32), gradients, values))
 
 
 def _weights(sample_weight, mask: tf.Tensor):
@@ -131,14 +229,22 @@ def host_call_values(host_calls: HostCalls, tensors: StepTensors) -> dict[str, t
     return {name: tf.cast(fn(tensors), tf.float32) for name, fn in host_calls.items()}
 
 
-def _outfeed(model, data, tracked_loss, signals, host_calls: HostCalls, gradients=None):
-    """Returns `(logs, step_loss share, padding rows, extras)` of one replica's step."""
+def _outfeed(
+    model, data, tracked_loss, signals, host_calls: HostCalls, gradients=None, non_finite=None
+):
+    """Returns `(logs, step_loss share, padding rows, extras, non_finite)` of one replica's step.
+
+    A withheld step (`non_finite`) counted no rows in the metrics, so it reports no padding.
+    """
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     rows = tf.cast(tf.shape(signals["mask"])[0] * replicas, tf.float32)
     logs = model.get_metrics_result()
     extras = host_call_values(host_calls, StepTensors(model, data, logs, gradients))
     step_loss = tf.cast(tracked_loss, tf.float32) / replicas
-    return logs, step_loss, rows - signals["real_rows"][0], extras
+    padding = rows - signals["real_rows"][0]
+    if non_finite is None:
+        return logs, step_loss, padding, extras, tf.constant(False)
+    return logs, step_loss, tf.where(non_finite, 0.0, padding), extras, non_finite
 
 
 def _update_trackers(model, tracked_loss, y, y_pred, weights, signals) -> None:
@@ -164,20 +270,74 @@ def global_signals(signals):
     return dict(signals, real_rows=tf.fill(tf.shape(signals["mask"]), real_rows))
 
 
-def padded_train_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
-    """Keras's `train_step`, counting only the real rows of a padded batch."""
+def padded_train_step(
+    model: keras.Model,
+    data,
+    signals,
+    host_calls: HostCalls | None = None,
+    *,
+    guard: bool = False,
+):
+    """Keras's `train_step`, counting only the real rows of a padded batch.
+
+    With `guard`, a step whose loss or gradients are not finite changes
+    nothing (`apply_if_finite`), not even the loss tracker and metrics.
+    """
     signals = global_signals(signals)
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     weights = _weights(sample_weight, signals["mask"])
+    before = snapshot(model) if guard else None
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True)
         loss, tracked = _padded_loss(model, x, y, y_pred, weights, signals, True)
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_weights
     gradients = tape.gradient(scaled, variables)
-    model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+    if not guard:
+        model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        _update_trackers(model, tracked, y, y_pred, weights, signals)
+        return _outfeed(model, data, tracked, signals, host_calls or {}, gradients)
+    # Tracked first: a withheld step restores the metrics with the rest.
     _update_trackers(model, tracked, y, y_pred, weights, signals)
-    return _outfeed(model, data, tracked, signals, host_calls or {}, gradients)
+    non_finite = tf.logical_not(apply_if_finite(model, loss, gradients, before))
+    with tf.control_dependencies([non_finite]):  # the logs after a restore
+        return _outfeed(model, data, tracked, signals, host_calls or {}, gradients, non_finite)
+
+
+def _unscaled_for_distribution(loss: tf.Tensor) -> tf.Tensor:
+    # As Keras's `unscale_loss_for_distribution`: the replica's share times the replicas.
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+
+
+def guarded_keras_train_step(model: keras.Model, data, host_calls: HostCalls | None = None):
+    """Keras's own `train_step` at true size, withholding the update of a non-finite step.
+
+    It does what `keras.Model.train_step` does, except that the gradients
+    are applied only where `apply_if_finite` finds the loss and gradients
+    finite; a withheld step changes nothing. Its step loss is the step's own
+    (Keras's step logs only the running mean).
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    before = snapshot(model)
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        loss = call_compute_loss(model, x, y, y_pred, sample_weight, training=True)
+        rows = tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
+        _keras_shim.loss_tracker(model).update_state(
+            _unscaled_for_distribution(loss), sample_weight=rows
+        )
+        scaled = model.optimizer.scale_loss(loss)
+    variables = model.trainable_weights
+    gradients = tape.gradient(scaled, variables) if variables else []
+    # Keras updates the metrics after the weights (they do not depend on each other): here
+    # before, so that a withheld step restores them with the rest.
+    model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    finite = apply_if_finite(model, loss, gradients, before)
+    with tf.control_dependencies([finite]):  # the logs after a restore
+        logs = model.get_metrics_result()
+    extras = host_call_values(host_calls or {}, StepTensors(model, data, logs, gradients))
+    return logs, tf.cast(loss, tf.float32), tf.constant(0.0), extras, tf.logical_not(finite)
 
 
 def padded_test_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
@@ -191,36 +351,54 @@ def padded_test_step(model: keras.Model, data, signals, host_calls: HostCalls | 
     return _outfeed(model, data, tracked, signals, host_calls or {})
 
 
-def _own_step(model: keras.Model, method: Callable, host_calls: HostCalls):
+def _own_step(model: keras.Model, method: Callable, host_calls: HostCalls, checks_loss=False):
+    """The model's own step; with `checks_loss`, it reports whether its logged loss is finite."""
+
     def step(data, signals):
         del signals  # The user's step sees its data exactly as the input yields it.
         logs = method(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         step_loss = logs.get("loss") if isinstance(logs, dict) else None
+        non_finite = tf.constant(False)
+        if checks_loss and step_loss is not None:
+            non_finite = _on_some_replica(tf.logical_not(all_finite([step_loss])))
         if step_loss is None:
             step_loss = tf.constant(float("nan"))
         extras = host_call_values(host_calls, StepTensors(model, data, logs, None))
-        return logs, tf.cast(step_loss, tf.float32) / replicas, tf.constant(0.0), extras
+        step_loss = tf.cast(step_loss, tf.float32) / replicas
+        return logs, step_loss, tf.constant(0.0), extras, non_finite
 
     return step
 
 
-def train_step_for(model: keras.Model, layout: Layout, host_calls: HostCalls | None = None):
-    """Returns the training replica step `(data, signals) -> (logs, loss, padding, extras)`.
+def train_step_for(
+    model: keras.Model,
+    layout: Layout,
+    host_calls: HostCalls | None = None,
+    nan_guard: NanGuard = NanGuard.OFF,
+):
+    """Returns the training replica step `(data, signals) -> (logs, loss, padding, extras, bad)`.
 
     Args:
         model: The replicas' copy of the model, compiled.
         layout: `Layout.PADDED` for tpufit's padded step, `Layout.TRUE_SIZE`
-            for the model's own `train_step`.
+            for the model's own `train_step` (or, with `NanGuard.WITHHOLD`,
+            tpufit's guarded copy of Keras's).
         host_calls: The hooks' extra per-step values.
+        nan_guard: From `nan_guard_for(model, ...)`.
     """
+    withhold = nan_guard is NanGuard.WITHHOLD
     if layout is Layout.PADDED:
-        return lambda data, signals: padded_train_step(model, data, signals, host_calls)
-    return _own_step(model, model.train_step, host_calls or {})
+        return lambda data, signals: padded_train_step(
+            model, data, signals, host_calls, guard=withhold
+        )
+    if withhold:
+        return lambda data, signals: guarded_keras_train_step(model, data, host_calls)
+    return _own_step(model, model.train_step, host_calls or {}, nan_guard is NanGuard.HALT)
 
 
 def test_step_for(model: keras.Model, layout: Layout, host_calls: HostCalls | None = None):
-    """Returns the evaluation replica step `(data, signals) -> (logs, loss, padding, extras)`.
+    """Returns the evaluation replica step `(data, signals) -> (logs, loss, padding, extras, bad)`.
 
     Args:
         model: The replicas' copy of the model, compiled.
@@ -234,7 +412,11 @@ def test_step_for(model: keras.Model, layout: Layout, host_calls: HostCalls | No
 
 
 def replica_step_for(
-    model: keras.Model, mode: Mode, layout: Layout, host_calls: HostCalls | None = None
+    model: keras.Model,
+    mode: Mode,
+    layout: Layout,
+    host_calls: HostCalls | None = None,
+    nan_guard: NanGuard = NanGuard.OFF,
 ) -> tuple[Callable, Callable]:
     """Returns `(replica_step, reduce)` for a mode's `LoopProgram`.
 
@@ -244,9 +426,10 @@ def replica_step_for(
         layout: The run's layout (see `train_step_for`); prediction always
             runs on padded batches.
         host_calls: The hooks' extra per-step values (train and eval).
+        nan_guard: The training program's guard (see `train_step_for`).
     """
     if mode == Mode.TRAIN:
-        return train_step_for(model, layout, host_calls), programs.reduce_logs
+        return train_step_for(model, layout, host_calls, nan_guard), programs.reduce_logs
     if mode == Mode.EVAL:
         return test_step_for(model, layout, host_calls), programs.reduce_logs
     return predict_step_for(model), programs.gather_predictions

@@ -31,10 +31,15 @@ import tensorflow as tf
 
 from tpufit import errors
 from tpufit.config import Mode
+from tpufit.device.programs import NonFiniteStep
 from tpufit.device.steps import StepTensors
 
 if TYPE_CHECKING:
     from tpufit.model import TPUModel
+
+
+# What the loop programs put in the outfeed themselves.
+_PROGRAM_OUTFEED = ("loss", "padding_rows", "non_finite")
 
 
 class Run:
@@ -181,10 +186,15 @@ class RunValues:
             for with `host_call`. In predict: `"outputs"`, the loop's
             predictions with padding rows dropped.
         logs: The metrics after the loop, as Python floats (empty in predict).
+        non_finite: In a `fit` with a NaN guard, the step the loop ended at
+            because its loss (or gradients) were not finite: its index in
+            the loop (the outfeed's last row) and whether its update was
+            withheld. `None` otherwise.
     """
 
     outfeed: dict[str, Any]
     logs: dict[str, Any]
+    non_finite: NonFiniteStep | None = None
 
 
 class Hook:
@@ -257,11 +267,12 @@ class HookList:
             return calls
         for hook in self.hooks:
             for name, fn in hook.host_call(mode).items():
-                if name in calls or name in ("loss", "padding_rows"):
+                if name in calls or name in _PROGRAM_OUTFEED:
                     raise errors.invalid_argument(
                         "host_call",
                         name,
-                        "names used by one hook only, other than 'loss' and 'padding_rows'",
+                        "names used by one hook only, other than "
+                        + ", ".join(repr(n) for n in _PROGRAM_OUTFEED),
                         what=f"{type(hook).__name__}.host_call declares an outfeed name twice",
                     )
                 calls[name] = fn

@@ -21,7 +21,6 @@ import keras
 from tpufit import errors
 from tpufit.config import RunConfig
 from tpufit.device.replicas import Replicas
-from tpufit.hooks import NanGuardHook
 from tpufit.model_dir import checkpoint, warm_start
 from tpufit.model_dir.saving_hook import CheckpointHook
 
@@ -189,12 +188,12 @@ class ModelDir:
             )
         self._pending.discard("optimizers")
 
-    def fit_hooks(self, hooks: list | None) -> list:
-        """Returns the hooks a `model_dir` adds to a `fit`: a NaN guard and the checkpoint saver.
+    def fit_hooks(self) -> list:
+        """Returns the hooks a `model_dir` adds to a `fit`: the checkpoint saver.
 
-        The guard (`NanGuardHook`, TPUEstimator's default `NanTensorHook`) is
-        left out when the user gives one; it runs before the saver, so a
-        non-finite loss ends the run before anything is saved.
+        It runs after the NaN guard (`RunConfig.nan_guard`), so a non-finite
+        loss ends the run before anything is saved; without the guard, the
+        saver itself never saves after a non-finite loss.
         """
         if self._saver is None:
             return []
@@ -203,8 +202,7 @@ class ModelDir:
             every_steps=self._config.save_checkpoints_steps,
             every_secs=self._config.save_checkpoints_secs,
         )
-        guarded = any(isinstance(hook, NanGuardHook) for hook in hooks or [])
-        return [saver] if guarded else [NanGuardHook(), saver]
+        return [saver]
 
     def _incompatible(self, problem: str) -> errors.IncompatibleCheckpointError:
         return errors.IncompatibleCheckpointError(

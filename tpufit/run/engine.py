@@ -24,7 +24,7 @@ from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
 from tpufit.device.steps import uses_keras_steps
-from tpufit.hooks import StopAtStepHook
+from tpufit.hooks import NanGuardHook, StopAtStepHook
 from tpufit.hooks.base import HookList, Run
 from tpufit.hooks.keras_callbacks import KerasCallbackHook
 from tpufit.hooks.progress_bar import ProgressHook
@@ -86,7 +86,7 @@ class Engine:
             epochs=start.epochs,
             steps=steps,
             first=[StopAtStepHook(last_step=call.max_steps)] if call.max_steps is not None else [],
-            last=self._model_dir.fit_hooks(call.hooks),
+            last=[*self._default_guard(call), *self._model_dir.fit_hooks()],
         )
         self._prepare_state(feed)
         self._model_dir.training_starts()
@@ -119,6 +119,18 @@ class Engine:
         chief = cluster.is_chief(self._replicas.strategy)
         self.last_run_stats = stats.report(call.verbose if chief else 0)
         return history
+
+    def _default_guard(self, call: FitCall) -> list[NanGuardHook]:
+        """The `NanGuardHook` a `fit` gets: none with `nan_guard=False` or the user's own.
+
+        A `keras.callbacks.TerminateOnNaN` among the callbacks asks for
+        Keras's meaning instead (the run stops at the end of the loop).
+        """
+        keras_meaning = any(
+            isinstance(c, keras.callbacks.TerminateOnNaN) for c in call.callbacks or []
+        )
+        given = any(isinstance(hook, NanGuardHook) for hook in call.hooks or [])
+        return [] if keras_meaning or given or not self._config.nan_guard else [NanGuardHook()]
 
     def _train_feed(self, call: FitCall) -> Infeed:
         request = InfeedRequest(
@@ -285,7 +297,11 @@ class Engine:
         tail: bool,
     ) -> Plan:
         program = self._replicas.program(
-            feed.mode, feed.layout, self._config.jit_compile, hooks.host_calls(feed.mode)
+            feed.mode,
+            feed.layout,
+            self._config.jit_compile,
+            hooks.host_calls(feed.mode),
+            nan_guard=any(isinstance(hook, NanGuardHook) for hook in hooks.hooks),
         )
         return Plan(
             program,

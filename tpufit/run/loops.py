@@ -77,7 +77,7 @@ def _run_epoch(
         hooks.before_run(context)
         result = plan.program.run(plan.tail if loop.tail else plan.iterator, context.steps)
         loops.ran(result)
-        run.count_steps(result.steps)
+        run.count_steps(result.trained)
         if result.steps:
             context.steps = result.steps
             hooks.after_run(context, values_of(result))
@@ -88,8 +88,13 @@ def _run_epoch(
 
 def loss_values(result: programs.LoopResult) -> RunValues:
     """A train/eval loop's `RunValues`: every step's loss and host_call values, the latest logs."""
-    outfeed = {name: value for name, value in result.outfeed.items() if name != "padding_rows"}
-    return RunValues(outfeed=outfeed, logs=logs_module.pythonify(result.latest))
+    hidden = ("padding_rows", "non_finite")
+    outfeed = {name: value for name, value in result.outfeed.items() if name not in hidden}
+    return RunValues(
+        outfeed=outfeed,
+        logs=logs_module.pythonify(result.latest),
+        non_finite=result.non_finite,
+    )
 
 
 def _epoch_logs(model: keras.Model, loops: EpochIterator) -> dict[str, Any]:
@@ -177,4 +182,3 @@ def _finalize_optimizer(model: keras.Model) -> None:
     if isinstance(optimizer, keras.optimizers.Optimizer):
         with model.distribute_strategy.scope():
             optimizer.finalize_variable_values(model.trainable_weights)
-
