@@ -99,3 +99,10 @@ def test_short_received_values_are_shown_whole():
     value = "a" * 118  # repr adds the two quotes: exactly 120 characters
     message = str(errors.invalid_argument("x", value, "something"))
     assert message.endswith(f"x={value!r}")
+
+
+def test_a_warning_points_at_the_callers_line_outside_tpufit():
+    with pytest.warns(UserWarning, match="careful") as caught:
+        errors.warn("careful")  # the line the warning must name
+
+    assert caught[0].filename == __file__

@@ -6,9 +6,28 @@ Every class also derives from the matching built-in (`ValueError`, `TypeError`,
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Issues a warning attributed to the user's line: the innermost caller outside tpufit.
+
+    A fixed `stacklevel` would point into tpufit whenever a call comes by
+    another path (`tpufit.attach`'s `model.fit`, validation inside `fit`).
+    """
+    level = 2  # the caller of this function
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 class TPUFitError(Exception):
@@ -96,7 +115,6 @@ class NonFiniteLossError(TPUFitError, FloatingPointError):
 def is_int(value: Any) -> bool:
     """Whether `value` is an int (Python or numpy), not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
 
 
 def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:

@@ -13,7 +13,6 @@ convolutions on a machine without accelerators.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -88,5 +87,5 @@ class JitChoice:
                 f"jit_compile=True was asked for the {self.name} step, but {reason}. "
                 'Use jit_compile="auto" or False. Received: jit_compile=True'
             )
-        warnings.warn(f"tpufit: the {self.name} step runs without XLA: {reason}.", stacklevel=5)
+        errors.warn(f"tpufit: the {self.name} step runs without XLA: {reason}.")
         self.steps = {False: plain}

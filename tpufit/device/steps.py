@@ -294,7 +294,8 @@ def padded_train_step(
     variables = model.trainable_weights
     gradients = tape.gradient(scaled, variables)
     if not guard:
-        model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        if variables:  # As Keras's step: nothing to apply (`Engine.fit` warned).
+            model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         _update_trackers(model, tracked, y, y_pred, weights, signals)
         return _outfeed(model, data, tracked, signals, host_calls or {}, gradients)
     # Tracked first: a withheld step restores the metrics with the rest.

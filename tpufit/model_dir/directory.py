@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import stat
-import warnings
 from typing import Any
 
 import keras
@@ -165,10 +164,9 @@ class ModelDir:
             detail = next(
                 (p for p in problems if p), f"{stored} optimizers stored, {len(groups)} here"
             )
-            warnings.warn(
+            errors.warn(
                 f"tpufit: the optimizer state in {self.restored_from} does not fit this "
-                f"model's optimizer ({detail}); training resumes with a fresh optimizer state.",
-                stacklevel=4,
+                f"model's optimizer ({detail}); training resumes with a fresh optimizer state."
             )
             return
         for j, variables in enumerate(groups):
@@ -181,10 +179,9 @@ class ModelDir:
         to restore them before training.
         """
         if "optimizers" in self._pending and self._reader.count("optimizers"):
-            warnings.warn(
+            errors.warn(
                 "tpufit: the optimizer state in the checkpoint was not restored: the optimizer "
-                "creates its variables in the first training step.",
-                stacklevel=4,  # the user's fit(): TPUModel.fit, Engine.fit, here
+                "creates its variables in the first training step."
             )
         self._pending.discard("optimizers")
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from tpufit import cluster, data
+from tpufit import cluster, data, errors
 from tpufit.config import Layout, Mode
 from tpufit.data import checks
 from tpufit.data.infeed import Infeed
@@ -89,6 +89,7 @@ class Engine:
             last=[*self._default_guard(call), *self._model_dir.fit_hooks()],
         )
         self._prepare_state(feed)
+        _warn_if_nothing_trains(self._replicas.replica_model)
         self._model_dir.training_starts()
         stats = RunStats(Mode.TRAIN, self._config.iterations_per_loop, checks.is_dataset(call.x))
         skipped = feed.skipping(start.skip_batches, start.skip_tail_batches)
@@ -335,3 +336,9 @@ class _Validation:
 
     def evaluate(self, parent: Run) -> dict[str, Any]:  # noqa: D102
         return self.engine.evaluation(self.feed, self.call.validation_steps, self.hooks, parent)
+
+
+def _warn_if_nothing_trains(model: keras.Model) -> None:
+    # Keras's own train_step warns so (and applies nothing); tpufit's copies of it do the same.
+    if uses_keras_steps(model, Mode.TRAIN) and not model.trainable_weights:
+        errors.warn("The model does not have any trainable weights.")

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import warnings
 from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 
+from tpufit import errors
 from tpufit.model_dir.checkpoint import STATE_FIELDS
 
 
@@ -179,11 +179,10 @@ def resume_point(
         if (epoch, step) <= (initial_epoch, 0):
             epoch, step = initial_epoch, 0
         if max_steps is None and epoch >= epochs:
-            warnings.warn(
+            errors.warn(
                 f"tpufit: model_dir {model_dir} is already at epoch {epoch} (global step "
                 f"{position['global_step']}), so fit(epochs={epochs}) trains no further. "
-                "Epochs count across the runs of a model_dir: raise `epochs` to train more.",
-                stacklevel=5,  # the user's fit(): fit, Engine.fit, _fit_start, here
+                "Epochs count across the runs of a model_dir: raise `epochs` to train more."
             )
     if max_steps is not None:
         epochs = epochs_until(max_steps, position["global_step"], (epoch, step), epoch_steps)
