@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from conftest import compile_args, tiny_data, tiny_model
 
+import tpufit
 from tpufit.config import Layout, Mode
 from tpufit.data import infeed
 from tpufit.device import programs, steps
@@ -97,3 +100,44 @@ def test_the_outfeed_holds_every_steps_loss_equal_to_one_step_loops():
 def test_stack_rows_merges_steps_into_rows():
     outfeed = {"a": np.arange(12).reshape(2, 3, 2)}
     assert programs.stack_rows(outfeed)["a"].shape == (6, 2)
+
+
+class EagerProbe(keras.Model):
+    """Records, at each training step, whether it runs eagerly (a debugger could stop there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(1)
+        self.eagerly = []
+
+    def call(self, x):
+        return self.dense(x)
+
+    def train_step(self, data):
+        self.eagerly.append(tf.executing_eagerly())
+        return super().train_step(data)
+
+
+def test_run_eagerly_runs_every_step_eagerly_with_keras_results():
+    x = np.random.default_rng(0).normal(size=(10, 4)).astype("float32")
+    y = x[:, :1] * 2.0
+    results = []
+    for through_tpufit in (False, True):
+        keras.utils.set_random_seed(0)
+        model = EagerProbe()
+        model(x[:1])
+        if through_tpufit:
+            tpufit.attach(model, iterations_per_loop=3)
+        model.compile(optimizer="sgd", loss="mse", metrics=["mae"], run_eagerly=True)
+        history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+        logs = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+        outputs = model.predict(x, batch_size=4, verbose=0)
+        results.append((model.eagerly, history, logs, outputs))
+
+    (keras_eagerly, *expected), (eagerly, *ours) = results
+    assert eagerly == keras_eagerly == [True] * 6
+    history, logs, outputs = ours
+    for name, values in expected[0].items():
+        np.testing.assert_allclose(history[name], values, rtol=1e-6)
+    assert logs == pytest.approx(expected[1], rel=1e-6)
+    np.testing.assert_allclose(outputs, expected[2], rtol=1e-6)

@@ -105,7 +105,13 @@ def test_weights_go_back_to_the_replicas_only_when_the_block_changed_them():
 
 
 def test_jit_auto_decides_once_from_the_step_and_keeps_one_trace():
-    key = (Mode.TRAIN, Layout.PADDED, (), NanGuard.WITHHOLD)  # fit's guarded program
+    key = (
+        Mode.TRAIN,
+        Layout.PADDED,
+        (),
+        NanGuard.WITHHOLD,
+        False,
+    )  # fit's guarded program, not eager
     x, y = tiny_data(80)
     tm = compiled(iterations_per_loop=2)
     tm.fit(x, y, batch_size=8, verbose=0)

@@ -139,6 +139,9 @@ class LoopProgram:
             was withheld is not counted.
         nan_guard: What a training loop does at a step whose per-step
             `"non_finite"` flag is set (the replica step must match it).
+        eager: Run every step eagerly, one after the other, with no
+            `tf.function` anywhere (the model was compiled with
+            `run_eagerly=True`): slow, but a debugger stops inside the step.
     """
 
     def __init__(
@@ -153,10 +156,12 @@ class LoopProgram:
         first_step_eagerly: bool = False,
         step_counters: Sequence[tf.Variable] = (),
         nan_guard: NanGuard = NanGuard.OFF,
+        eager: bool = False,
     ) -> None:
         if stops and (first_step_eagerly or nan_guard is not NanGuard.OFF):
             raise ValueError("first_step_eagerly and nan_guard are for training programs")
         self._guard = nan_guard
+        self._eager = eager
         self._eager_first = first_step_eagerly
         self._counters = tuple(step_counters)
         self._strategy = strategy
@@ -173,6 +178,8 @@ class LoopProgram:
     @property
     def jit_compile(self) -> bool | None:
         """Whether the step runs with XLA; `None` until the first loop (or export) decides."""
+        if self._eager:
+            return False
         return self._jit.jit_compile
 
     def decide_jit(self, element_spec) -> bool:
@@ -280,6 +287,8 @@ class LoopProgram:
         Returns:
             The `LoopResult`.
         """
+        if self._eager:
+            return self._run_eagerly(iterator, num_steps)
         if self._eager_first:
             self._eager_first = False
             first = self._run_one_step_eagerly(iterator)
@@ -309,10 +318,20 @@ class LoopProgram:
             non_finite=self._non_finite(steps, bool(halted)),
         )
 
+    def _run_eagerly(self, iterator, num_steps: int) -> LoopResult:
+        result = self._run_one_step_eagerly(iterator)
+        for _ in range(num_steps - 1):
+            if result.stopped or result.non_finite is not None:
+                break
+            result = _joined(result, self._run_one_step_eagerly(iterator))
+        return result
+
     def _run_one_step_eagerly(self, iterator) -> LoopResult:
         start = time.perf_counter()
         element = next(iterator)
         ready = time.perf_counter()
+        if self._stops and bool(self._stop_requested(element)):
+            return LoopResult({}, {}, 0, True, ready - start)
         per_step, latest = self._one_step(element)
         non_finite = self._non_finite(1, bool(self._halts(per_step)))
         self._count(0 if non_finite is not None and non_finite.withheld else 1)
@@ -332,13 +351,19 @@ class LoopProgram:
 
 
 def _joined(first: LoopResult, rest: LoopResult) -> LoopResult:
-    """The result of one loop run as a first step (eagerly) and the `rest`."""
+    """The result of one loop run as its `first` steps, then the `rest` (which may have none)."""
+    if not rest.steps:
+        return dataclasses.replace(
+            first,
+            stopped=rest.stopped,
+            input_seconds=first.input_seconds + rest.input_seconds,
+        )
     outfeed = tf.nest.map_structure(
         lambda a, b: np.concatenate([a, b]), first.outfeed, rest.outfeed
     )
     non_finite = rest.non_finite
     if non_finite is not None:
-        non_finite = dataclasses.replace(non_finite, index=non_finite.index + 1)
+        non_finite = dataclasses.replace(non_finite, index=non_finite.index + first.steps)
     return LoopResult(
         outfeed,
         rest.latest,

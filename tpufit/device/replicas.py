@@ -127,7 +127,9 @@ class Replicas:
         host_calls = host_calls or {}
         training = mode == Mode.TRAIN
         guard = step_fns.nan_guard_for(self.replica_model, nan_guard and training)
-        key = (mode, layout, tuple(host_calls.items()), guard)
+        # `compile(run_eagerly=True)` may come and go between runs.
+        eager = bool(getattr(self.replica_model, "run_eagerly", False))
+        key = (mode, layout, tuple(host_calls.items()), guard, eager)
         if key not in self._programs:
             step, reduce = step_fns.replica_step_for(
                 self.replica_model, mode, layout, host_calls, guard
@@ -145,6 +147,7 @@ class Replicas:
                 and not step_fns.uses_keras_steps(self.replica_model, mode),
                 step_counters=self.step_counters if training else (),
                 nan_guard=guard,
+                eager=eager,
             )
         return self._programs[key]
 
