@@ -12,6 +12,7 @@ from conftest import compile_args, sleepy_model, tiny_data, tiny_model
 
 import tpufit
 from tpufit.device.programs import LoopResult
+from tpufit.run import stats as run_stats
 from tpufit.run.stats import RunStats
 
 
@@ -55,6 +56,29 @@ def test_the_verdict_uses_the_profilers_input_thresholds(input_seconds, compute_
     stats = stats_of((loop(100, input_seconds, compute_seconds), 1.0))
     assert stats.bound == bound
     assert stats.input_bound == (bound == "input")
+
+
+@pytest.mark.parametrize(
+    ("input_seconds", "compute_seconds", "wall_seconds", "printed"),
+    [
+        (6.0, 5.0, 12.0, False),  # input-bound, but its wait is short of the threshold
+        (12.0, 10.0, 24.0, True),  # input-bound, and the wait cost 12 s
+        (1.0, 30.0, 50.0, True),  # host-bound: 19 s around the loops
+        (0.5, 99.0, 100.0, False),  # compute-bound: no advice to give
+        (0.0, 0.0, 0.0, False),  # an empty run
+    ],
+)
+def test_the_summary_is_printed_only_for_a_limit_that_cost_enough_time(
+    capsys, input_seconds, compute_seconds, wall_seconds, printed
+):
+    stats = stats_of((loop(100, input_seconds, compute_seconds), wall_seconds))
+
+    stats.report(verbose=1)
+
+    assert stats.worth_reporting == printed
+    assert (capsys.readouterr().out != "") == printed
+    stats.report(verbose=0)
+    assert capsys.readouterr().out == ""
 
 
 def test_input_advice_names_the_fixes_for_a_dataset_and_for_arrays():
@@ -103,7 +127,9 @@ def slow_pipeline(x, y, seconds_per_batch: float) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(16, drop_remainder=True).map(costly)
 
 
-def test_fit_on_a_slow_pipeline_is_reported_input_bound_with_the_fix(capsys):
+def test_fit_on_a_slow_pipeline_is_reported_input_bound_with_the_fix(capsys, monkeypatch):
+    # The wait here is about 0.6 s: printed only once it passes the (lowered) threshold.
+    monkeypatch.setattr(run_stats, "REPORT_MIN_SECONDS", 0.1)
     x, y = tiny_data(16 * 30)
     tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=10)
     tm.compile(**compile_args())

@@ -19,6 +19,12 @@ As in the TensorFlow profiler's input-pipeline analysis, a run is
 *partly input-bound* from 5%. It is *host-bound* when the host part is at
 least 20%; otherwise *compute-bound*: the steps themselves are the limit.
 
+`fit` prints the summary only when it is worth reading: `verbose` is not 0,
+there is advice to act on (the run is not compute-bound) and the limit it
+names cost at least `REPORT_MIN_SECONDS` (the wait for input, or the host
+time) — a short run, an empty one, or one whose steps are the limit prints
+nothing; `tm.last_run_stats` always holds the numbers.
+
 Even a batch already in the prefetch buffer costs a `get_next` (a hand-off
 to a tf.data thread: tens of microseconds on an idle CPU, more on a busy
 one), so steps of a fraction of a millisecond can be input-bound on a cached
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 
+REPORT_MIN_SECONDS = 10.0
 INPUT_BOUND_SHARE = 0.20
 PARTLY_INPUT_BOUND_SHARE = 0.05
 HOST_BOUND_SHARE = 0.20
@@ -172,9 +179,17 @@ class RunStats:
         advice = self.advice
         return f"{line} {_VERDICTS[self.bound]}" + (f": {advice}." if advice else ".")
 
+    @property
+    def worth_reporting(self) -> bool:
+        """Whether there is advice, and the limit it addresses cost `REPORT_MIN_SECONDS` or more."""
+        if not self.advice:
+            return False
+        lost = self.host_seconds if self.bound == "host" else self.input_seconds
+        return lost >= REPORT_MIN_SECONDS
+
     def report(self, verbose: int | str) -> RunStats:
-        """Prints `summary()` unless `verbose` is 0 (Keras's meaning); returns these stats."""
-        if verbose != 0:
+        """Prints `summary()` if `worth_reporting` and `verbose` is not 0; returns these stats."""
+        if verbose != 0 and self.worth_reporting:
             print(self.summary())
         return self
 
@@ -191,6 +206,7 @@ class RunStats:
             input_bound=self.input_bound,
             bound=self.bound,
             advice=self.advice,
+            worth_reporting=self.worth_reporting,
         )
         return fields
 
