@@ -28,6 +28,7 @@ the step's flag, so no `cond` wraps the step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import time
@@ -39,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit.config import Mode
+from tpufit.device import native_logs
 from tpufit.device.jit_choice import JitChoice
 
 _MEAN = tf.distribute.ReduceOp.MEAN
@@ -295,15 +297,18 @@ class LoopProgram:
             if num_steps == 1 or first.non_finite is not None:
                 return first
             return _joined(first, self.run(iterator, num_steps - 1))
-        if iterator is not self._prepared_iterator():
-            # Once per iterator, not per loop: the spec's key is built from its repr.
-            # A weak reference, so a finished run's prefetching iterator is not kept alive.
-            self._prepare(iterator.element_spec)
-            self._prepared_iterator = weakref.ref(iterator)
-        traces = self.traces
-        outfeed, latest, steps, stopped, halted, waited, computed = self._loop_fn(
-            iterator, tf.constant(num_steps, tf.int32)
-        )
+        # The program's first run compiles it, which may be the process's first XLA compile.
+        quiet = native_logs.info_lines_dropped() if self.traces == 0 else contextlib.nullcontext()
+        with quiet:
+            if iterator is not self._prepared_iterator():
+                # Once per iterator, not per loop: the spec's key is built from its repr.
+                # A weak reference, so a finished run's prefetching iterator is not kept alive.
+                self._prepare(iterator.element_spec)
+                self._prepared_iterator = weakref.ref(iterator)
+            traces = self.traces
+            outfeed, latest, steps, stopped, halted, waited, computed = self._loop_fn(
+                iterator, tf.constant(num_steps, tf.int32)
+            )
         steps = int(steps)
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
         latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
