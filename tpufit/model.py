@@ -153,13 +153,18 @@ class TPUModel:
 
         Every epoch sees every example: the last partial batch is padded with
         zero-weight rows and counts as a step (`drop_remainder=True` drops it).
-        With `steps_per_epoch`, the data is cycled so every epoch runs exactly
-        that many steps. Keras callbacks run between loops (see
-        `tpufit.callbacks`), after the `tpufit.Hook`s given as `hooks`.
-        Arguments are Keras's, plus keyword-only `drop_remainder` (drop the
-        last partial batch of every epoch), `hooks`, and `max_steps` (train up
-        to that global step, however many epochs it takes; TPUEstimator's).
-        With a `model_dir`, epochs and steps count across runs (docs/model_dir.md).
+        `steps_per_epoch` means what it means in Keras 3: each epoch takes the
+        next steps of the current pass over the data, ends early where the
+        pass ends (with Keras's "Your input ran out of data" warning), and the
+        next epoch starts a new pass; without it, an epoch is one pass (endless
+        data: until `model.stop_training`). Keras callbacks run between loops,
+        after the `tpufit.Hook`s given as `hooks`. Arguments are Keras's, plus
+        keyword-only `drop_remainder` (drop the last partial batch of every
+        epoch), `hooks`, and `max_steps` (train up to that global step, however
+        many epochs or passes it takes; TPUEstimator's). `keras.config`'s
+        `set_max_epochs` / `set_max_steps_per_epoch` cap `epochs` and
+        `steps_per_epoch` as in Keras. With a `model_dir`, epochs and steps
+        count across runs (docs/model_dir.md).
 
         Returns:
             A `keras.callbacks.History` with one entry per epoch.
