@@ -219,7 +219,10 @@ class TPUModel:
 
         Padding rows count nowhere: every metric and the loss equal what Keras
         computes on the whole data in one batch. Arguments are Keras's, plus
-        keyword-only `hooks` (`tpufit.Hook`s, called before the callbacks).
+        keyword-only `hooks` (`tpufit.Hook`s, called before the callbacks). As
+        in Keras, `steps` reads the data's first steps (warning where it has
+        fewer), and a callback setting `model.stop_evaluating = True` ends the
+        run, after the current loop.
 
         Returns:
             The loss and metrics: a scalar, a list in `metrics_names` order,
@@ -258,7 +261,9 @@ class TPUModel:
 
         Arguments are Keras's, plus keyword-only `hooks` (`tpufit.Hook`s,
         whose `after_run` gets each loop's predictions as
-        `values.outfeed["outputs"]`).
+        `values.outfeed["outputs"]`). A callback setting
+        `model.stop_predicting = True` ends the run after the current loop,
+        which returns the rows predicted so far.
 
         Returns:
             Numpy arrays in the structure of the model's outputs.
@@ -270,9 +275,7 @@ class TPUModel:
         )
         return self._engine.predict(call)
 
-    def export(
-        self, path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> None:
+    def export(self, path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         """Writes a SavedModel whose `serving_default` takes any number of rows.
 
         Its outputs equal `predict(x, batch_size=batch_size)` bit for bit, and

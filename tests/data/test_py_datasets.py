@@ -105,6 +105,8 @@ def test_py_dataset_with_steps_per_epoch_and_an_endless_one():
     assert endless.num_batches is None
     with pytest.raises(tpufit.InvalidArgumentError, match="steps"):
         tm.predict(endless, verbose=0)
+    tm.fit(Batches(x, y, batches=-1), max_steps=tm.global_step + 5, verbose=0)  # until stopped
+    assert tm.global_step == 7 + 5
     np.testing.assert_allclose(
         tm.predict(endless, steps=6, verbose=0), tm.model(np.concatenate([x, x[:32]])), atol=1e-5
     )

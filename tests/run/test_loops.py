@@ -13,6 +13,7 @@ import itertools
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import CLASSES, assert_close, side_by_side, tiny_data, warned
 
 X, Y = tiny_data(80)  # 10 batches of 8
@@ -40,11 +41,16 @@ class Stopper(keras.callbacks.Callback):
             setattr(self.model, self.flag, True)
 
 
+def repeated_dataset():
+    return tf.data.Dataset.from_tensor_slices((X, Y)).batch(8).repeat()
+
+
+@pytest.mark.parametrize("source", [endless, repeated_dataset])
 @pytest.mark.parametrize("per_loop", [1, 3])
-def test_stop_training_ends_an_endless_fit_without_steps_per_epoch(per_loop):
+def test_stop_training_ends_an_endless_fit_without_steps_per_epoch(source, per_loop):
     def body(model):
         stopper = Stopper("on_train_batch_end", "stop_training", after=4)
-        history = model.fit(endless(), epochs=3, callbacks=[stopper], verbose=0)
+        history = model.fit(source(), epochs=3, callbacks=[stopper], verbose=0)
         return history.history, stopper.calls
 
     theirs, ours = side_by_side(body, iterations_per_loop=per_loop, steps_per_execution=per_loop)
