@@ -130,3 +130,18 @@ def test_evaluate_steps_covering_the_data_include_its_partial_batch_at_true_size
     assert_close(ours.result, theirs.result)
     assert not np.allclose(ours.result[0], ours.result[1])  # step 10 is the partial batch
     assert len(warned(ours, RAN_OUT)) == len(warned(theirs, RAN_OUT)) == 1
+
+
+@pytest.mark.parametrize("validation_steps", [3, 14])
+def test_validation_steps_read_the_first_steps_of_the_validation_data_every_epoch(
+    validation_steps,
+):
+    def body(model):
+        validation = dict(validation_data=(X, Y), validation_steps=validation_steps)
+        fit_args = dict(batch_size=8, epochs=2, steps_per_epoch=4, shuffle=False)
+        return model.fit(X, Y, **fit_args, **validation, verbose=0).history
+
+    theirs, ours = side_by_side(body, iterations_per_loop=3)
+    assert_close(ours.result, theirs.result)
+    assert warned(ours, RAN_OUT) == warned(theirs, RAN_OUT)
+    assert len(warned(ours, RAN_OUT)) == 2 * (validation_steps > 10)
