@@ -107,6 +107,8 @@ def measure(replicas: int, repeats: int, smoke: bool) -> int:
     request = data.InfeedRequest(Mode.TRAIN, Layout.PADDED, BATCH, shuffle=False, seed=0)
     feed = data.build_infeed(x, y, None, request, tm.strategy)
     iterator = tm._replicas.distribute(feed.dataset)
+    # One epoch of many loops: as in Keras, an epoch longer than its data needs the data repeated.
+    repeated = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache().repeat()
     folder = tempfile.mkdtemp()
 
     def bare(loops: int) -> None:
@@ -124,7 +126,7 @@ def measure(replicas: int, repeats: int, smoke: bool) -> int:
             ]
         with contextlib.redirect_stderr(io.StringIO()):
             tm.fit(
-                x, y, batch_size=BATCH, shuffle=False, steps_per_epoch=loops * PER_LOOP,
+                repeated, steps_per_epoch=loops * PER_LOOP,
                 callbacks=extra, verbose=1 if callbacks else 0,
             )  # fmt: skip
 

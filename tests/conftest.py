@@ -7,11 +7,14 @@ N logical devices, so multi-replica tests run under a real `MirroredStrategy`;
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -209,6 +212,58 @@ def assert_same_weights(a: keras.Model, b: keras.Model, rtol=1e-5, atol=1e-6) ->
     """Asserts two models hold the same weights, to `rtol` / `atol`."""
     for left, right in zip(a.get_weights(), b.get_weights(), strict=True):
         np.testing.assert_allclose(left, right, rtol=rtol, atol=atol)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one side of a `side_by_side` run gave: `body`'s result, the warnings, the model."""
+
+    result: object
+    warnings: list[str]
+    model: keras.Model
+
+
+def side_by_side(
+    body: Callable[[keras.Model], object],
+    *,
+    iterations_per_loop: int = 1,
+    steps_per_execution: int = 1,
+    make_model: Callable[[], keras.Model] = tiny_model,
+) -> tuple[Outcome, Outcome]:
+    """Runs `body(model)` as plain Keras code, then on a model routed through `tpufit.attach`.
+
+    Both models start from the same weights (`make_model()` is seeded) and are
+    compiled with `compile_args()`; Keras's with `steps_per_execution`, tpufit's
+    with `iterations_per_loop`. Returns `(keras, tpufit)` outcomes, each with
+    every warning `body` raised.
+    """
+    import tpufit
+
+    outcomes = []
+    for attached in (False, True):
+        model = make_model()
+        if attached:
+            tpufit.attach(model, iterations_per_loop=iterations_per_loop)
+            model.compile(**compile_args())
+        else:
+            model.compile(**compile_args(), steps_per_execution=steps_per_execution)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = body(model)
+        outcomes.append(Outcome(result, [str(w.message) for w in caught], model))
+    return outcomes[0], outcomes[1]
+
+
+def assert_close(ours, theirs, rtol=1e-5, atol=1e-6) -> None:
+    """Asserts two nested structures (dicts, lists, tuples) of numbers are equal to `rtol`."""
+    tf.nest.assert_same_structure(ours, theirs)
+    for a, b in zip(tf.nest.flatten(ours), tf.nest.flatten(theirs), strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+def warned(outcome: Outcome, start: str) -> list[str]:
+    """The warnings of `outcome` that start with `start`."""
+    return [message for message in outcome.warnings if message.startswith(start)]
 
 
 class OwnStepRegressor(keras.Model):

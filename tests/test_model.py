@@ -56,11 +56,13 @@ def test_fit_runs_loops_of_4_4_2_and_ends_at_step_20():
     assert tm.global_step == 20
 
 
-def test_steps_per_epoch_beyond_the_data_cycles_it():
-    x, y = tiny_data(40)
+def test_steps_per_epoch_beyond_the_data_ends_each_epoch_with_its_pass_as_in_keras():
+    x, y = tiny_data(40)  # 3 steps a pass
     tm = compiled(iterations_per_loop=4)
-    tm.fit(x, y, batch_size=16, epochs=2, steps_per_epoch=10, verbose=0)
-    assert int(tm.model.optimizer.iterations) == 20
+    with pytest.warns(UserWarning, match="ran out of data") as caught:
+        history = tm.fit(x, y, batch_size=16, epochs=2, steps_per_epoch=10, verbose=0)
+    assert int(tm.model.optimizer.iterations) == tm.global_step == 2 * 3
+    assert history.epoch == [0, 1] and len(caught) == 2
 
 
 @pytest.mark.parametrize("drop_remainder, steps", [(False, 16), (True, 15)])
@@ -497,12 +499,20 @@ def test_fit_runs_exactly_the_steps_asked_and_reports_every_loop(
         callbacks=[seen],
         verbose=0,
     )
-    per_epoch = steps_per_epoch or -(-rows // batch_size)
-    assert int(tm.model.optimizer.iterations) == tm.global_step == epochs * per_epoch
-    firsts = list(range(0, per_epoch, iterations_per_loop))
-    lasts = [min(first + iterations_per_loop, per_epoch) - 1 for first in firsts]
-    assert seen.begins == firsts * epochs
-    assert seen.ends == lasts * epochs
+    # As in Keras, an epoch takes its steps from the current pass and ends with it.
+    per_pass, position, lengths = -(-rows // batch_size), 0, []
+    for _ in range(epochs):
+        lengths.append(min(steps_per_epoch or per_pass, per_pass - position))
+        position = (position + lengths[-1]) % per_pass
+    assert int(tm.model.optimizer.iterations) == tm.global_step == sum(lengths)
+    firsts = [first for n in lengths for first in range(0, n, iterations_per_loop)]
+    lasts = [
+        min(f + iterations_per_loop, n) - 1
+        for n in lengths
+        for f in range(0, n, iterations_per_loop)
+    ]
+    assert seen.begins == firsts
+    assert seen.ends == lasts
 
 
 def test_two_inputs_and_two_outputs_given_as_tuples():

@@ -153,13 +153,18 @@ class TPUModel:
 
         Every epoch sees every example: the last partial batch is padded with
         zero-weight rows and counts as a step (`drop_remainder=True` drops it).
-        With `steps_per_epoch`, the data is cycled so every epoch runs exactly
-        that many steps. Keras callbacks run between loops (see
-        `tpufit.callbacks`), after the `tpufit.Hook`s given as `hooks`.
-        Arguments are Keras's, plus keyword-only `drop_remainder` (drop the
-        last partial batch of every epoch), `hooks`, and `max_steps` (train up
-        to that global step, however many epochs it takes; TPUEstimator's).
-        With a `model_dir`, epochs and steps count across runs (docs/model_dir.md).
+        `steps_per_epoch` means what it means in Keras 3: each epoch takes the
+        next steps of the current pass over the data, ends early where the
+        pass ends (with Keras's "Your input ran out of data" warning), and the
+        next epoch starts a new pass; without it, an epoch is one pass (endless
+        data: until `model.stop_training`). Keras callbacks run between loops,
+        after the `tpufit.Hook`s given as `hooks`. Arguments are Keras's, plus
+        keyword-only `drop_remainder` (drop the last partial batch of every
+        epoch), `hooks`, and `max_steps` (train up to that global step, however
+        many epochs or passes it takes; TPUEstimator's). `keras.config`'s
+        `set_max_epochs` / `set_max_steps_per_epoch` cap `epochs` and
+        `steps_per_epoch` as in Keras. With a `model_dir`, epochs and steps
+        count across runs (docs/model_dir.md).
 
         Returns:
             A `keras.callbacks.History` with one entry per epoch.
@@ -214,7 +219,10 @@ class TPUModel:
 
         Padding rows count nowhere: every metric and the loss equal what Keras
         computes on the whole data in one batch. Arguments are Keras's, plus
-        keyword-only `hooks` (`tpufit.Hook`s, called before the callbacks).
+        keyword-only `hooks` (`tpufit.Hook`s, called before the callbacks). As
+        in Keras, `steps` reads the data's first steps (warning where it has
+        fewer), and a callback setting `model.stop_evaluating = True` ends the
+        run, after the current loop.
 
         Returns:
             The loss and metrics: a scalar, a list in `metrics_names` order,
@@ -253,7 +261,9 @@ class TPUModel:
 
         Arguments are Keras's, plus keyword-only `hooks` (`tpufit.Hook`s,
         whose `after_run` gets each loop's predictions as
-        `values.outfeed["outputs"]`).
+        `values.outfeed["outputs"]`). A callback setting
+        `model.stop_predicting = True` ends the run after the current loop,
+        which returns the rows predicted so far.
 
         Returns:
             Numpy arrays in the structure of the model's outputs.
@@ -265,9 +275,7 @@ class TPUModel:
         )
         return self._engine.predict(call)
 
-    def export(
-        self, path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE
-    ) -> None:
+    def export(self, path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         """Writes a SavedModel whose `serving_default` takes any number of rows.
 
         Its outputs equal `predict(x, batch_size=batch_size)` bit for bit, and

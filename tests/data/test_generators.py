@@ -1,16 +1,26 @@
 """tpufit/data/generators.py: a generator read ahead, checked, streamed or held in memory.
 
-End to end through fit, evaluate and predict, exact against plain Keras.
+End to end through fit, evaluate and predict, exact against plain Keras (plain
+Keras code run through `tpufit.attach` where Keras's own behaviour is compared).
 """
 
 from __future__ import annotations
 
 import itertools
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLASSES, assert_same_weights, keras_twin, tiny_data
+from conftest import (
+    CLASSES,
+    assert_close,
+    assert_same_weights,
+    keras_twin,
+    side_by_side,
+    tiny_data,
+    warned,
+)
 from user_inputs import BATCH, ROWS, assert_same_logs, batches, compiled, weights_of
 
 import tpufit
@@ -18,6 +28,8 @@ from tpufit.config import Layout, Mode
 from tpufit.data import InfeedRequest, build_infeed, generators
 
 STRATEGY = tf.distribute.get_strategy()
+RAN_OUT = "Your input ran out of data"
+
 
 def test_generator_source_reads_two_batches_ahead_and_streams_the_rest_once():
     pulled = []
@@ -29,7 +41,7 @@ def test_generator_source_reads_two_batches_ahead_and_streams_the_rest_once():
 
     source = generators.GeneratorSource(generator())
     assert pulled == [0, 1]
-    rows = [int(b[0][0, 0]) for b in source.dataset(endless=False).as_numpy_iterator()]
+    rows = [int(b[0][0, 0]) for b in source.dataset().as_numpy_iterator()]
     assert rows == [0, 1, 2, 3, 4]
 
 
@@ -57,32 +69,62 @@ def test_an_error_raised_while_the_stream_is_read_shows_up_on_the_infeed():
     assert str(error).splitlines()[0] in op_error.message
 
 
-def test_running_out_before_steps_per_epoch_is_recorded_on_the_infeed():
-    x, y = tiny_data(32)
-    request = InfeedRequest(Mode.TRAIN, Layout.PADDED, steps=5)
-    feed = build_infeed(batches(x, y), None, None, request, STRATEGY)
-    op_error = _stream_error(feed)
-    (error,) = feed.pipeline_errors
-    assert "ran out of data after 2 batches" in str(error)
-    assert str(error).splitlines()[0] in op_error.message
-
-
 def test_each_generator_infeed_has_its_own_errors():
-    x, y = tiny_data(32)
+    x, y = tiny_data(64)
+
+    def changing():
+        yield from batches(x[:48], y[:48])
+        yield x[48:], y[48:].astype("float32")
+
     request = InfeedRequest(Mode.TRAIN, Layout.PADDED, steps=5)
-    first = build_infeed(batches(x, y), None, None, request, STRATEGY)
-    second = build_infeed(batches(x, y), None, None, request, STRATEGY)
+    first = build_infeed(changing(), None, None, request, STRATEGY)
+    second = build_infeed(changing(), None, None, request, STRATEGY)
     _stream_error(first)
     assert len(first.pipeline_errors) == 1 and second.pipeline_errors == []
 
 
-def test_a_generator_read_more_than_once_is_held_in_memory_and_keeps_its_order():
+def test_validation_data_is_held_in_memory_up_to_its_steps_and_keeps_its_order():
     x, y = tiny_data(40)
-    request = InfeedRequest(Mode.TRAIN, Layout.PADDED, BATCH, shuffle=True, seed=3)
+    request = InfeedRequest(Mode.EVAL, Layout.PADDED, BATCH, reread=True)
     feed = build_infeed(batches(x, y), None, None, request, STRATEGY)
-    assert (feed.rows, feed.steps_per_pass, feed.mode) == (40, 3, Mode.TRAIN)
+    assert (feed.rows, feed.steps_per_pass, feed.mode) == (40, 3, Mode.EVAL)
     seen = [data[1][signals["mask"] > 0.5] for data, signals in feed.dataset.take(3)]
     np.testing.assert_array_equal(np.concatenate(seen), y)  # a generator is never shuffled
+    pulled = []
+
+    def endless():
+        for index in itertools.count():
+            pulled.append(index)
+            yield x[:BATCH], y[:BATCH]
+
+    request = InfeedRequest(Mode.EVAL, Layout.PADDED, BATCH, steps=4, reread=True)
+    feed = build_infeed(endless(), None, None, request, STRATEGY)
+    assert (feed.rows, feed.steps_per_pass, len(pulled)) == (4 * BATCH, 4, 4)
+
+
+def _read(dataset: tf.data.Dataset) -> list[int]:
+    return [int(data[0][0, 0]) for data, _ in dataset.as_numpy_iterator()]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_training_reads_a_generator_ahead_to_find_its_end_and_keeps_it_only_for_more_epochs(keep):
+    sizes = [5, 25, 3, 4]  # 37 rows: 5 steps of 8, the last of 5 rows
+
+    def generator():
+        start = 0
+        for size in sizes:
+            yield np.arange(start, start + size, dtype="float32")[:, None], np.zeros(size)
+            start += size
+
+    request = InfeedRequest(Mode.TRAIN, Layout.PADDED, 8, reread=keep)
+    feed = build_infeed(generator(), None, None, request, STRATEGY)
+    lookahead = feed.lookahead
+    assert feed.steps_per_pass is None and lookahead.repeats == keep
+    assert lookahead.steps_within(2) == 2 and lookahead.steps_within(100) == 5
+    first_rows = list(range(0, 37, 8))
+    passes = feed.dataset.take(10 if keep else 6)
+    assert _read(passes) == first_rows * (2 if keep else 1)  # read ahead, yet read once, in order
+    assert lookahead.steps_within(100) == 5
 
 
 def test_generator_to_exhaustion_trains_evaluates_and_predicts_exactly():
@@ -140,11 +182,63 @@ def test_generator_of_varying_batch_sizes_is_rebatched_to_the_static_batch_witho
     assert tm.traces == {"train": 1, "eval": 1, "predict": 1}
 
 
-def test_generator_that_runs_out_before_steps_per_epoch_is_a_tpufit_error():
-    x, y = tiny_data(32)
+def test_a_generator_running_out_before_steps_per_epoch_ends_its_epoch_as_in_keras():
+    x, y = tiny_data(80)
+
+    def body(model):
+        history = model.fit(batches(x, y, size=8), steps_per_epoch=4, epochs=3, verbose=0)
+        return history.history
+
+    theirs, ours = side_by_side(body, iterations_per_loop=3)
+    assert_close(ours.result, theirs.result)  # epochs of 4, 4 and the last 2 batches
+    assert_close(ours.model.get_weights(), theirs.model.get_weights())
+    assert len(warned(ours, RAN_OUT)) == len(warned(theirs, RAN_OUT)) == 1
+
+
+def test_a_generator_that_has_ended_interrupts_training_in_the_next_epoch():
+    x, y = tiny_data(80)
     tm = compiled()
-    with pytest.raises(tpufit.InvalidArgumentError, match="ran out of data after 2 batches"):
-        tm.fit(batches(x, y), steps_per_epoch=5, epochs=1, verbose=0)
+    with pytest.warns(UserWarning, match=RAN_OUT):
+        history = tm.fit(batches(x, y, size=8), steps_per_epoch=5, epochs=4, verbose=0)
+    assert history.epoch == [0, 1] and tm.global_step == 10
+
+
+def test_an_endless_generator_without_steps_per_epoch_trains_to_max_steps_holding_nothing():
+    x, y = tiny_data(64)
+    pulled = []
+
+    def endless():
+        for index in itertools.count():
+            pulled.append(index)
+            yield x[:BATCH], y[:BATCH]
+
+    tm = compiled()
+    history = tm.fit(endless(), max_steps=25, verbose=0)
+    assert tm.global_step == 25 and history.epoch == [0]
+    assert len(pulled) < 25 + 40  # read ahead a little, never to an end
+
+
+def test_an_endless_validation_generator_is_read_for_validation_steps_only():
+    def endless():
+        x, y = tiny_data(8)
+        while True:
+            yield x, y
+
+    def body(model):
+        counts = {"train": 0, "test": 0}
+        count = keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda *_, **__: counts.update(train=counts["train"] + 1),
+            on_test_batch_end=lambda *_, **__: counts.update(test=counts["test"] + 1),
+        )
+        validation = dict(validation_data=endless(), validation_steps=4)
+        history = model.fit(
+            endless(), steps_per_epoch=3, epochs=2, **validation, callbacks=[count], verbose=0
+        )
+        return history.history, counts
+
+    theirs, ours = side_by_side(body)
+    assert_close(ours.result, theirs.result)
+    assert theirs.result[1] == {"train": 6, "test": 8}
 
 
 @pytest.mark.parametrize(

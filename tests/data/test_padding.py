@@ -310,3 +310,9 @@ def test_row_collector_with_a_known_count_checks_it():
     collector.add(np.zeros((3, 2)), np.ones(3))
     with pytest.raises(ValueError, match="3 real rows where 5"):
         collector.result()
+
+
+def test_row_collector_of_a_run_stopped_early_returns_the_rows_it_has():
+    collector = padding.RowCollector(5)
+    collector.add(np.arange(6.0).reshape(3, 2), np.ones(3))
+    np.testing.assert_array_equal(collector.result(complete=False), np.arange(6.0).reshape(3, 2))

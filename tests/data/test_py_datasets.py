@@ -94,12 +94,19 @@ def test_py_dataset_trains_evaluates_and_predicts_exactly_with_keras_workers(opt
 def test_py_dataset_with_steps_per_epoch_and_an_endless_one():
     x, y = tiny_data(64)
     tm = compiled()
-    tm.fit(Batches(x, y), steps_per_epoch=3, epochs=3, verbose=0)
-    assert tm.global_step == 9
+    twin = keras_twin(tm.model)
+    with pytest.warns(UserWarning, match="ran out of data"):
+        tm.fit(Batches(x, y), steps_per_epoch=3, epochs=3, shuffle=False, verbose=0)
+    with pytest.warns(UserWarning, match="ran out of data"):
+        twin.fit(Batches(x, y), steps_per_epoch=3, epochs=3, shuffle=False, verbose=0)
+    assert tm.global_step == 3 + 1 + 3  # the pass of 4 batches ends the second epoch
+    assert_same_weights(tm.model, twin)
     endless = Batches(x, batches=-1)
     assert endless.num_batches is None
     with pytest.raises(tpufit.InvalidArgumentError, match="steps"):
         tm.predict(endless, verbose=0)
+    tm.fit(Batches(x, y, batches=-1), max_steps=tm.global_step + 5, verbose=0)  # until stopped
+    assert tm.global_step == 7 + 5
     np.testing.assert_allclose(
         tm.predict(endless, steps=6, verbose=0), tm.model(np.concatenate([x, x[:32]])), atol=1e-5
     )

@@ -44,7 +44,7 @@ EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[Healt
 @pytest.mark.skipif(replicas() > 1, reason="this is the child process")
 def test_four_replicas_in_a_child_process():
     summary = run_pytest_with_replicas("device/test_multi_replica.py", 4)
-    assert summary.startswith("16 passed"), summary
+    assert summary.startswith("18 passed"), summary
 
 
 def four_replica_model(built_inside_scope: bool, num_replicas: int = 4):
@@ -110,6 +110,27 @@ def test_training_over_four_replicas_matches_one_device_keras_step_for_step():
     reference.compile(**compile_args())
     reference.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
     for mine, theirs in zip(model.get_weights(), reference.get_weights(), strict=False):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
+
+
+@inside
+@pytest.mark.parametrize("steps_per_epoch", [3, None])
+def test_a_generator_read_ahead_trains_over_four_replicas_as_keras_on_one_device(steps_per_epoch):
+    x, y = tiny_data(100)  # global batches of 32: 32, 32, 32 and 4 rows
+
+    def batches():
+        for start in range(0, 100, 32):
+            yield x[start : start + 32], y[start : start + 32]
+
+    model, tm = four_replica_model(built_inside_scope=True)
+    reference = copy_model(model)
+    tm.compile(**compile_args())
+    reference.compile(**compile_args())
+    fit_args = dict(epochs=2, steps_per_epoch=steps_per_epoch, verbose=0)
+    tm.fit(batches(), **fit_args)
+    reference.fit(x, y, batch_size=32, shuffle=False, **fit_args)
+    assert tm.global_step == (3 + 1 if steps_per_epoch else 2 * 4)  # epochs end with the pass
+    for mine, theirs in zip(model.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
 
 

@@ -59,7 +59,8 @@ class Recorder(tpufit.Hook):
 def test_fit_calls_every_event_in_order_with_loop_positions_and_global_steps():
     x, y = tiny_data(80)
     recorder = Recorder()
-    compiled().fit(x, y, batch_size=8, epochs=2, steps_per_epoch=6, hooks=[recorder], verbose=0)
+    with pytest.warns(UserWarning, match="ran out of data"):  # 10 steps a pass: epochs of 6, 4
+        compiled().fit(x, y, batch_size=8, epochs=2, steps_per_epoch=6, hooks=[recorder], verbose=0)
     loss_and_accuracy = ["accuracy", "loss"]
     assert recorder.events == [
         ("begin", "train"),
@@ -73,8 +74,6 @@ def test_fit_calls_every_event_in_order_with_loop_positions_and_global_steps():
         ("epoch_begin", 1),
         ("before_run", 1, 0, 4, 6),
         ("after_run", 1, 3, 4, 6),
-        ("before_run", 1, 4, 2, 10),
-        ("after_run", 1, 5, 2, 10),
         ("epoch_end", 1, loss_and_accuracy),
         ("end", "train"),
     ]
@@ -145,8 +144,9 @@ def test_an_end_that_fails_does_not_hide_the_error_that_ended_the_run():
     run = Run("eval", tpu_model=None, progress=Progress())
     with pytest.raises(KeyError), HookList([FailingEnd()]).running(run):
         raise KeyError("the run failed")
-    with pytest.raises(ValueError, match="end failed"), HookList([FailingEnd()]).running(
-        Run("eval", tpu_model=None, progress=Progress())
+    with (
+        pytest.raises(ValueError, match="end failed"),
+        HookList([FailingEnd()]).running(Run("eval", tpu_model=None, progress=Progress())),
     ):
         pass
 

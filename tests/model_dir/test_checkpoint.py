@@ -157,6 +157,37 @@ def test_a_run_resumed_in_the_middle_of_an_epoch_equals_an_uninterrupted_one(tmp
     assert_same_weights(resumed.model.get_weights(), uninterrupted.model.get_weights())
 
 
+@pytest.mark.parametrize("build", [with_dropout, own_step_model], ids=["keras_step", "own_step"])
+def test_a_run_resumed_mid_pass_with_steps_per_epoch_below_the_data_equals_an_uninterrupted_one(
+    tmp_path, build
+):
+    # 7 steps a pass in epochs of 3: 3, 3, 1 (the pass ends) | 3, 3, 1.
+    x, y = tiny_data(ROWS)
+    y = y.astype("float32")[:, None] if build is own_step_model else y
+
+    def tpu_model(directory):
+        tm = tpufit.TPUModel(build(), iterations_per_loop=2, model_dir=str(directory))
+        if build is own_step_model:
+            tm.compile(optimizer=keras.optimizers.Adam(0.01))
+        else:
+            tm.compile(**{**compile_args(), "optimizer": keras.optimizers.Adam(0.01)})
+        return tm
+
+    fit_args = dict(batch_size=BATCH, steps_per_epoch=3, verbose=0)
+    stopped = tpu_model(tmp_path / "a")
+    with pytest.warns(UserWarning, match="ran out of data"):
+        stopped.fit(x, y, max_steps=8, **fit_args)  # 1 step into epoch 3, the second pass
+    assert checkpoint_steps(tmp_path / "a") == [8]
+    resumed = tpu_model(tmp_path / "a")
+    with pytest.warns(UserWarning, match="ran out of data"):
+        history = resumed.fit(x, y, epochs=6, **fit_args)
+    assert history.epoch == [3, 4, 5] and resumed.global_step == 14
+    uninterrupted = tpu_model(tmp_path / "b")
+    with pytest.warns(UserWarning, match="ran out of data"):
+        uninterrupted.fit(x, y, epochs=6, **fit_args)
+    assert_same_weights(resumed.model.get_weights(), uninterrupted.model.get_weights())
+
+
 def test_max_steps_trains_to_that_global_step_and_a_second_call_trains_no_further(tmp_path):
     x, y = tiny_data(ROWS)
     tm = make(tmp_path)

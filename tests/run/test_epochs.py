@@ -16,9 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tpufit
 from tpufit.device.programs import LoopResult
-from tpufit.run.epochs import EpochIterator, epoch_steps
+from tpufit.run.epochs import EpochIterator
 from tpufit.run.loop_length import GROWTH, LoopLength
 from tpufit.run.stats import RunStats
 
@@ -197,6 +196,26 @@ def test_the_tail_loop_runs_once_after_the_full_batches_unless_stopped():
     assert stopped.steps_done == 4
 
 
+@FAST
+@given(
+    data_steps=st.integers(0, 60),
+    steps=st.integers(1, 80) | st.none(),
+    per_loop=st.integers(1, 9),
+)
+def test_loops_never_read_past_data_whose_end_is_found_as_it_is_read(data_steps, steps, per_loop):
+    program = StreamProgram()
+    loops = EpochIterator(
+        steps, LoopLength(per_loop), available=lambda n: min(n, data_steps), clock=program.clock
+    )
+    iterator = stream(None)  # a training stream: no stop batch, every asked step runs
+    for loop in loops:
+        assert loop.first_step + loop.steps <= data_steps
+        loops.ran(program.run(iterator, loop.steps))
+    expected = data_steps if steps is None else min(steps, data_steps)
+    assert loops.steps_done == expected
+    assert loops.ran_out == (steps is None or data_steps < steps)
+
+
 def test_every_yielded_loop_needs_its_result():
     loops = EpochIterator(8, LoopLength(4))
     with pytest.raises(RuntimeError, match="ran\\(result\\)"):
@@ -243,19 +262,3 @@ def test_every_loop_reaches_the_stats_and_the_traced_one_counts_as_compile_time(
     assert stats.compile_seconds == pytest.approx(0.005)
     assert stats.seconds == pytest.approx(0.015)
     assert stats.compute_seconds == pytest.approx(0.015)
-
-
-# --- epoch_steps ---------------------------------------------------------------------
-
-
-def test_epoch_steps_are_steps_per_epoch_else_one_pass_with_its_tail():
-    assert epoch_steps(10, 3, 1, False) == 3
-    assert epoch_steps(10, None, 1, False) == 11
-    assert epoch_steps(10, None, 0, False) == 10
-
-
-def test_an_endless_input_without_steps_per_epoch_or_an_empty_pass_is_a_tpufit_error():
-    with pytest.raises(tpufit.InvalidArgumentError, match="steps_per_epoch"):
-        epoch_steps(None, None, 0, False)
-    with pytest.raises(tpufit.InvalidArgumentError, match="drop_remainder"):
-        epoch_steps(0, None, 0, True)

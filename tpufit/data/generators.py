@@ -1,17 +1,25 @@
 """The adapter of Python generators (and other one-shot iterators of batches).
 
 A generator can be read only once. Its first batches are read ahead and
-checked (`python_data.py`); a stream read in full more than once (training to
-exhaustion over several epochs, validation data, evaluation on several
-workers) is then read into host memory and fed as arrays; any other is
-streamed through `tf.data`, re-cut to the static batch, with a probe of its
-first batch to build the model's state from.
+checked (`python_data.py`); the rest are streamed through `tf.data`, re-cut
+to the static batch, with a probe of its first batch to build the model's
+state from. Validation data, and evaluation on several workers, are read
+into host memory instead (up to their `steps`) and fed as arrays.
+
+A training loop runs exactly the steps it is given, so training reads the
+generator ahead of the loops (`GeneratorSource.steps_within`): the run learns
+where the generator ends before a loop would read past it. When `fit` runs
+several epochs to the data's end, the batches are kept in host memory as they
+are read, and every epoch after the first trains on them; otherwise a
+generator that has ended has no more data.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +35,10 @@ from tpufit.data.request import InfeedRequest
 class GeneratorSource:
     """A generator's batches: the first ones read ahead and checked, the rest streamed.
 
+    The stream (`dataset`) and the run's host loop (`steps_within`) both read
+    the generator, under one lock: what the host reads ahead waits in a queue
+    for the stream.
+
     Args:
         generator: The user's generator (or iterator) of batches.
 
@@ -34,6 +46,8 @@ class GeneratorSource:
         peeked: The batches read ahead, standardized.
         pipeline_errors: Every error raised about the batches, oldest first
             (those raised inside `tf.data` reach the host wrapped).
+        repeats: Whether the stream's passes after the first replay the
+            first's batches (kept in host memory as they are read).
     """
 
     def __init__(self, generator: Iterator) -> None:
@@ -51,49 +65,86 @@ class GeneratorSource:
         for index, batch in enumerate(self.peeked[1:], start=1):
             self.checker.check(batch, index)
         self._batches = self._checked()
+        self._lock = threading.Lock()
+        self._ahead: collections.deque = collections.deque()
+        self._rows = 0
+        self._ended = False
+        self._kept: list | None = None
+        self._passes = 0
+        self._batch_size = 0
+        self.repeats = False
 
     def _checked(self) -> Iterator:
         for index, batch in enumerate(itertools.chain(self.peeked, self._generator)):
             yield self.checker.check(batch, index)
 
-    def dataset(self, *, endless: bool) -> tf.data.Dataset:
-        """The batches as one stream (it can be iterated once).
+    def _read(self) -> Any:
+        """The generator's next batch, or `None` at its end (call under the lock)."""
+        if self._ended:
+            return None
+        batch = next(self._batches, None)
+        if batch is None:
+            self._ended = True
+            return None
+        self._rows += python_data.rows_of(batch)
+        if self._kept is not None:
+            self._kept.append(batch)
+        return batch
 
-        With `endless`, the stream is marked infinite (training by
-        `steps_per_epoch`) and running out is an error that says so.
+    def _next(self) -> Any:
+        with self._lock:
+            return self._ahead.popleft() if self._ahead else self._read()
+
+    def _one_pass(self) -> Iterator:
+        self._passes += 1
+        if self._passes > 1:
+            yield from self._kept or ()
+            return
+        while (batch := self._next()) is not None:
+            yield batch
+
+    def dataset(self, *, batch_size: int = 0, keep: bool = False) -> tf.data.Dataset:
+        """The batches as one stream, one pass per iteration (a pass after the first is empty).
+
+        Args:
+            batch_size: The static batch the stream is re-cut to, for `steps_within`.
+            keep: Keep the batches as they are read: every pass after the
+                first replays them.
         """
-        batches = self._batches
-        raised = self.pipeline_errors
-
-        def stream():
-            count = 0
-            for batch in batches:
-                count += 1
-                yield batch
-            if endless:
-                error = errors.invalid_argument(
-                    "steps_per_epoch",
-                    "a number of steps",
-                    "a generator that yields at least steps_per_epoch * epochs batches "
-                    "(make it endless), or no steps_per_epoch to run each epoch to its end",
-                    what=f"The generator ran out of data after {count} batches",
-                )
-                raised.append(error)
-                raise error
-
-        dataset = tf.data.Dataset.from_generator(
-            stream, output_signature=self.checker.output_signature()
+        self._batch_size = batch_size
+        self._kept = [] if keep else None
+        self.repeats = keep
+        return tf.data.Dataset.from_generator(
+            self._one_pass, output_signature=self.checker.output_signature()
         )
-        if endless:
-            dataset = dataset.apply(
-                tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)
-            )
-        return dataset
 
-    def read_all(self) -> Any:
-        """Reads the rest of the generator and returns all its rows as one structure of arrays."""
-        batches = list(self._batches)
-        return tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *batches)
+    def steps_within(self, steps: int) -> int:
+        """Of the first pass's first `steps` steps, how many exist (reading ahead as needed).
+
+        A step is one batch of the stream re-cut to `batch_size` rows.
+        """
+        with self._lock:
+            while not self._ended and self._rows < steps * self._batch_size:
+                batch = self._read()
+                if batch is not None:
+                    self._ahead.append(batch)
+            if self._ended:
+                return min(steps, -(-self._rows // self._batch_size))
+            return steps
+
+    def read_all(self, rows: int | None = None) -> Any:
+        """Reads the rest of the generator (or up to `rows` rows) as one structure of arrays."""
+        batches, read = [], 0
+        while rows is None or read < rows:
+            batch = self._next()
+            if batch is None:
+                break
+            batches.append(batch)
+            read += python_data.rows_of(batch)
+        data = tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *batches)
+        if rows is None:
+            return data
+        return tf.nest.map_structure(lambda a: a[:rows], data)
 
 
 def _arrays_with_class_weight(data: Any, class_weight: dict | None) -> Any:
@@ -109,6 +160,18 @@ def _arrays_with_class_weight(data: Any, class_weight: dict | None) -> Any:
     x, y = data
     weighting.check_combination(y, None, class_weight)
     return x, y, weighting.sample_weights_for(y, class_weight)
+
+
+def _held_in_memory(request: InfeedRequest, *, several_workers: bool) -> bool:
+    """Whether the generator is read into memory (up to its steps) rather than streamed.
+
+    So it is where it is read in full more than once: by every validation,
+    by every worker counting the steps of an evaluation, or training on
+    several workers, whose every epoch must have a known number of steps.
+    """
+    if request.mode != Mode.TRAIN:
+        return request.reread or several_workers
+    return several_workers and request.steps is None
 
 
 def build(
@@ -133,23 +196,23 @@ def build(
     """
     checks.check_no_extras("generator", y, sample_weight)
     source = GeneratorSource(x)
-    size = python_data.static_batch_size(
-        request, source.peeked[:1], strategy.num_replicas_in_sync
-    )
-    endless = request.mode == Mode.TRAIN
-    several_workers = cluster.worker_count(strategy) > 1
-    if request.reread or (several_workers and not endless) or (endless and request.steps is None):
-        # Read more than once (every epoch, every validation, every worker's count
-        # of steps): hold it in memory.
-        data = _arrays_with_class_weight(source.read_all(), request.class_weight)
+    size = python_data.static_batch_size(request, source.peeked[:1], strategy.num_replicas_in_sync)
+    training = request.mode == Mode.TRAIN
+    if _held_in_memory(request, several_workers=cluster.worker_count(strategy) > 1):
+        rows = None if request.steps is None else request.steps * size
+        data = _arrays_with_class_weight(source.read_all(rows), request.class_weight)
         feed = infeed.from_arrays(data, size, mode=request.mode, layout=request.layout)
         return dataclasses.replace(feed, pipeline_errors=source.pipeline_errors)
-    stream = weighting.with_class_weight(source.dataset(endless=endless), request.class_weight)
+    keep = training and request.reread
+    stream = weighting.with_class_weight(
+        source.dataset(batch_size=size, keep=keep), request.class_weight
+    )
     feed = infeed.from_dataset(
         stream, mode=request.mode, layout=request.layout, batch_size=size, count=False
     )
     return dataclasses.replace(
         feed,
         probe=python_data.probe(source.peeked[0], request, size),
+        lookahead=source if training else None,
         pipeline_errors=source.pipeline_errors,
     )

@@ -19,14 +19,15 @@ stop batches, and counting a stream's batches. Two layouts (`Layout`):
   (arrays; a dataset's batches pass through as they are).
 
 Training streams repeat pass after pass (reshuffling arrays each pass), so one
-iterator serves a whole `fit`; evaluation and prediction streams make one pass
+iterator serves a whole `fit` (where its epochs fall in the passes is
+`tpufit.run.passes`'s business); evaluation and prediction streams make one pass
 and then repeat a stop batch, so a loop that reads past the data stops cleanly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -39,6 +40,23 @@ from tpufit.data import array_rows, padding
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays.
 _INFINITE = tf.data.INFINITE_CARDINALITY
 _UNKNOWN = tf.data.UNKNOWN_CARDINALITY
+
+
+class Lookahead(Protocol):
+    """Reads a one-shot source (a generator) ahead of a training run, to find where it ends.
+
+    A training loop runs exactly the steps it is given, so a stream whose
+    length is unknown must be read ahead of the loops: the run asks before
+    each loop how many of its steps the data still has.
+
+    Attributes:
+        repeats: Whether passes after the first exist (its batches are kept).
+    """
+
+    repeats: bool
+
+    def steps_within(self, steps: int) -> int:
+        """Of the first pass's first `steps` steps, how many exist (reading ahead as needed)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +77,8 @@ class Infeed:
         dataset_fn: Builds one input pipeline's per-replica batches (an
             `input_fn`), for `distribute_datasets_from_function`; else `None`.
         rows: Real rows in one pass, when known (arrays).
+        lookahead: For a training stream whose first pass has an unknown
+            length (a generator), what finds its end ahead of the loops; else `None`.
         pipeline_errors: The `tpufit` errors a Python source raised inside
             `tf.data` while the stream was read, oldest first: `tf.data`
             wraps them in an `OpError`, and the run re-raises the one whose
@@ -75,6 +95,7 @@ class Infeed:
     probe: tf.data.Dataset | None = None
     dataset_fn: Any = None
     rows: int | None = None
+    lookahead: Lookahead | None = None
     pipeline_errors: list = dataclasses.field(default_factory=list)
 
     def skipping(self, batches: int, tail_batches: int) -> Infeed:
@@ -350,4 +371,3 @@ def from_dataset(
     else:
         dataset = dataset.concatenate(_stop_batches(dataset.element_spec[0], batch_size))
     return Infeed(dataset.prefetch(tf.data.AUTOTUNE), batch_size, steps, mode, layout)
-

@@ -180,13 +180,18 @@ class RowCollector:
         start, self._filled = self._filled, end
         return tf.nest.map_structure(lambda out: out[start:end], self._result)
 
-    def result(self):
-        """The real rows of every loop, in order."""
+    def result(self, *, complete: bool = True):
+        """The real rows of every loop, in order.
+
+        Args:
+            complete: Whether every row was predicted; `False` for a run
+                stopped early, which returns the rows it collected.
+        """
         if self._rows is None:
             return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *self._pieces)
-        if self._filled != self._rows:
+        if complete and self._filled != self._rows:
             raise ValueError(f"collected {self._filled} real rows where {self._rows} were expected")
-        return self._result
+        return tf.nest.map_structure(lambda out: out[: self._filled], self._result)
 
 
 def nearest_valid_batch_sizes(batch_size: int, num_replicas: int) -> tuple[int, int]:

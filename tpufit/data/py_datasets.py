@@ -93,10 +93,10 @@ def build(
     """
     checks.check_no_extras("PyDataset", y, sample_weight)
     source = PyDatasetSource(x, shuffle=request.shuffle and request.mode == Mode.TRAIN)
-    if source.num_batches is None and request.steps is None:
-        name = "steps_per_epoch" if request.mode == Mode.TRAIN else "steps"
+    if source.num_batches is None and request.steps is None and request.mode != Mode.TRAIN:
+        # Training on it runs until stopped, as in Keras; evaluating it would never end.
         raise errors.invalid_argument(
-            name, None, "a positive int when the PyDataset is endless (num_batches is None)"
+            "steps", None, "a positive int when the PyDataset is endless (num_batches is None)"
         )
     size = python_data.static_batch_size(request, source.peeked, strategy.num_replicas_in_sync)
     largest = max(python_data.rows_of(b) for b in source.peeked)

@@ -201,10 +201,6 @@ class Replicas:
         """Returns an iterator over an infeed (or dataset) split over the replicas and workers."""
         return iter(sharding.distribute(self.strategy, source))
 
-    def stop_requested(self) -> bool:
-        """Whether the user's model or the replicas' was told `stop_training = True`."""
-        return bool(self.replica_model.stop_training or self.user_model.stop_training)
-
     @contextlib.contextmanager
     def user_weights(self) -> Iterator[None]:
         """A block in which the user's model holds the current weights.

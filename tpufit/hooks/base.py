@@ -52,7 +52,8 @@ class Run:
         epochs: The epoch to stop before (`fit`'s `epochs`; 1 otherwise).
         initial_epoch: The first epoch to run. A hook may raise it in
             `after_create_session` to resume (as `BackupAndRestore` does).
-        steps_per_epoch: Steps of one epoch, or `None` when the data decides.
+        steps_per_epoch: Steps of one epoch (in `fit`, of the current epoch,
+            which ends early where its pass ends), or `None` when the data decides.
         batch_size: The global batch size, when known.
         logs: The run's final logs, set before `end` (empty until then).
         error: The exception that ended the run, or `None`.
@@ -107,7 +108,7 @@ class Run:
 
     @property
     def stop_requested(self) -> bool:
-        """Whether a hook (or `model.stop_training`) asked the run to stop."""
+        """Whether a hook (or the model's Keras stop flag of the mode) asked the run to stop."""
         return self._stop or self._external_stop()
 
     def request_stop(self) -> None:

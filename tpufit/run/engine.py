@@ -7,19 +7,27 @@ model's lazily built state and what the `model_dir` restores into it, the
 loop program, and the `Plan` the mode's loop walks. The loops themselves are
 in `loops.py`; the front door (`tpufit.model`) only checks arguments and
 shapes the results.
+
+As Keras's trainer does, a run lowers `epochs` and `steps` to the
+`keras.config` caps (`limits.py`), takes an array input's batch size from
+`steps` when only `steps` is given, and clears the model's stop flag of its
+mode (`stop_training`, `stop_evaluating`, `stop_predicting`) before reading it
+after every loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tpufit import cluster, data, errors
 from tpufit.config import Layout, Mode
-from tpufit.data import checks
+from tpufit.data import checks, kinds
 from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
@@ -29,9 +37,8 @@ from tpufit.hooks.base import HookList, Run
 from tpufit.hooks.keras_callbacks import KerasCallbackHook
 from tpufit.hooks.progress_bar import ProgressHook
 from tpufit.model_dir.directory import ModelDir
-from tpufit.run import failures
+from tpufit.run import failures, limits, passes
 from tpufit.run.calls import EvaluateCall, FitCall, PredictCall
-from tpufit.run.epochs import epoch_steps
 from tpufit.run.loop_length import LoopLengths
 from tpufit.run.loops import Plan, evaluation_loop, fit_loop, prediction_loop
 from tpufit.run.progress import Progress, ResumePoint, resume_point
@@ -43,6 +50,16 @@ if TYPE_CHECKING:
 # A predict's loops stay under this share of its steps: a loop's outputs are
 # held twice on the device until the host copies them into the result.
 PREDICT_LOOP_SHARE = 8
+
+# Keras's flag that stops each mode's loop, set by a callback.
+_STOP_FLAGS = {
+    Mode.TRAIN: "stop_training",
+    Mode.EVAL: "stop_evaluating",
+    Mode.PREDICT: "stop_predicting",
+}
+
+# Warnings of a run's arguments name the user's call: the front door, then the Engine's method.
+_USER_CALL = 3
 
 
 class Engine:
@@ -75,9 +92,11 @@ class Engine:
 
     def fit(self, call: FitCall) -> keras.callbacks.History:
         """Trains as `call` asks; returns Keras's `History`."""
+        call = _limited(call)
         feed = self._train_feed(call)
         validation_feed = self._validation_feed(call)
-        steps, tail_steps, start = self._fit_start(call, feed)
+        data_passes, start = self._fit_start(call, feed)
+        steps = data_passes.steps_per_epoch or data_passes.steps
         history = keras.callbacks.History()
         hooks, callback_hook = self._hooks(
             call.hooks,
@@ -93,7 +112,7 @@ class Engine:
         self._model_dir.training_starts()
         stats = RunStats(Mode.TRAIN, self._config.iterations_per_loop, checks.is_dataset(call.x))
         skipped = feed.skipping(start.skip_batches, start.skip_tail_batches)
-        plan = self._plan(feed, skipped, steps - tail_steps, hooks, stats, tail=bool(tail_steps))
+        plan = self._plan(feed, skipped, data_passes, hooks, stats)
         run = Run(
             Mode.TRAIN,
             self._tpu_model,
@@ -102,20 +121,18 @@ class Engine:
             initial_epoch=start.epoch,
             steps_per_epoch=steps,
             batch_size=feed.batch_size,
-            external_stop=self._replicas.stop_requested,
+            external_stop=self._stop_flag(Mode.TRAIN),
         )
         validation = None
         if validation_feed is not None:
             validation = _Validation(self, validation_feed, call, HookList([callback_hook]))
-        self._replicas.user_model.stop_training = False
-        self._replicas.replica_model.stop_training = False
         feeds = [feed] if validation_feed is None else [feed, validation_feed]
         with (
             self._replicas.keeping_user_weights(),
             self._progress.counting(),
             failures.translating(self._replicas.strategy, "fit", feeds),
         ):
-            fit_loop(run, hooks, plan, model=self._replicas.replica_model, first_step=start.step,
+            fit_loop(run, hooks, plan, model=self._replicas.replica_model, start=start,
                      validation=validation)  # fmt: skip
         chief = cluster.is_chief(self._replicas.strategy)
         self.last_run_stats = stats.report(call.verbose if chief else 0)
@@ -137,104 +154,93 @@ class Engine:
         request = InfeedRequest(
             Mode.TRAIN,
             self._replicas.layout_for(Mode.TRAIN),
-            call.batch_size,
+            _batch_size(call.x, call.batch_size, call.steps_per_epoch),
             class_weight=call.class_weight,
             shuffle=call.shuffle,
             seed=self._shuffle_seed(call.shuffle),
             drop_remainder=call.drop_remainder,
             steps=call.steps_per_epoch,
+            # Several epochs, each to the data's end: a one-shot source keeps its batches.
+            reread=call.steps_per_epoch is None and call.epochs - call.initial_epoch > 1,
         )
         return self._infeed(call.x, call.y, call.sample_weight, request)
 
-    def _fit_start(self, call: FitCall, feed: Infeed) -> tuple[int, int, ResumePoint]:
-        """Returns the epoch's steps, those of them at true size, and where the fit starts."""
-        tail_steps = int(feed.tail is not None and call.steps_per_epoch is None)
-        steps = epoch_steps(
-            feed.steps_per_pass, call.steps_per_epoch, tail_steps, call.drop_remainder
-        )
+    def _fit_start(self, call: FitCall, feed: Infeed) -> tuple[passes.Passes, ResumePoint]:
+        """Returns the training data's passes and where the fit starts."""
+        data_passes = passes.of_feed(feed, call.steps_per_epoch, call.drop_remainder)
         start = resume_point(
             self._progress.values(),
             continues=self._model_dir.path is not None,
             initial_epoch=call.initial_epoch,
             epochs=call.epochs,
-            epoch_steps=steps,
-            tail_steps=tail_steps,
+            passes=data_passes,
             max_steps=call.max_steps,
             model_dir=self._model_dir.path,
         )
-        return steps, tail_steps, start
+        return data_passes, start
 
     def evaluate(self, call: EvaluateCall) -> dict[str, Any]:
         """Evaluates exactly as `call` asks; returns the logs."""
-        feed = self._infeed(
-            call.x,
-            call.y,
-            call.sample_weight,
-            InfeedRequest(
-                Mode.EVAL, self._replicas.layout_for(Mode.EVAL), call.batch_size, steps=call.steps
-            ),
-        )
-        hooks, _ = self._hooks(
-            call.hooks,
-            call.callbacks,
-            call.verbose,
-            epochs=1,
-            steps=call.steps or feed.steps_per_pass,
-        )
+        steps = limits.steps(call.steps, stacklevel=_USER_CALL)
+        batch_size = _batch_size(call.x, call.batch_size, steps)
+        layout = self._replicas.layout_for(Mode.EVAL)
+        request = InfeedRequest(Mode.EVAL, layout, batch_size, steps=steps)
+        feed = self._infeed(call.x, call.y, call.sample_weight, request)
+        span = passes.of_feed(feed, steps).span(0)
+        hooks, _ = self._hooks(call.hooks, call.callbacks, call.verbose, epochs=1, steps=span.steps)
         self._prepare_state(feed)
         with failures.translating(self._replicas.strategy, "evaluate", [feed]):
-            return self.evaluation(feed, call.steps, hooks)
+            return self.evaluation(feed, steps, hooks)
 
     def evaluation(
         self, feed: Infeed, steps: int | None, hooks: HookList, parent: Run | None = None
     ) -> dict[str, Any]:
         """Runs one exact evaluation of `feed` (the model's state is built); returns its logs."""
-        tail = feed.tail is not None and steps is None
-        epoch_steps_ = steps or feed.steps_per_pass
+        eval_passes = passes.of_feed(feed, steps)
         model = self._replicas.replica_model
         self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed, model))
         self.last_run_stats = RunStats(Mode.EVAL, self._config.iterations_per_loop)
-        plan = self._plan(feed, feed, epoch_steps_, hooks, self.last_run_stats, tail=tail)
+        plan = self._plan(feed, feed, eval_passes, hooks, self.last_run_stats)
         run = Run(
             Mode.EVAL,
             self._tpu_model,
             progress=self._progress,
-            steps_per_epoch=None if epoch_steps_ is None else epoch_steps_ + tail,
+            steps_per_epoch=eval_passes.span(0).steps,
             batch_size=feed.batch_size,
             parent=parent,
+            external_stop=self._stop_flag(Mode.EVAL),
         )
         return evaluation_loop(run, hooks, plan, model=self._replicas.replica_model)
 
     def predict(self, call: PredictCall) -> Any:
         """Predicts as `call` asks; returns the outputs of the real rows, in order."""
-        feed = self._infeed(
-            call.x,
-            None,
-            None,
-            InfeedRequest(
-                Mode.PREDICT,
-                self._replicas.layout_for(Mode.PREDICT),
-                call.batch_size,
-                steps=call.steps,
-            ),
+        steps = limits.steps(call.steps, stacklevel=_USER_CALL)
+        layout = self._replicas.layout_for(Mode.PREDICT)
+        request = InfeedRequest(
+            Mode.PREDICT, layout, _batch_size(call.x, call.batch_size, steps), steps=steps
         )
-        steps = call.steps or feed.steps_per_pass
-        hooks, _ = self._hooks(call.hooks, call.callbacks, call.verbose, epochs=1, steps=steps)
+        feed = self._infeed(call.x, None, None, request)
+        predict_passes = passes.of_feed(feed, steps)
+        epoch_steps = predict_passes.span(0).steps
+        hooks, _ = self._hooks(
+            call.hooks, call.callbacks, call.verbose, epochs=1, steps=epoch_steps
+        )
         self._prepare_state(feed)
         self.last_run_stats = RunStats(Mode.PREDICT, self._config.iterations_per_loop)
-        plan = self._plan(feed, feed, steps, hooks, self.last_run_stats, tail=False)
-        if steps:
+        plan = self._plan(feed, feed, predict_passes, hooks, self.last_run_stats)
+        if epoch_steps:
             # A loop's outputs stay small next to the result: peak memory near the output's size.
-            plan.loop_length = plan.loop_length.at_most(-(-steps // PREDICT_LOOP_SHARE))
+            plan.loop_length = plan.loop_length.at_most(-(-epoch_steps // PREDICT_LOOP_SHARE))
         run = Run(
             Mode.PREDICT,
             self._tpu_model,
             progress=self._progress,
-            steps_per_epoch=steps,
+            steps_per_epoch=epoch_steps,
             batch_size=feed.batch_size,
+            external_stop=self._stop_flag(Mode.PREDICT),
         )
         with failures.translating(self._replicas.strategy, "predict", [feed]):
-            return prediction_loop(run, hooks, plan, None if call.steps else feed.rows)
+            return prediction_loop(run, hooks, plan, None if steps else feed.rows)
 
     def _shuffle_seed(self, shuffle: bool) -> int | None:
         seed = self._config.seed
@@ -258,11 +264,23 @@ class Engine:
         request = InfeedRequest(
             Mode.EVAL,
             self._replicas.layout_for(Mode.EVAL),
-            batch_size,
+            _batch_size(x, batch_size, call.validation_steps),
             steps=call.validation_steps,
             reread=True,
         )
         return self._infeed(x, y, sample_weight, request)
+
+    def _stop_flag(self, mode: Mode) -> Callable[[], bool]:
+        """Clears Keras's stop flag of `mode` on the models; returns how to read it.
+
+        Keras reads it after every batch (`steps_per_execution` batches);
+        tpufit after every loop.
+        """
+        models = {id(m): m for m in (self._replicas.user_model, self._replicas.replica_model)}
+        flag = _STOP_FLAGS[mode]
+        for model in models.values():
+            setattr(model, flag, False)
+        return lambda: any(getattr(model, flag, False) for model in models.values())
 
     def _hooks(
         self, hooks, callbacks, verbose: int, *, epochs: int, steps: int | None, first=(), last=()
@@ -288,14 +306,7 @@ class Engine:
         self._model_dir.restore()
 
     def _plan(
-        self,
-        feed: Infeed,
-        source: Infeed,
-        steps: int | None,
-        hooks: HookList,
-        stats: RunStats,
-        *,
-        tail: bool,
+        self, feed: Infeed, source: Infeed, data_passes: passes.Passes, hooks: HookList, stats
     ) -> Plan:
         program = self._replicas.program(
             feed.mode,
@@ -307,11 +318,38 @@ class Engine:
         return Plan(
             program,
             self._replicas.distribute(source),
-            steps,
+            data_passes,
             self._loop_lengths.get(feed.mode, feed.batch_size),
-            self._replicas.distribute(source.tail) if tail else None,
+            self._replicas.distribute(source.tail) if data_passes.tail else None,
             stats,
+            source.lookahead,
         )
+
+
+def _limited(call: FitCall) -> FitCall:
+    """`call` with its epochs and steps lowered to the `keras.config` caps, as in Keras's `fit`."""
+    stacklevel = _USER_CALL + 1
+    call = dataclasses.replace(
+        call,
+        epochs=limits.epochs(call.epochs, stacklevel=stacklevel),
+        steps_per_epoch=limits.steps(call.steps_per_epoch, stacklevel=stacklevel),
+    )
+    if call.validation_data is None:
+        return call
+    return dataclasses.replace(
+        call, validation_steps=limits.steps(call.validation_steps, stacklevel=stacklevel)
+    )
+
+
+def _batch_size(x: Any, batch_size: int | None, steps: int | None) -> int | None:
+    """Returns the batch size of a run: for arrays given `steps` but no size, as Keras's adapter.
+
+    Keras then cuts the rows into `steps` batches: `ceil(rows / steps)` rows each.
+    """
+    if batch_size is not None or steps is None or x is None or kinds.kind_of(x) != kinds.ARRAYS:
+        return batch_size
+    first = tf.nest.flatten(x)[0]
+    return -(-len(first) // steps)
 
 
 def _builds_metrics(feed: Infeed, model: keras.Model) -> bool:

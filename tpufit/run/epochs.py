@@ -12,12 +12,14 @@ plain `for`:
         if stop_requested: loops.stop()
 
 The iterator sizes each loop from the `LoopLength` (the last loop shrinks so
-that exactly the epoch's steps run), ends the epoch when its steps ran, a
-loop read a stop batch, or `stop()` was called, and then yields one more
-one-step loop for the partial last batch when it runs at its true size
-(`tail`). It times every loop from choosing its size until the body comes
-back for the next one (so hooks and callbacks between loops count, as the
-loop-length estimate needs) and hands each loop to the run's `RunStats`.
+that exactly the epoch's steps run, and, for a stream whose end is found as it
+is read, so that no loop reads past it), ends the epoch when its steps ran,
+its data ran out (a loop read a stop batch, or no step is left to read), or
+`stop()` was called, and then yields one more one-step loop for the partial
+last batch when it runs at its true size (`tail`). It times every loop from
+choosing its size until the body comes back for the next one (so hooks and
+callbacks between loops count, as the loop-length estimate needs) and hands
+each loop to the run's `RunStats`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 
-from tpufit import errors
 from tpufit.device.programs import LoopResult
 from tpufit.run.loop_length import CappedLoopLength, LoopLength
 from tpufit.run.stats import RunStats
@@ -57,17 +58,22 @@ class EpochIterator:
 
     Args:
         steps: The epoch's steps, the tail not counted, or `None` to run
-            until a loop reads a stop batch.
+            until its data runs out.
         loop_length: Sizes each loop and learns from its wall time.
         first_step: The epoch's first step (later than 0 in a resumed epoch).
         tail: Run one more one-step loop for the partial last batch.
         stats: Receives every loop's timing, or `None`.
         clock: Seconds as a float; by default the module's `clock`.
+        available: For data whose end is found as it is read: how many of
+            the epoch's first `n` steps exist (at most `n`), asked before
+            each loop; `None` when every loop can read all its steps.
 
     Attributes:
         steps_done: Index, within the epoch, of the next step (the steps that
             ran, plus `first_step`).
-        stopped: Whether a loop read a stop batch or `stop()` was called.
+        stopped: Whether the data ran out or `stop()` was called.
+        ran_out: Whether the data ran out: a loop read a stop batch, or
+            `available` left no step to run.
         padding_rows: Padding rows the epoch's steps saw.
         last: The latest loop's `LoopResult` that ran a step, or `None`.
     """
@@ -81,8 +87,10 @@ class EpochIterator:
         tail: bool = False,
         stats: RunStats | None = None,
         clock: Callable[[], float] | None = None,
+        available: Callable[[int], int] | None = None,
     ) -> None:
         self._steps = steps
+        self._available = available
         self._length = loop_length
         self._tail = tail
         self._stats = stats
@@ -90,6 +98,7 @@ class EpochIterator:
         self._result: LoopResult | None = None
         self.steps_done = first_step
         self.stopped = False
+        self.ran_out = False
         self.padding_rows = 0.0
         self.last: LoopResult | None = None
 
@@ -97,7 +106,13 @@ class EpochIterator:
         while not self.stopped and (self._steps is None or self.steps_done < self._steps):
             started = self._clock()
             remaining = None if self._steps is None else self._steps - self.steps_done
-            yield Loop(self.steps_done, self._length.next_size(remaining))
+            size = self._length.next_size(remaining)
+            if self._available is not None:
+                size = self._available(self.steps_done + size) - self.steps_done
+                if size < 1:
+                    self.ran_out = self.stopped = True
+                    break
+            yield Loop(self.steps_done, size)
             self._finish(self._clock() - started, measure=True)
         if self._tail and not self.stopped:
             started = self._clock()
@@ -113,7 +128,7 @@ class EpochIterator:
         if isinstance(result.outfeed, dict) and "padding_rows" in result.outfeed:
             self.padding_rows += float(result.outfeed["padding_rows"].sum())
         if result.stopped:
-            self.stopped = True
+            self.ran_out = self.stopped = True
 
     def stop(self) -> None:
         """Ends the epoch after the current loop (a hook or callback asked)."""
@@ -127,31 +142,3 @@ class EpochIterator:
             self._length.record(result.steps, seconds)
         if self._stats is not None:
             self._stats.add_loop(result, seconds)
-
-
-def epoch_steps(
-    steps_per_pass: int | None, steps_per_epoch: int | None, tail_steps: int, drop_remainder: bool
-) -> int:
-    """Returns the steps of one epoch: `steps_per_epoch`, else one pass over the data.
-
-    Args:
-        steps_per_pass: Full (or padded) batches in one pass, `None` if endless.
-        steps_per_epoch: `fit`'s `steps_per_epoch`, or `None`.
-        tail_steps: Steps of a pass that run its partial last batch at its true size.
-        drop_remainder: `fit`'s `drop_remainder`, for the message.
-    """
-    if steps_per_epoch is not None:
-        return steps_per_epoch
-    if steps_per_pass is None:
-        raise errors.invalid_argument(
-            "steps_per_epoch", None, "a positive int when the training dataset is endless"
-        )
-    steps = steps_per_pass + tail_steps
-    if steps == 0:
-        raise errors.invalid_argument(
-            "drop_remainder",
-            drop_remainder,
-            "False, or more rows than batch_size: no full batch is left to train on",
-            what="The training data makes no batch",
-        )
-    return steps

@@ -3,7 +3,7 @@
 Two kinds reach the host as a TensorFlow `OpError` from inside a device loop:
 
 - a `tpufit` error raised while the infeed reads a Python source (a generator
-  that changes what it yields, or runs out before `steps_per_epoch`):
+  or `PyDataset` that changes what it yields):
   `tf.data` wraps it, and it is re-raised as it was (the infeed keeps what
   its sources raised, for this run only);
 - a collective that failed because another worker of a

@@ -1,10 +1,11 @@
 """The three loops of a run — fit, evaluation, prediction — each a plain `for` calling the hooks.
 
 Each takes a `Run`, its `HookList` and a `Plan` (the program, the infeed
-iterators, the steps of an epoch; the model's state is already built and
+iterators, the data's passes; the model's state is already built and
 restored) and walks the epochs and, through an `EpochIterator`, their loops,
 calling the hooks at the points `tpufit.hooks.base` lists. `begin` and `end`
-wrap everything, so `end` runs even when a loop raises.
+wrap everything, so `end` runs even when a loop raises. Where the data ends
+before an epoch's `steps_per_epoch` (`steps`), the loop warns as Keras does.
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ from typing import Any, Protocol
 import keras
 
 from tpufit.data import padding
+from tpufit.data.infeed import Lookahead
 from tpufit.device import programs
 from tpufit.hooks.base import HookList, Run, RunContext, RunValues
 from tpufit.run import logs as logs_module
 from tpufit.run.epochs import EpochIterator
 from tpufit.run.loop_length import CappedLoopLength, LoopLength
+from tpufit.run.passes import Passes, Span, Walk, ran_short, warn_ran_out
+from tpufit.run.progress import ResumePoint
 from tpufit.run.stats import RunStats
+
+# Keras's "ran out of data" warning names the user's `fit`: through `_run_epoch`, `fit_loop`,
+# `Engine.fit` and `TPUModel.fit` (`evaluate`'s is two frames deeper).
+_USER_CALL = 5
 
 
 @dataclasses.dataclass
@@ -31,20 +39,21 @@ class Plan:
     Attributes:
         program: The mode's device program.
         iterator: Iterator over the distributed infeed.
-        epoch_steps: Steps of one epoch taken from `iterator`, or `None` to
-            run until the stopping signal.
+        passes: The data's passes and the steps asked of an epoch.
         loop_length: How long each loop is.
         tail: Iterator over the partial last batch at its true size, run as
-            one more one-step loop of every epoch, or `None`.
+            the last step of every pass, or `None`.
         stats: Collects every loop's timing, or `None`.
+        lookahead: Finds the end of a training stream's first pass, or `None`.
     """
 
     program: programs.LoopProgram
     iterator: Any
-    epoch_steps: int | None
+    passes: Passes
     loop_length: LoopLength | CappedLoopLength
     tail: Any = None
     stats: RunStats | None = None
+    lookahead: Lookahead | None = None
 
 
 class Validation(Protocol):
@@ -63,14 +72,17 @@ def _run_epoch(
     plan: Plan,
     epoch: int,
     values_of: Callable[[programs.LoopResult], RunValues],
+    span: Span,
     first_step: int = 0,
+    available: Callable[[int], int] | None = None,
 ) -> EpochIterator:
     loops = EpochIterator(
-        plan.epoch_steps,
+        span.main,
         plan.loop_length,
         first_step=first_step,
-        tail=plan.tail is not None,
+        tail=span.tail,
         stats=plan.stats,
+        available=available,
     )
     for loop in loops:
         context = RunContext(run, epoch=epoch, first_step=loop.first_step, steps=loop.steps)
@@ -83,6 +95,8 @@ def _run_epoch(
             hooks.after_run(context, values_of(result))
         if run.stop_requested:
             loops.stop()
+    if not run.stop_requested and ran_short(span, loops.steps_done, loops.ran_out):
+        warn_ran_out(_USER_CALL)  # Keras's stop flag, read first, leaves no epoch to warn in.
     return loops
 
 
@@ -108,30 +122,46 @@ def fit_loop(
     plan: Plan,
     *,
     model: keras.Model,
-    first_step: int = 0,
+    start: ResumePoint,
     validation: Validation | None = None,
 ) -> None:
-    """Trains epoch by epoch from `run.initial_epoch` until `run.epochs` or a stop request.
+    """Trains epoch by epoch from `run.initial_epoch` until `run.epochs`, a stop, or the data's end.
+
+    Each epoch takes its steps from the current pass (see `tpufit.run.passes`);
+    a one-shot source whose only pass has ended ends the run, with Keras's
+    "ran out of data" warning.
 
     Args:
         run: The fit run.
         hooks: Its hooks.
         plan: The training program and infeed.
         model: The Keras model on the replicas (its metrics give the logs).
-        first_step: The first step of the resumed epoch `run.initial_epoch`.
+        start: Where the run starts: `start.step` is the first step of the
+            resumed epoch `run.initial_epoch`, which started at pass step
+            `start.pass_step`.
         validation: Evaluates after the epochs it is due, or `None`.
     """
     resumed_epoch = run.initial_epoch
+    walk = Walk(plan.passes, plan.lookahead, start.pass_step)
     with hooks.running(run):
         hooks.after_create_session(run)
         for epoch in range(run.initial_epoch, run.epochs):
             if run.stop_requested:
                 break  # A hook asked before the epoch began (the step budget is spent).
-            first = first_step if epoch == resumed_epoch else 0
+            if walk.exhausted:
+                warn_ran_out(_USER_CALL - 1)  # from fit_loop itself
+                break
+            first = start.step if epoch == resumed_epoch else 0
+            span = walk.span()
+            run.steps_per_epoch = span.steps
             run.progress.start_epoch(epoch, first)
             model.reset_metrics()
             hooks.epoch_begin(run, epoch)
-            loops = _run_epoch(run, hooks, plan, epoch, loss_values, first)
+            available = walk.available(span)
+            loops = _run_epoch(run, hooks, plan, epoch, loss_values, span, first, available)
+            walk.advance(span, loops.steps_done, loops.ran_out)
+            if loops.ran_out:
+                run.progress.end_epoch(epoch)  # Its length was found only as its data ran out.
             logs = _epoch_logs(model, loops)
             if validation is not None and validation.due(epoch):
                 val_logs = validation.evaluate(run)
@@ -149,7 +179,7 @@ def evaluation_loop(run: Run, hooks: HookList, plan: Plan, *, model: keras.Model
         model.reset_metrics()
         hooks.after_create_session(run)
         hooks.epoch_begin(run, 0)
-        loops = _run_epoch(run, hooks, plan, 0, loss_values)
+        loops = _run_epoch(run, hooks, plan, 0, loss_values, plan.passes.span(0))
         run.logs = _epoch_logs(model, loops)
         hooks.epoch_end(run, 0, run.logs)
     return run.logs
@@ -160,7 +190,8 @@ def prediction_loop(run: Run, hooks: HookList, plan: Plan, num_rows: int | None)
 
     Each loop's real rows go into the result as the loop returns (preallocated
     when `num_rows` is known, so a loop's padded buffers can go at once);
-    hooks get them as `values.outfeed["outputs"]`.
+    hooks get them as `values.outfeed["outputs"]`. A run stopped early
+    (`model.stop_predicting`) returns the rows it predicted.
     """
     rows = padding.RowCollector(num_rows)
 
@@ -171,9 +202,9 @@ def prediction_loop(run: Run, hooks: HookList, plan: Plan, num_rows: int | None)
     with hooks.running(run):
         hooks.after_create_session(run)
         hooks.epoch_begin(run, 0)
-        _run_epoch(run, hooks, plan, 0, values_of)
+        _run_epoch(run, hooks, plan, 0, values_of, plan.passes.span(0))
         hooks.epoch_end(run, 0, run.logs)
-    return rows.result()
+    return rows.result(complete=not run.stop_requested)
 
 
 def _finalize_optimizer(model: keras.Model) -> None:

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tpufit import errors
 from tpufit.model_dir.checkpoint import STATE_FIELDS
+from tpufit.run.passes import Passes, epochs_until
 
 
 class Progress(tf.Module):
@@ -76,13 +77,23 @@ class Progress(tf.Module):
         if (self.values()["epoch"], self.values()["step_in_epoch"]) != (epoch, first_step):
             self.assign({"epoch": epoch, "step_in_epoch": first_step})
 
-    def training_loop_ran(self, steps: int, steps_per_epoch: int | None) -> None:
-        """Counts a training loop's steps (the device counted them too); rolls the epoch over."""
+    def training_loop_ran(self, steps: int, epoch_steps: int | None) -> None:
+        """Counts a training loop's steps (the device counted them too); rolls the epoch over.
+
+        Args:
+            steps: The loop's steps.
+            epoch_steps: The current epoch's steps, `None` until its data runs out.
+        """
         assert self._host is not None, "only inside counting()"
         self._host["global_step"] += steps
         self._host["step_in_epoch"] += steps
-        if steps_per_epoch is not None and self._host["step_in_epoch"] >= steps_per_epoch:
-            self.assign({"epoch": self._host["epoch"] + 1, "step_in_epoch": 0})
+        if epoch_steps is not None and self._host["step_in_epoch"] >= epoch_steps:
+            self.end_epoch(self._host["epoch"])
+
+    def end_epoch(self, epoch: int) -> None:
+        """Rolls over to the epoch after `epoch`, if not done yet."""
+        if self.values()["epoch"] == epoch:
+            self.assign({"epoch": epoch + 1, "step_in_epoch": 0})
 
     def shuffle_seed(self, draw: Callable[[], int], *, keep: bool) -> int:
         """Returns the shuffle seed of a `fit` without `RunConfig.seed`.
@@ -107,30 +118,20 @@ class ResumePoint:
     Attributes:
         epoch: The epoch of its first step.
         step: Index, within that epoch, of its first step.
-        skip_batches: Batches of the infeed already trained (whole epochs
-            and the steps of `epoch`), skipped before the first step.
-        skip_tail_batches: Partial-last-batch steps of the skipped epochs.
+        pass_step: The step of the current pass its first epoch started at.
+        skip_batches: Batches of the infeed already trained (by a `fit` from
+            `initial_epoch` up to `epoch` and `step`), skipped before the first step.
+        skip_tail_batches: Partial-last-batch steps among them (their own stream).
         epochs: The epoch it stops before (with `max_steps`: the epoch in
             which the global step reaches it, plus one).
     """
 
     epoch: int
     step: int
+    pass_step: int
     skip_batches: int
     skip_tail_batches: int
     epochs: int
-
-
-def epochs_until(max_steps: int, global_step: int, start: tuple[int, int], epoch_steps: int) -> int:
-    """Returns the `epochs` that a run from `start` needs to reach global step `max_steps`.
-
-    Example:
-        >>> epochs_until(25, 0, (0, 0), 10)   # epochs 0, 1 and half of 2
-        3
-    """
-    epoch, step = start
-    remaining = max(max_steps - global_step, 0) - (epoch_steps - step)
-    return epoch + 1 + max(0, -(-remaining // epoch_steps))
 
 
 def resume_point(
@@ -139,8 +140,7 @@ def resume_point(
     continues: bool,
     initial_epoch: int,
     epochs: int,
-    epoch_steps: int,
-    tail_steps: int,
+    passes: Passes,
     max_steps: int | None,
     model_dir: str | None = None,
 ) -> ResumePoint:
@@ -149,33 +149,33 @@ def resume_point(
     When it `continues` (with a `model_dir`: from a restored checkpoint, or
     this model's earlier `fit`), training continues at `position`, unless
     `initial_epoch` is later; the infeed then skips what a `fit` from
-    `initial_epoch` would have read by then. Otherwise it starts at
-    `initial_epoch`. Warns when
-    the position is already past `epochs` (without `max_steps`, which sets the
-    epochs itself).
+    `initial_epoch` would have read by then, its epochs walking the passes as
+    `passes` says. Otherwise it starts at `initial_epoch`, on a new pass.
+    Warns when the position is already past `epochs` (without `max_steps`,
+    which sets the epochs itself).
 
     Args:
         position: `Progress.values()`.
         continues: Whether training continues at `position` (a `model_dir`).
         initial_epoch: `fit`'s `initial_epoch`.
         epochs: `fit`'s `epochs`.
-        epoch_steps: Steps of one epoch.
-        tail_steps: Of those, steps that run a partial last batch at its true
-            size (1 or 0): their batches come from a stream of their own.
+        passes: The data's passes and `steps_per_epoch`.
         max_steps: `fit`'s `max_steps`, or `None`.
         model_dir: Named in the warning.
 
     Example:
         >>> resume_point({"epoch": 1, "step_in_epoch": 3, "global_step": 10},
-        ...              continues=True, initial_epoch=0, epochs=3, epoch_steps=7,
-        ...              tail_steps=0, max_steps=None)
-        ResumePoint(epoch=1, step=3, skip_batches=10, skip_tail_batches=1, epochs=3)
+        ...              continues=True, initial_epoch=0, epochs=3,
+        ...              passes=Passes(10, tail=False, steps_per_epoch=7), max_steps=None)
+        ResumePoint(epoch=1, step=3, pass_step=7, skip_batches=10, skip_tail_batches=0, epochs=3)
     """
     epoch, step = initial_epoch, 0
     if continues:
         epoch, step = position["epoch"], position["step_in_epoch"]
-        if step >= epoch_steps:
-            epoch, step = epoch + 1, 0
+        if epoch >= initial_epoch:
+            length = passes.span(passes.epoch_start(epoch - initial_epoch)[1]).steps
+            if length is not None and step >= length:
+                epoch, step = epoch + 1, 0
         if (epoch, step) <= (initial_epoch, 0):
             epoch, step = initial_epoch, 0
         if max_steps is None and epoch >= epochs:
@@ -184,7 +184,10 @@ def resume_point(
                 f"{position['global_step']}), so fit(epochs={epochs}) trains no further. "
                 "Epochs count across the runs of a model_dir: raise `epochs` to train more."
             )
+    run_epoch = epoch - initial_epoch
     if max_steps is not None:
-        epochs = epochs_until(max_steps, position["global_step"], (epoch, step), epoch_steps)
-    passed = epoch - initial_epoch
-    return ResumePoint(epoch, step, passed * (epoch_steps - tail_steps) + step, passed, epochs)
+        global_step = position["global_step"]
+        epochs = initial_epoch + epochs_until(passes, max_steps, global_step, run_epoch, step)
+    skip, skip_tail = passes.batches_before(run_epoch, step)
+    pass_step = passes.epoch_start(run_epoch)[1]
+    return ResumePoint(epoch, step, pass_step, skip, skip_tail, epochs)
