@@ -27,7 +27,7 @@ PLAIN_XLA = """
 
 
 def stderr_of(code: str) -> str:
-    """The child's whole stderr, as its file descriptor 2 received it, TensorFlow's INFO level on."""
+    """The child's whole stderr, as its descriptor 2 received it, TensorFlow's INFO level on."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
