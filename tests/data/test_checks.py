@@ -148,6 +148,42 @@ def test_data_without_any_array_is_a_tpufit_error(x):
         validation.check_arrays(x=x)
 
 
+def test_parts_are_named_by_their_path():
+    x, y = tiny_data(6)
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_arrays(x={"b": [x, x[:5]], "a": x}, y=y)
+    message = str(info.value)
+    assert "x['a'] has 6 rows" in message and "x['b'][1] has 5 rows" in message
+
+
+def test_a_none_part_is_named():
+    with pytest.raises(tpufit.InvalidArgumentError, match=r"`x\['city'\]` is None"):
+        validation.check_arrays(x={"age": np.zeros(3), "city": None})
+
+
+@pytest.mark.parametrize(
+    ("array", "said"),
+    [
+        (np.array([1.0, "a"], dtype=object), "holds float objects, e.g. 1.0"),
+        (np.array([[1, 2], [3]], dtype=object), "holds list objects"),
+        (np.array([None, "a"], dtype=object), "holds NoneType objects"),
+        (np.array(["2024-01-01"], dtype="datetime64[D]"), "holds datetime64[D] values"),
+    ],
+)
+def test_arrays_of_other_things_than_numbers_or_strings_are_named(array, said):
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_arrays(x=array)
+    assert f"`x` {said}" in str(info.value) and "pad_sequences" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.array(["a", "b"]), np.array(["a", b"b"], dtype=object), np.array([b"a"]), np.ones(2, bool)],
+)
+def test_arrays_of_strings_or_numbers_pass(array):
+    assert validation.check_arrays(x=array) == len(array)
+
+
 # --- datasets ------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from tpufit import cluster, data
 from tpufit.config import Layout, Mode
 from tpufit.data import checks
+from tpufit.data.expected import Expected
 from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
@@ -234,6 +235,8 @@ class Engine:
         return seed
 
     def _infeed(self, x: Any, y: Any, sample_weight: Any, request: InfeedRequest) -> Infeed:
+        expected = Expected.of(self._replicas.replica_model, request.mode)
+        request = dataclasses.replace(request, expected=expected)
         return data.build_infeed(x, y, sample_weight, request, self._replicas.strategy)
 
     def _validation_feed(self, call: FitCall) -> Infeed | None:
