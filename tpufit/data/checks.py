@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -135,6 +136,38 @@ def check_arrays(**parts: Any) -> int:
             "x", "0 rows", "at least one row of data", what="The data is empty"
         )
     return rows
+
+
+def check_batches(element_spec: Any, source: str) -> None:
+    """Checks that a source yields batches: `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`.
+
+    Every part must be a tensor with a first (batch) dimension; found here,
+    before the infeed is built, as its padding would fail on the rest.
+
+    Args:
+        element_spec: The source's element spec.
+        source: What yields the elements, for messages ("tf.data.Dataset").
+    """
+    if isinstance(element_spec, tuple) and not 1 <= len(element_spec) <= 3:
+        raise errors.invalid_argument(
+            "x",
+            f"a {source} of {len(element_spec)}-tuples",
+            "elements x, (x,), (x, y) or (x, y, sample_weight)",
+            what=f"The {source} yields tuples of {len(element_spec)} parts",
+        )
+    parts = keras.utils.unpack_x_y_sample_weight(element_spec)
+    for name, part in zip(("x", "y", "sample_weight"), parts, strict=True):
+        for label, spec in labelled_leaves(part, name) if part is not None else ():
+            shape = getattr(spec, "shape", None)
+            if shape is None or shape.rank == 0:
+                what = "None" if shape is None else "not batched (a scalar per element)"
+                raise errors.invalid_argument(
+                    name,
+                    spec,
+                    f"a {source} of batches: every part a tensor with a first (batch) "
+                    "dimension (call `.batch(...)` on the dataset)",
+                    what=f"`{label}` in the {source}'s elements is {what}",
+                )
 
 
 def check_no_extras(source: str, y: Any, sample_weight: Any) -> None:

@@ -220,31 +220,76 @@ def _check_shape(label: str, spec: Any, tensor: keras.KerasTensor) -> None:
     )
 
 
-def _sparse_labels_fit(labels: list, output: list) -> bool:
-    """Whether labels of shape `labels` fit a sparse categorical crossentropy over `output`.
+def _even_ranks(first: list, second: list) -> tuple[list, list]:
+    """Two shapes as Keras's losses even out their ranks (`squeeze_or_expand_to_same_rank`).
 
-    As Keras: its loss wrapper first evens out ranks that differ by one with a
-    trailing 1 (`squeeze_or_expand_to_same_rank`), then the loss drops a
-    trailing 1 of labels as long as the output, and wants one label per
-    output row up to its last (class) dimension.
+    When the ranks differ by one and the longer shape ends in 1, that 1 goes,
+    or the shorter shape gets a 1 when it is only the batch dimension.
     """
-    if len(labels) == len(output) + 1 and labels[-1] == 1:
-        labels, output = (labels, output + [1]) if len(output) == 1 else (labels[:-1], output)
-    elif len(output) == len(labels) + 1 and output[-1] == 1:
-        labels, output = (labels + [1], output) if len(labels) == 1 else (labels, output[:-1])
+    if len(first) == len(second) + 1 and first[-1] == 1:
+        return (first, [*second, 1]) if len(second) == 1 else (first[:-1], second)
+    if len(second) == len(first) + 1 and second[-1] == 1:
+        return ([*first, 1], second) if len(first) == 1 else (first, second[:-1])
+    return first, second
+
+
+def _agree(shape: list, other: list, *, ones: bool = False) -> bool:
+    """Whether two shapes of one rank agree wherever both are known, the batch aside."""
+    if len(shape) != len(other):
+        return False
+    pairs = zip(shape[1:], other[1:], strict=True)
+    return all(a is None or b is None or a == b or (ones and a == 1) for a, b in pairs)
+
+
+def _labels_fit(labels: list, output: list) -> bool:
+    """Whether labels fit a sparse categorical crossentropy over `output`, as in Keras.
+
+    The loss wrapper evens out the ranks, then the loss drops a trailing 1 of
+    labels as long as the output: one label per output row up to the classes.
+    """
+    labels, output = _even_ranks(labels, output)
     if len(labels) == len(output) and labels[-1] == 1:
         labels = labels[:-1]
-    if len(labels) != len(output) - 1:
-        return False
-    pairs = zip(labels[1:], output[1:-1], strict=True)
-    return all(a is None or b is None or a == b for a, b in pairs)
+    return _agree(labels, output[:-1])
 
 
-def _sparse_loss(loss: Any) -> keras.losses.Loss | str | None:
-    """`loss` if it is Keras's sparse categorical crossentropy (by name, function or class)."""
-    if loss in _SPARSE_LOSS_NAMES or loss is keras.losses.sparse_categorical_crossentropy:
-        return loss
-    return loss if isinstance(loss, keras.losses.SparseCategoricalCrossentropy) else None
+def _weights_fit(weights: list, output: list) -> bool:
+    """Whether sample weights fit the per-row losses of a Keras loss over `output`.
+
+    Keras's losses reduce the output's last dimension; the weights' rank is
+    evened out with those losses', then a weight's 1 may stand for any size.
+    """
+    losses, weights = _even_ranks(output[:-1], weights)
+    return _agree(weights, losses, ones=True)
+
+
+def _keras_loss(loss: Any) -> bool:
+    """Whether `loss` is one of Keras's own (by name, function or class), not the user's."""
+    return (
+        isinstance(loss, str)
+        or type(loss).__module__.split(".")[0] == "keras"
+        or (getattr(loss, "__module__", "") or "").startswith("keras.")
+    )
+
+
+def _is_sparse(loss: Any) -> bool:
+    """Whether `loss` is Keras's sparse categorical crossentropy (by name, function or class)."""
+    return (
+        loss in _SPARSE_LOSS_NAMES
+        or loss is keras.losses.sparse_categorical_crossentropy
+        or isinstance(loss, keras.losses.SparseCategoricalCrossentropy)
+    )
+
+
+def _fits_spec(spec: Any, output: list, rule: Any) -> bool:
+    shape = _shape(spec)
+    return shape is None or rule([None, *shape[1:]], output)
+
+
+def _refuse_shape(name: str, spec: Any, expected: str) -> errors.InvalidArgumentError:
+    return errors.invalid_argument(
+        name, _describe(spec), expected, what=f"`{name}` does not fit the model's loss"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,13 +297,15 @@ class Targets:
     """What a model's compiled loss, in Keras's own step, needs of `y` and `sample_weight`.
 
     Attributes:
-        output: For a sparse categorical crossentropy over the model's one
-            output: that output's declared shape (its last dimension the
-            classes), else `None`.
+        output: When the model has one output and one of Keras's own losses:
+            that output's declared shape, else `None`.
+        sparse: Whether that loss is the sparse categorical crossentropy
+            (the output's last dimension is then the classes).
         ignore_class: The label that loss skips, if any.
     """
 
     output: tuple | None = None
+    sparse: bool = False
     ignore_class: int | None = None
 
     @classmethod
@@ -272,17 +319,18 @@ class Targets:
             outputs = model.outputs
         except (AttributeError, ValueError):
             outputs = []  # Subclassed: its output is unknown before it runs.
-        sparse = _sparse_loss(losses[0]) if len(losses) == 1 else None
-        if sparse is None or len(outputs) != 1 or outputs[0].shape[-1] is None:
+        if len(losses) != 1 or len(outputs) != 1 or not _keras_loss(losses[0]):
             return cls()
-        return cls(tuple(outputs[0].shape), getattr(sparse, "ignore_class", None))
+        output = tuple(outputs[0].shape)
+        sparse = _is_sparse(losses[0]) and output[-1] is not None
+        return cls(output, sparse, getattr(losses[0], "ignore_class", None))
 
     def check(self, y: Any, sample_weight: Any) -> None:
         """Checks the element specs of `y` and `sample_weight`.
 
         Raises:
-            InvalidArgumentError: There is no `y`, or its labels do not fit a
-                sparse categorical crossentropy over the model's output.
+            InvalidArgumentError: There is no `y`; or, for one output, labels
+                or weights that do not fit the model's loss.
             InvalidTypeError: `y` or `sample_weight` holds strings.
         """
         if y is None:
@@ -300,22 +348,34 @@ class Targets:
                         f"`{label}` holds strings, which a loss cannot compare or weigh: "
                         f"expected numbers. Received: {label}={_describe(spec)}"
                     )
-        if self.output is not None and not isinstance(y, (dict, tuple, list)):
-            self._check_label_shape(y)
+        if self.output is not None:
+            self._check_shapes(y, sample_weight)
 
-    def _check_label_shape(self, y: Any) -> None:
-        shape = _shape(y)
+    def _check_shapes(self, y: Any, sample_weight: Any) -> None:
         output = [None, *self.output[1:]]
-        if shape is None or _sparse_labels_fit([None, *shape[1:]], output):
-            return
-        raise errors.invalid_argument(
-            "y",
-            _describe(y),
-            f"one class index per row: rows of shape {tuple(output[1:-1])} (or with a "
-            f"trailing 1) for the sparse categorical crossentropy over the model's "
-            f"output of shape {tuple(output)}",
-            what="`y` does not fit the model's loss",
-        )
+        for name, value in (("y", y), ("sample_weight", sample_weight)):
+            if isinstance(value, (dict, list, tuple)):
+                raise errors.invalid_argument(
+                    name,
+                    value,
+                    "one array, as the model has one output",
+                    what=f"`{name}` is nested",
+                )
+        if self.sparse and not _fits_spec(y, output, _labels_fit):
+            raise _refuse_shape(
+                "y",
+                y,
+                f"one class index per row: rows of shape {tuple(output[1:-1])} (or with a "
+                f"trailing 1) for the sparse categorical crossentropy over the model's "
+                f"output of shape {tuple(output)}",
+            )
+        if sample_weight is not None and not _fits_spec(sample_weight, output, _weights_fit):
+            raise _refuse_shape(
+                "sample_weight",
+                sample_weight,
+                f"one weight per row's loss: rows of shape {tuple(output[1:-1])} (or with a "
+                f"trailing 1) for the model's output of shape {tuple(output)}",
+            )
 
     def check_labels(self, y: Any) -> None:
         """Checks in-memory labels of a sparse categorical loss: class indices of the model.
@@ -327,7 +387,7 @@ class Targets:
         Raises:
             InvalidArgumentError: A label is not finite, or not in `[0, classes)`.
         """
-        if self.output is None or not isinstance(y, np.ndarray) or y.dtype.kind not in "biuf":
+        if not self.sparse or not isinstance(y, np.ndarray) or y.dtype.kind not in "biuf":
             return
         classes = self.output[-1]
         finite = np.isfinite(y)
