@@ -14,6 +14,11 @@ from tpufit import errors
 from tpufit.data import checks as validation
 from tpufit.data import padding
 
+
+def spec(*shape, dtype=tf.float32):
+    return tf.TensorSpec(shape, dtype)
+
+
 # --- check_positive_int / check_batch_size ------------------------------------------
 
 
@@ -193,6 +198,29 @@ def test_is_dataset():
     assert not validation.is_dataset([tf.data.Dataset.range(3)])
 
 
+@pytest.mark.parametrize(
+    ("element", "said"),
+    [
+        (
+            ({"a": spec(4, 2), "b": tf.NoneTensorSpec()}, spec(4)),
+            "`x['b']` in the tf.data.Dataset's elements is None",
+        ),
+        ((spec(4, 2), spec()), "`y` in the tf.data.Dataset's elements is not batched"),
+        (tf.RaggedTensorSpec([4, None]), "`x` in the tf.data.Dataset's elements is a RaggedTensor"),
+        ((spec(4), spec(4), spec(4), spec(4)), "yields tuples of 4 parts"),
+    ],
+)
+def test_a_dataset_must_yield_dense_batches(element, said):
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_batches(element, "tf.data.Dataset")
+    assert said in str(info.value)
+
+
+def test_dense_batches_pass():
+    validation.check_batches((spec(None, 2), spec(None), spec(None)), "tf.data.Dataset")
+    validation.check_batches({"a": spec(4, 2, dtype=tf.string)}, "tf.data.Dataset")
+
+
 @pytest.mark.parametrize("name", ["y", "sample_weight"])
 def test_y_or_sample_weight_with_a_dataset_is_an_error_naming_it(name):
     kwargs = {"y": None, "sample_weight": None, name: np.arange(4)}
@@ -207,5 +235,3 @@ def test_y_or_sample_weight_with_a_dataset_is_an_error_naming_it(name):
 
 def test_dataset_without_y_or_sample_weight_passes():
     validation.check_no_extras("tf.data.Dataset", None, None)
-
-

@@ -176,6 +176,31 @@ def test_sparse_labels_of_other_shapes_are_an_error(shape):
         Targets.of(compiled_tiny(), Mode.TRAIN).check(spec(*shape), None)
 
 
+@pytest.mark.parametrize("shape", [(4,), (4, 1)])
+def test_one_weight_per_row_passes(shape):
+    Targets.of(compiled_tiny("mse"), Mode.TRAIN).check(spec(4, 3), spec(*shape))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (4, 1, 1), (4, 2)])
+def test_weights_that_do_not_fit_the_rows_losses_are_an_error(shape):
+    with pytest.raises(tpufit.InvalidArgumentError, match="`sample_weight` does not fit"):
+        Targets.of(compiled_tiny("mse"), Mode.TRAIN).check(spec(4, 3), spec(*shape))
+
+
+def test_nested_targets_or_weights_for_one_output_are_an_error():
+    targets = Targets.of(compiled_tiny(), Mode.EVAL)
+    with pytest.raises(tpufit.InvalidArgumentError, match="`sample_weight` is nested"):
+        targets.check(spec(4), {"w": spec(4)})
+    with pytest.raises(tpufit.InvalidArgumentError, match="`y` is nested"):
+        targets.check([spec(4), spec(4)], None)
+
+
+def test_a_loss_of_the_users_own_is_not_second_guessed():
+    targets = Targets.of(compiled_tiny(lambda y, p: keras.ops.square(y - p)), Mode.TRAIN)
+    assert targets.output is None
+    targets.check(spec(4, 3), spec(4, 3))  # Weights per element: the loss may keep them.
+
+
 def test_missing_or_string_targets_and_weights_are_named():
     targets = Targets.of(compiled_tiny("mse"), Mode.TRAIN)
     with pytest.raises(tpufit.InvalidArgumentError, match="The data has no targets"):

@@ -66,8 +66,14 @@ def _rows(value: Any) -> int | None:
     return int(shape[0])
 
 
-def _check_values(name: str, label: str, array: np.ndarray) -> None:
-    """Checks that an array holds numbers or strings, the values a tensor can hold."""
+def check_values(name: str, label: str, array: np.ndarray) -> None:
+    """Checks that an array holds numbers or strings, the values a tensor can hold.
+
+    Args:
+        name: The argument the array is part of ("x", "y", "sample_weight").
+        label: The array's path in it ("x['age']"), for the message.
+        array: The array.
+    """
     if array.dtype.kind in "biufcUS":
         return
     if array.dtype.kind == "O":
@@ -99,7 +105,7 @@ def _leaf_rows(name: str, label: str, leaf: Any) -> int:
             name, leaf, "arrays with a first (batch) dimension", what=f"`{label}` is a scalar"
         )
     if isinstance(leaf, np.ndarray):
-        _check_values(name, label, leaf)
+        check_values(name, label, leaf)
     return rows
 
 
@@ -141,8 +147,8 @@ def check_arrays(**parts: Any) -> int:
 def check_batches(element_spec: Any, source: str) -> None:
     """Checks that a source yields batches: `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`.
 
-    Every part must be a tensor with a first (batch) dimension; found here,
-    before the infeed is built, as its padding would fail on the rest.
+    Every part must be a dense tensor with a first (batch) dimension; found
+    here, before the infeed is built, as its padding would fail on the rest.
 
     Args:
         element_spec: The source's element spec.
@@ -158,16 +164,26 @@ def check_batches(element_spec: Any, source: str) -> None:
     parts = keras.utils.unpack_x_y_sample_weight(element_spec)
     for name, part in zip(("x", "y", "sample_weight"), parts, strict=True):
         for label, spec in labelled_leaves(part, name) if part is not None else ():
-            shape = getattr(spec, "shape", None)
-            if shape is None or shape.rank == 0:
-                what = "None" if shape is None else "not batched (a scalar per element)"
+            what = _not_a_batch(spec)
+            if what:
                 raise errors.invalid_argument(
                     name,
                     spec,
-                    f"a {source} of batches: every part a tensor with a first (batch) "
-                    "dimension (call `.batch(...)` on the dataset)",
+                    f"a {source} of batches: every part a dense tensor with a first (batch) "
+                    "dimension (batch it with `.batch(...)`; pad ragged parts with "
+                    "`.padded_batch(...)` or `.to_tensor()`)",
                     what=f"`{label}` in the {source}'s elements is {what}",
                 )
+
+
+def _not_a_batch(spec: Any) -> str | None:
+    """What keeps one part of an element from being a batch tpufit can pad, or `None`."""
+    if getattr(spec, "shape", None) is None:
+        return "None"
+    if not isinstance(spec, tf.TensorSpec):
+        # Padding copies rows into a static shape: ragged and sparse tensors have none.
+        return f"a {type(spec).__name__.removesuffix('Spec')}"
+    return "not batched (a scalar per element)" if spec.shape.rank == 0 else None
 
 
 def check_no_extras(source: str, y: Any, sample_weight: Any) -> None:
