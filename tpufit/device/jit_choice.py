@@ -27,7 +27,9 @@ def _is_tpu(strategy: tf.distribute.Strategy) -> bool:
 
 
 def _holds_strings(element_spec) -> bool:
-    return any(spec.dtype == tf.string for spec in tf.nest.flatten(element_spec))
+    # Expanded: several replicas' element spec holds composite per-replica specs.
+    specs = tf.nest.flatten(element_spec, expand_composites=True)
+    return any(spec.dtype == tf.string for spec in specs)
 
 
 def _cpu_only() -> bool:
