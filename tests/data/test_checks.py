@@ -14,6 +14,11 @@ from tpufit import errors
 from tpufit.data import checks as validation
 from tpufit.data import padding
 
+
+def spec(*shape, dtype=tf.float32):
+    return tf.TensorSpec(shape, dtype)
+
+
 # --- check_positive_int / check_batch_size ------------------------------------------
 
 
@@ -148,6 +153,42 @@ def test_data_without_any_array_is_a_tpufit_error(x):
         validation.check_arrays(x=x)
 
 
+def test_parts_are_named_by_their_path():
+    x, y = tiny_data(6)
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_arrays(x={"b": [x, x[:5]], "a": x}, y=y)
+    message = str(info.value)
+    assert "x['a'] has 6 rows" in message and "x['b'][1] has 5 rows" in message
+
+
+def test_a_none_part_is_named():
+    with pytest.raises(tpufit.InvalidArgumentError, match=r"`x\['city'\]` is None"):
+        validation.check_arrays(x={"age": np.zeros(3), "city": None})
+
+
+@pytest.mark.parametrize(
+    ("array", "said"),
+    [
+        (np.array([1.0, "a"], dtype=object), "holds float objects, e.g. 1.0"),
+        (np.array([[1, 2], [3]], dtype=object), "holds list objects"),
+        (np.array([None, "a"], dtype=object), "holds NoneType objects"),
+        (np.array(["2024-01-01"], dtype="datetime64[D]"), "holds datetime64[D] values"),
+    ],
+)
+def test_arrays_of_other_things_than_numbers_or_strings_are_named(array, said):
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_arrays(x=array)
+    assert f"`x` {said}" in str(info.value) and "pad_sequences" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.array(["a", "b"]), np.array(["a", b"b"], dtype=object), np.array([b"a"]), np.ones(2, bool)],
+)
+def test_arrays_of_strings_or_numbers_pass(array):
+    assert validation.check_arrays(x=array) == len(array)
+
+
 # --- datasets ------------------------------------------------------------------------
 
 
@@ -155,6 +196,29 @@ def test_is_dataset():
     assert validation.is_dataset(tf.data.Dataset.range(3))
     assert not validation.is_dataset(np.arange(3))
     assert not validation.is_dataset([tf.data.Dataset.range(3)])
+
+
+@pytest.mark.parametrize(
+    ("element", "said"),
+    [
+        (
+            ({"a": spec(4, 2), "b": tf.NoneTensorSpec()}, spec(4)),
+            "`x['b']` in the tf.data.Dataset's elements is None",
+        ),
+        ((spec(4, 2), spec()), "`y` in the tf.data.Dataset's elements is not batched"),
+        (tf.RaggedTensorSpec([4, None]), "`x` in the tf.data.Dataset's elements is a RaggedTensor"),
+        ((spec(4), spec(4), spec(4), spec(4)), "yields tuples of 4 parts"),
+    ],
+)
+def test_a_dataset_must_yield_dense_batches(element, said):
+    with pytest.raises(tpufit.InvalidArgumentError) as info:
+        validation.check_batches(element, "tf.data.Dataset")
+    assert said in str(info.value)
+
+
+def test_dense_batches_pass():
+    validation.check_batches((spec(None, 2), spec(None), spec(None)), "tf.data.Dataset")
+    validation.check_batches({"a": spec(4, 2, dtype=tf.string)}, "tf.data.Dataset")
 
 
 @pytest.mark.parametrize("name", ["y", "sample_weight"])
@@ -171,5 +235,3 @@ def test_y_or_sample_weight_with_a_dataset_is_an_error_naming_it(name):
 
 def test_dataset_without_y_or_sample_weight_passes():
     validation.check_no_extras("tf.data.Dataset", None, None)
-
-

@@ -53,6 +53,20 @@ def test_checker_records_every_error_it_raises_on_its_sources_list():
     assert raised == [error.value]
 
 
+def test_checker_refuses_objects_that_are_not_strings_in_any_batch_and_records_it():
+    raised: list = []
+    words = np.array([["a"], ["b"]], dtype=object)
+    checker = python_data.BatchChecker(python_data.standardize((words,)), "generator", raised)
+    checker.check((np.array([[b"c"]], dtype=object),), 1)
+    with pytest.raises(tpufit.InvalidArgumentError, match=r"`x` holds float objects") as error:
+        checker.check((np.array([[1.5]], dtype=object),), 2)
+    assert raised == [error.value]
+    with pytest.raises(tpufit.InvalidArgumentError, match=r"`y\[0\]` holds NoneType objects"):
+        python_data.BatchChecker(
+            python_data.standardize((words, (np.array([None, 1], dtype=object),))), "x", raised
+        )
+
+
 def test_the_static_batch_is_the_requested_one_else_the_largest_batch_read_ahead():
     peeked = [python_data.standardize(np.zeros((rows, 2))) for rows in (6, 8)]
     request = InfeedRequest(Mode.TRAIN, Layout.PADDED)

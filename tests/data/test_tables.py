@@ -35,14 +35,48 @@ def test_nullable_columns_with_missing_values_become_nan():
     assert array.dtype == np.float64 and np.isnan(array[1, 0])
 
 
-def test_non_numeric_columns_are_named_in_the_error():
+def test_columns_of_neither_numbers_nor_text_are_named_in_the_error():
     table = pd.DataFrame(
-        {"ok": [1.0, 2.0], "city": ["Oslo", "Rome"], "kind": pd.Categorical(["a", "b"])}
+        {
+            "ok": [1.0, 2.0],
+            "day": pd.to_datetime(["2024-01-01"] * 2),
+            "kind": pd.Categorical(["a", "b"]),
+        }
     )
     with pytest.raises(tpufit.InvalidArgumentError) as raised:
         tables.to_arrays({"features": table}, "x")
     message = str(raised.value)
-    assert "x['features']" in message and "'city'" in message and "'kind'" in message
-    assert "'ok'" not in message
-    with pytest.raises(tpufit.InvalidArgumentError, match="'name'"):
-        tables.to_arrays(pd.Series(["a"], name="name"), "y")
+    assert "x['features']" in message and "'day'" in message and "'kind'" in message
+    assert "'ok'" not in message and ".astype(str)" in message
+
+
+@pytest.mark.parametrize("dtype", [object, "string", "str"])
+def test_text_columns_become_arrays_of_python_strings(dtype):
+    table = pd.DataFrame({"city": ["Oslo", "Rome", "Lima"], "code": ["a", "b", "c"]}, dtype=dtype)
+    array = tables.to_arrays(table, "x")
+    assert array.dtype == object and array.shape == (3, 2)
+    assert array.tolist() == [["Oslo", "a"], ["Rome", "b"], ["Lima", "c"]]
+    column = tables.to_arrays(table["city"], "x")
+    assert column.dtype == object and column.tolist() == ["Oslo", "Rome", "Lima"]
+
+
+def test_a_dict_of_columns_may_mix_text_and_numbers():
+    table = pd.DataFrame({"age": [31, 42], "city": ["Oslo", "Rome"]})
+    converted = tables.to_arrays(dict(table), "x")
+    assert converted["age"].dtype == np.int64 and converted["city"].tolist() == ["Oslo", "Rome"]
+
+
+def test_one_array_of_text_and_numeric_columns_is_an_error_suggesting_a_dict():
+    table = pd.DataFrame({"age": [31, 42], "city": ["Oslo", "Rome"]})
+    with pytest.raises(tpufit.InvalidArgumentError) as raised:
+        tables.to_arrays(table, "x")
+    message = str(raised.value)
+    assert "mixes text columns 'city' with numeric ones" in message and "dict(df)" in message
+
+
+@pytest.mark.parametrize("missing", [None, np.nan])
+def test_text_with_missing_values_is_an_error_naming_the_column(missing):
+    table = pd.DataFrame({"city": ["Oslo", missing]})
+    with pytest.raises(tpufit.InvalidArgumentError) as raised:
+        tables.to_arrays(table, "x")
+    assert "missing values: 'city'" in str(raised.value) and "fillna" in str(raised.value)

@@ -59,3 +59,13 @@ def test_auto_runs_a_step_xla_cannot_compile_without_it_and_says_why():
     assert choice.jit_compile is False
     with pytest.raises(tpufit.InvalidArgumentError, match="jit_compile=True"):
         prepared(True, host_step)
+
+
+def test_auto_quietly_keeps_a_step_taking_strings_off_xla(recwarn):
+    choice = JitChoice("auto", "predict")
+    choice.prepare(make_strategy(1), tf.strings.length, tf.TensorSpec((4,), tf.string))
+    assert choice.jit_compile is False and not recwarn.list
+    with pytest.raises(tpufit.InvalidArgumentError, match="holds strings"):
+        JitChoice(True, "predict").prepare(
+            make_strategy(1), tf.strings.length, tf.TensorSpec((4,), tf.string)
+        )

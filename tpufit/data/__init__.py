@@ -17,7 +17,9 @@ Every adapter ends in `infeed.py`'s stream builders; `sharding.py` then sets
 the auto-shard policy of the kind. `class_weight` is checked once, here, and
 becomes per-row sample weights on the way (`weighting.py`). Everything here
 runs on the host before any device work, so a bad input raises a `tpufit`
-error with nothing traced and the weights unchanged. `fit`'s validation data
+error with nothing traced and the weights unchanged; that includes data the
+model cannot take (strings for a numeric input, a missing input, a wrong
+shape), which `expected.py` finds from the built stream's element spec. `fit`'s validation data
 is unpacked or split off by `validation_data.py`.
 """
 
@@ -86,11 +88,16 @@ def build_infeed(
         The `Infeed`, carrying the request's mode and layout.
 
     Raises:
-        InvalidArgumentError: A bad input or option; nothing has touched a device yet.
+        InvalidArgumentError: A bad input or option, or data the model's
+            inputs or loss cannot take (`request.expected`); nothing has
+            touched a device yet.
+        InvalidTypeError: Strings for a numeric input of the model, or the reverse.
     """
     class_weight = weighting.check_class_weight(request.class_weight)
     request = dataclasses.replace(request, class_weight=class_weight)
     kind = kind_of(x)
     feed = _ADAPTERS[kind](x, y, sample_weight, request, strategy)
+    if request.expected is not None:
+        request.expected.check_element(feed.dataset.element_spec[0])
     feed = sharding.with_known_steps(feed, request, strategy)
     return sharding.with_auto_shard_policy(feed, kind)

@@ -47,6 +47,8 @@ def build(
     if x is None:
         raise errors.invalid_argument("x", x, "arrays, a dict/list of arrays or a tf.data.Dataset")
     checks.check_arrays(x=x, y=y, sample_weight=sample_weight)
+    if request.expected is not None and request.expected.targets is not None:
+        request.expected.targets.check_labels(y)
     if request.class_weight is not None:
         sample_weight = weighting.sample_weights_for(y, request.class_weight)
     size = infeed.DEFAULT_BATCH_SIZE if request.batch_size is None else request.batch_size

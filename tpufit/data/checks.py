@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from tpufit import errors
 from tpufit.data import padding
 from tpufit.errors import check_positive_int
+
+_ALL_TEXT = object()  # What a search for a non-string finds in an array of strings.
 
 
 def check_batch_size(batch_size: Any, num_replicas: int) -> None:
@@ -36,6 +39,26 @@ def is_dataset(value: Any) -> bool:
     return isinstance(value, tf.data.Dataset)
 
 
+def labelled_leaves(value: Any, name: str) -> list[tuple[str, Any]]:
+    """Returns the leaves of a nested structure in `tf.nest` order, each labelled by its path.
+
+    Example:
+        >>> [label for label, _ in labelled_leaves({"b": [1, 2], "a": 3}, "x")]
+        ["x['a']", "x['b'][0]", "x['b'][1]"]
+    """
+    if isinstance(value, dict):
+        return [
+            leaf
+            for key in sorted(value)
+            for leaf in labelled_leaves(value[key], f"{name}[{key!r}]")
+        ]
+    if isinstance(value, (list, tuple)):
+        return [
+            leaf for i, item in enumerate(value) for leaf in labelled_leaves(item, f"{name}[{i}]")
+        ]
+    return [(name, value)]
+
+
 def _rows(value: Any) -> int | None:
     shape = getattr(value, "shape", None)
     if shape is None or len(shape) == 0:
@@ -43,8 +66,53 @@ def _rows(value: Any) -> int | None:
     return int(shape[0])
 
 
+def check_values(name: str, label: str, array: np.ndarray) -> None:
+    """Checks that an array holds numbers or strings, the values a tensor can hold.
+
+    Args:
+        name: The argument the array is part of ("x", "y", "sample_weight").
+        label: The array's path in it ("x['age']"), for the message.
+        array: The array.
+    """
+    if array.dtype.kind in "biufcUS":
+        return
+    if array.dtype.kind == "O":
+        odd = next((v for v in array.flat if not isinstance(v, (str, bytes))), _ALL_TEXT)
+        if odd is _ALL_TEXT:
+            return  # Strings as Python objects (pandas' text columns): a tf.string tensor.
+        what = f"holds {type(odd).__name__} objects, e.g. {errors._short(odd)}"
+    else:
+        what = f"holds {array.dtype} values"
+    raise errors.invalid_argument(
+        name,
+        f"an array of dtype {array.dtype}",
+        "an array of numbers, or of strings for a string input; ragged rows need "
+        "padding first (e.g. `keras.utils.pad_sequences`) or a tf.data.Dataset",
+        what=f"`{label}` {what}",
+    )
+
+
+def _leaf_rows(name: str, label: str, leaf: Any) -> int:
+    if leaf is None:
+        raise errors.invalid_argument(
+            name, None, "an array in every part of the data", what=f"`{label}` is None"
+        )
+    if not hasattr(leaf, "shape"):
+        leaf = np.asarray(leaf)
+    rows = _rows(leaf)
+    if rows is None:
+        raise errors.invalid_argument(
+            name, leaf, "arrays with a first (batch) dimension", what=f"`{label}` is a scalar"
+        )
+    if isinstance(leaf, np.ndarray):
+        check_values(name, label, leaf)
+    return rows
+
+
 def check_arrays(**parts: Any) -> int:
     """Checks that every array in `parts` (x, y, sample_weight) has the same rows.
+
+    Every part must be an array with a first dimension, of numbers or strings.
 
     Returns:
         The number of rows.
@@ -53,18 +121,8 @@ def check_arrays(**parts: Any) -> int:
     for name, value in parts.items():
         if value is None:
             continue
-        for i, leaf in enumerate(tf.nest.flatten(value)):
-            leaf = np.asarray(leaf) if not hasattr(leaf, "shape") else leaf
-            rows = _rows(leaf)
-            label = name if len(tf.nest.flatten(value)) == 1 else f"{name}[{i}]"
-            if rows is None:
-                raise errors.invalid_argument(
-                    name,
-                    leaf,
-                    "arrays with a first (batch) dimension",
-                    what=f"`{label}` is a scalar",
-                )
-            lengths[label] = rows
+        for label, leaf in labelled_leaves(value, name):
+            lengths[label] = _leaf_rows(name, label, leaf)
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{k} has {v} rows" for k, v in lengths.items())
         raise errors.InvalidArgumentError(
@@ -84,6 +142,48 @@ def check_arrays(**parts: Any) -> int:
             "x", "0 rows", "at least one row of data", what="The data is empty"
         )
     return rows
+
+
+def check_batches(element_spec: Any, source: str) -> None:
+    """Checks that a source yields batches: `x`, `(x,)`, `(x, y)` or `(x, y, sample_weight)`.
+
+    Every part must be a dense tensor with a first (batch) dimension; found
+    here, before the infeed is built, as its padding would fail on the rest.
+
+    Args:
+        element_spec: The source's element spec.
+        source: What yields the elements, for messages ("tf.data.Dataset").
+    """
+    if isinstance(element_spec, tuple) and not 1 <= len(element_spec) <= 3:
+        raise errors.invalid_argument(
+            "x",
+            f"a {source} of {len(element_spec)}-tuples",
+            "elements x, (x,), (x, y) or (x, y, sample_weight)",
+            what=f"The {source} yields tuples of {len(element_spec)} parts",
+        )
+    parts = keras.utils.unpack_x_y_sample_weight(element_spec)
+    for name, part in zip(("x", "y", "sample_weight"), parts, strict=True):
+        for label, spec in labelled_leaves(part, name) if part is not None else ():
+            what = _not_a_batch(spec)
+            if what:
+                raise errors.invalid_argument(
+                    name,
+                    spec,
+                    f"a {source} of batches: every part a dense tensor with a first (batch) "
+                    "dimension (batch it with `.batch(...)`; pad ragged parts with "
+                    "`.padded_batch(...)` or `.to_tensor()`)",
+                    what=f"`{label}` in the {source}'s elements is {what}",
+                )
+
+
+def _not_a_batch(spec: Any) -> str | None:
+    """What keeps one part of an element from being a batch tpufit can pad, or `None`."""
+    if getattr(spec, "shape", None) is None:
+        return "None"
+    if not isinstance(spec, tf.TensorSpec):
+        # Padding copies rows into a static shape: ragged and sparse tensors have none.
+        return f"a {type(spec).__name__.removesuffix('Spec')}"
+    return "not batched (a scalar per element)" if spec.shape.rank == 0 else None
 
 
 def check_no_extras(source: str, y: Any, sample_weight: Any) -> None:

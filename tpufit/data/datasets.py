@@ -43,6 +43,7 @@ def build(
         The `Infeed`.
     """
     checks.check_no_extras("tf.data.Dataset", y, sample_weight)
+    checks.check_batches(x.element_spec, "tf.data.Dataset")
     dataset = weighting.with_class_weight(x, request.class_weight)
     size = request.batch_size
     if size is None:

@@ -82,6 +82,8 @@ def _signature(batch: Any) -> Any:
 class BatchChecker:
     """Checks that every batch of a source has the first batch's structure and dtypes.
 
+    Each part must also hold numbers or strings (`checks.check_values`).
+
     Args:
         first: The first batch, standardized.
         source: What the batches come from, for messages ("generator", "PyDataset").
@@ -94,6 +96,7 @@ class BatchChecker:
         self._source = source
         self._signature = _signature(first)
         self._raised = raised
+        self.check(first, 0)
 
     def check(self, batch: Any, index: int) -> Any:
         """Returns the standardized `batch`, or raises an error showing both batches."""
@@ -122,7 +125,18 @@ class BatchChecker:
                 "batches whose parts all have the same number of rows",
                 what=f"Batch {index} of the {self._source} is {describe(batch)}",
             )
+        self._check_values(batch)
         return batch
+
+    def _check_values(self, batch: Any) -> None:
+        parts = keras.utils.unpack_x_y_sample_weight(batch)
+        for name, part in zip(("x", "y", "sample_weight"), parts, strict=True):
+            for label, array in checks.labelled_leaves(part, name) if part is not None else ():
+                try:
+                    checks.check_values(name, label, array)
+                except errors.InvalidArgumentError as error:
+                    self._raised.append(error)  # See `_error`.
+                    raise
 
     def _error(self, *args: Any, **kwargs: Any) -> errors.InvalidArgumentError:
         # Raised inside `tf.data` for later batches: recorded, to come out unwrapped.

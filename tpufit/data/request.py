@@ -9,6 +9,7 @@ import dataclasses
 from typing import Any
 
 from tpufit.config import Layout, Mode
+from tpufit.data.expected import Expected
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,9 @@ class InfeedRequest:
         drop_remainder: Drop the partial last batch of arrays.
         steps: `steps_per_epoch` (train) or `steps` (eval / predict), when given.
         reread: The stream is read in full more than once (validation data).
+        expected: What the model's step expects of the data (its inputs,
+            targets for its loss), checked before any device work; `None`
+            checks nothing.
     """
 
     mode: Mode
@@ -42,6 +46,7 @@ class InfeedRequest:
     drop_remainder: bool = False
     steps: int | None = None
     reread: bool = False
+    expected: Expected | None = None
 
     @property
     def endless(self) -> bool:

@@ -8,7 +8,8 @@ the choice changes results in the last bits: it must never depend on timings
 (which change with the machine's load), or the same seed and data would not
 give the same weights. `"auto"` therefore decides from the step itself, once:
 XLA wherever it compiles (one replica, not a TPU), except a step with
-convolutions on a machine without accelerators.
+convolutions on a machine without accelerators, and, without a warning, a
+step whose data holds strings (XLA has no string type).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from tpufit import errors
 
 def _is_tpu(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.TPUStrategy)
+
+
+def _holds_strings(element_spec) -> bool:
+    # Expanded: several replicas' element spec holds composite per-replica specs.
+    specs = tf.nest.flatten(element_spec, expand_composites=True)
+    return any(spec.dtype == tf.string for spec in specs)
 
 
 def _cpu_only() -> bool:
@@ -62,7 +69,13 @@ class JitChoice:
             self.steps = {False: plain}  # A TPU compiles every replica step with XLA anyway.
             return
         replicas = strategy.num_replicas_in_sync
-        if replicas > 1:
+        if _holds_strings(element_spec):
+            reason = "its data holds strings, which XLA does not take"
+            if self.requested == "auto":
+                # As Keras's "auto" for its string layers: no XLA, and nothing to tell.
+                self.steps = {False: plain}
+                return
+        elif replicas > 1:
             reason = (
                 f"the strategy runs {replicas} replicas in one program, and XLA "
                 "on CPU/GPU compiles a step for one device"

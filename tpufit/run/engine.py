@@ -28,6 +28,7 @@ import tensorflow as tf
 from tpufit import cluster, data, errors
 from tpufit.config import Layout, Mode
 from tpufit.data import checks, kinds
+from tpufit.data.expected import Expected
 from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
@@ -253,6 +254,8 @@ class Engine:
         return seed
 
     def _infeed(self, x: Any, y: Any, sample_weight: Any, request: InfeedRequest) -> Infeed:
+        expected = Expected.of(self._replicas.replica_model, request.mode)
+        request = dataclasses.replace(request, expected=expected)
         return data.build_infeed(x, y, sample_weight, request, self._replicas.strategy)
 
     def _validation_feed(self, call: FitCall) -> Infeed | None:
