@@ -1,4 +1,4 @@
-"""tpufit/data/python_data.py: what generators and PyDatasets share: checks and the probe."""
+"""tpufit/data/python_data.py: what generators and PyDatasets share: their checks."""
 
 from __future__ import annotations
 
@@ -76,14 +76,3 @@ def test_the_static_batch_is_the_requested_one_else_the_largest_batch_read_ahead
     assert python_data.static_batch_size(requested, peeked, 4) == 12
     with pytest.raises(tpufit.InvalidArgumentError, match="4 replicas"):
         python_data.static_batch_size(request, peeked[:1], 4)
-
-
-@pytest.mark.parametrize("layout", list(Layout))
-def test_the_probe_is_the_first_batch_laid_out_as_the_runs_batches(layout):
-    first = python_data.standardize((np.ones((3, 2)), np.array([0, 1, 1])))
-    request = InfeedRequest(Mode.EVAL, layout, class_weight={1: 2.0})
-    data, signals = next(python_data.probe(first, request, 4).as_numpy_iterator())
-    rows = 4 if layout is Layout.PADDED else 3
-    assert data[0].shape == (rows, 2)
-    np.testing.assert_array_equal(data[2][:3], [1.0, 2.0, 2.0])  # class weights added
-    assert signals["mask"].tolist() == [1.0] * 3 + [0.0] * (rows - 3)

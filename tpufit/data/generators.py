@@ -2,8 +2,7 @@
 
 A generator can be read only once. Its first batches are read ahead and
 checked (`python_data.py`); the rest are streamed through `tf.data`, re-cut
-to the static batch, with a probe of its first batch to build the model's
-state from. Validation data, and evaluation on several workers, are read
+to the static batch. Validation data, and evaluation on several workers, are read
 into host memory instead (up to their `steps`) and fed as arrays.
 
 A training loop runs exactly the steps it is given, so training reads the
@@ -212,7 +211,6 @@ def build(
     )
     return dataclasses.replace(
         feed,
-        probe=python_data.probe(source.peeked[0], request, size),
         lookahead=source if training else None,
         pipeline_errors=source.pipeline_errors,
     )

@@ -72,8 +72,6 @@ class Infeed:
         layout: How its partial last batch is laid out (see `Layout`).
         tail: For the `TRUE_SIZE` layout, the partial last batch of each pass
             as a stream of one batch per pass (endless when `dataset` is); else `None`.
-        probe: A dataset to read a first batch from without touching the
-            stream (for sources that can be read only once); else `dataset`.
         dataset_fn: Builds one input pipeline's per-replica batches (an
             `input_fn`), for `distribute_datasets_from_function`; else `None`.
         rows: Real rows in one pass, when known (arrays).
@@ -92,7 +90,6 @@ class Infeed:
     mode: Mode
     layout: Layout
     tail: tf.data.Dataset | None = None
-    probe: tf.data.Dataset | None = None
     dataset_fn: Any = None
     rows: int | None = None
     lookahead: Lookahead | None = None

@@ -118,6 +118,5 @@ def build(
     )
     return dataclasses.replace(
         feed,
-        probe=python_data.probe(source.peeked[0], request, size, rebatch=False),
         pipeline_errors=source.pipeline_errors,
     )

@@ -1,4 +1,4 @@
-"""What the two Python sources share: recognising them, checking their batches, the probe.
+"""What the two Python sources share: recognising them, checking their batches.
 
 Python generators (`generators.py`) and `keras.utils.PyDataset`s
 (`py_datasets.py`) are read as Keras's adapters read them: the first batches
@@ -11,9 +11,6 @@ A checker records every error it raises on its source's `pipeline_errors`
 list: raised inside `tf.data` for a later batch, an error reaches the host
 wrapped in a TensorFlow `OpError`, and the run finds it again through the
 `Infeed` (`Infeed.pipeline_errors`).
-
-A source can be read only once, so anything else that needs a batch of it
-(building the model's state) gets a *probe* made of the first batch read ahead.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import errors
-from tpufit.data import checks, infeed, weighting
+from tpufit.data import checks, infeed
 from tpufit.data.request import InfeedRequest
 
 PEEKED_BATCHES = 2  # As Keras's adapters read ahead to learn the element spec.
@@ -167,26 +164,3 @@ def static_batch_size(request: InfeedRequest, peeked: list, num_replicas: int) -
         size = max(rows_of(b) for b in peeked)
     checks.check_batch_size(size, num_replicas)
     return size
-
-
-def probe(
-    first: Any, request: InfeedRequest, batch_size: int, *, rebatch: bool = True
-) -> tf.data.Dataset:
-    """The source's first batch alone, laid out as the run's batches, to build state from.
-
-    Args:
-        first: The first batch read ahead, standardized.
-        request: What the run asks of its input (class weights, layout).
-        batch_size: The static batch size.
-        rebatch: As `infeed.from_dataset`'s.
-    """
-    dataset = weighting.with_class_weight(tf.data.Dataset.from_tensors(first), request.class_weight)
-    feed = infeed.from_dataset(
-        dataset,
-        mode=request.mode,
-        layout=request.layout,
-        batch_size=batch_size,
-        count=False,  # Only its first batch is ever read.
-        rebatch=rebatch,
-    )
-    return feed.dataset
