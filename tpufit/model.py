@@ -151,8 +151,9 @@ class TPUModel:
     ) -> keras.callbacks.History:
         """Trains the model, as `keras.Model.fit` does, in loops of `iterations_per_loop` steps.
 
-        Every epoch sees every example: the last partial batch is padded with
-        zero-weight rows and counts as a step (`drop_remainder=True` drops it).
+        Every epoch sees every example: the last partial batch counts as a
+        step, padded with masked rows or run at its true size, whichever keeps
+        the result exact (docs/exactness.md; `drop_remainder=True` drops it).
         `steps_per_epoch` means what it means in Keras 3: each epoch takes the
         next steps of the current pass over the data, ends early where the
         pass ends (with Keras's "Your input ran out of data" warning), and the
