@@ -53,7 +53,7 @@ class NanGuard(enum.Enum):
     `OFF`: nothing, as in Keras: training runs on.
     `WITHHOLD`: the step applies no update (tpufit's copies of Keras's train
     step apply the gradients only if the loss and every gradient are finite
-    on every replica, `steps.apply_if_finite`); the loop ends at that step,
+    on every replica, `finite.apply_if_finite`); the loop ends at that step,
     which is not counted.
     `HALT`: the step is the model's own and has applied its update; the loop
     ends after it, which is counted.
