@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from conftest import assert_same_weights, compile_args, copy_model, tiny_data, tiny_model
@@ -61,3 +62,29 @@ def test_attaching_twice_or_detaching_a_model_never_attached_is_a_tpufit_error()
     tpufit.detach(model)
     with pytest.raises(tpufit.InvalidArgumentError, match="Received: model='Sequential'"):
         tpufit.detach(model)
+
+
+def test_compiling_before_or_after_attaching_gives_the_same_weights():
+    x, y = tiny_data(64)
+    weights = []
+    for compile_first in (True, False):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(8),
+                keras.layers.Dropout(0.5),
+                keras.layers.Dense(3),
+            ]
+        )
+        if compile_first:
+            model.compile(**compile_args())
+            tpufit.attach(model, iterations_per_loop=4)
+        else:
+            tpufit.attach(model, iterations_per_loop=4)
+            model.compile(**compile_args())
+        keras.utils.set_random_seed(1)
+        model.fit(x, y, batch_size=16, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for before, after in zip(*weights, strict=True):
+        np.testing.assert_array_equal(before, after)

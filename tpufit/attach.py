@@ -29,6 +29,11 @@ def attach(model: keras.Model, **tpu_model_kwargs: Any) -> TPUModel:
         **tpu_model_kwargs: `TPUModel`'s arguments (`strategy`,
             `iterations_per_loop`, `model_dir`, `config`).
 
+    A model compiled before `attach` keeps its compile arguments except
+    `jit_compile` (Keras stores its resolution of `"auto"`, not what was
+    asked): XLA follows `config.jit_compile`, as when `compile` comes after
+    `attach`; pass `config=tpufit.RunConfig(jit_compile=False)` to choose.
+
     Returns:
         The `TPUModel` the calls go through (for `global_step`, `export`, ...).
 
@@ -54,7 +59,10 @@ def attach(model: keras.Model, **tpu_model_kwargs: Any) -> TPUModel:
     tpu_model = TPUModel(model, **tpu_model_kwargs)
     arguments = _keras_shim.compile_arguments(model)
     if arguments is not None:
-        # Compiled before attaching: the TPUModel takes the same compile arguments.
+        # Compiled before attaching: the TPUModel takes the same compile arguments, but
+        # not `jit_compile`: Keras records its own resolution of "auto" (no XLA on a
+        # CPU), so keeping it would make the order of `compile` and `attach` decide.
+        arguments.pop("jit_compile", None)
         tpu_model.compile(**arguments)
     for name in ROUTED:
         object.__setattr__(model, name, getattr(tpu_model, name))
