@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
+import like_keras
 import numpy as np
 import pytest
 from conftest import FEATURES, RowCounter
@@ -62,14 +63,23 @@ def sparse_ce(**extra) -> Callable[[], dict]:
 
 
 def twins(build: Callable[[], keras.Model], compile_kwargs: Callable[[], dict], **tpu_kwargs):
-    """`(ours, theirs, tm)`: the same model built twice from one seed, ours attached."""
+    """`(ours, theirs, tm)`: the same model built twice from one seed, ours attached.
+
+    In a process with several logical CPUs, ours is built and runs on all of them.
+    Both are compiled before `attach`, so ours takes Keras's compile arguments.
+    """
+    strategy = like_keras.strategy()
     keras.utils.set_random_seed(0)
-    ours = build()
+    if strategy is None:
+        ours = build()
+    else:
+        with strategy.scope():
+            ours = build()
     keras.utils.set_random_seed(0)
     theirs = build()
     ours.compile(**compile_kwargs())
     theirs.compile(**compile_kwargs())
-    tm = tpufit.attach(ours, iterations_per_loop=4, **tpu_kwargs)
+    tm = tpufit.attach(ours, strategy=strategy, iterations_per_loop=4, **tpu_kwargs)
     return ours, theirs, tm
 
 
