@@ -234,10 +234,11 @@ def test_an_own_predict_step_returns_a_dict_row_for_row_as_keras(source):
 # --- GANs: their own compile, two optimizers, nested tapes ----------------------------------
 
 
-# The GANs draw random numbers in their steps: XLA's stateless random kernels draw
-# other numbers than TensorFlow's, and tpufit's `jit_compile="auto"` picks XLA where
-# Keras's does not (on a CPU), so these cases compile both models with
-# `jit_compile=False`, the same argument for both.
+# The GANs (and the VAE) draw random numbers in their steps: XLA's stateless random
+# kernels draw other numbers than TensorFlow's, and tpufit's `jit_compile="auto"` picks
+# XLA where Keras's does not (on a CPU); even `jit_compile=True` for both differs, as
+# tpufit runs an own step's first step eagerly. So these cases compile both models
+# with `jit_compile=False`, the same argument for both.
 
 
 class GAN(TinyGAN):

@@ -5,7 +5,7 @@ partial last batch of 7, `fit` / `evaluate` / `predict` compared with plain
 Keras from the same seed): `sample_weight` of every rank Keras accepts for
 per-row, per-timestep and per-pixel losses, and BatchNormalization,
 `add_loss` and activity regularizers combined with validation, weights and
-nesting.
+nesting. On several replicas, as described in `test_padding_cases.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import keras
 import numpy as np
 import pytest
 from conftest import FEATURES
+from like_keras import fit_both
 from test_padding_cases import (
+    ON_REPLICAS_AT_TRUE_SIZE,
+    ON_REPLICAS_BN_COPIES_DRIFT,
     ROWS,
     BatchPenalty,
     assert_like_keras,
@@ -124,11 +127,19 @@ RANKS = {
 }
 
 
-@pytest.mark.parametrize("case", list(RANKS))
+ROW_WISE = ("rows", "rows_column", "regression_rows")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        case if case in ROW_WISE else pytest.param(case, marks=ON_REPLICAS_AT_TRUE_SIZE)
+        for case in RANKS
+    ],
+)
 def test_sample_weight_of_every_rank_keras_accepts_weighs_as_in_keras(case):
     build, compile_kwargs, x, y, sample_weight = RANKS[case]()
-    row_wise = case in ("rows", "rows_column", "regression_rows")
-    layout = Layout.PADDED if row_wise else Layout.TRUE_SIZE
+    layout = Layout.PADDED if case in ROW_WISE else Layout.TRUE_SIZE
     assert_like_keras(build, compile_kwargs, x, y, sample_weight, layout=layout, epochs=1)
 
 
@@ -142,24 +153,23 @@ def test_per_row_weights_of_rank_one_for_per_timestep_losses_fail_as_in_keras(ca
             model.fit(x, y, sample_weight=sample_weight[:, 0], batch_size=32, verbose=0)
 
 
+@ON_REPLICAS_BN_COPIES_DRIFT
 def test_batch_normalization_with_weights_and_validation_trains_as_keras():
     build = mlp(keras.layers.BatchNormalization(momentum=0.7))
-    ours, theirs, tm = twins(build, sparse_ce(weighted_metrics=["accuracy"]))
+    ours, theirs, tm = twins(
+        build, sparse_ce(weighted_metrics=["accuracy"]), keras_per_replica=True
+    )
     x, y, weights = features(), classes(), uniform()
-    kwargs = dict(batch_size=32, epochs=2, shuffle=False, verbose=0, sample_weight=weights)
     validation = (x[:45], y[:45], weights[:45])
-    mine = ours.fit(x, y, validation_data=validation, **kwargs)
-    keras_history = theirs.fit(x, y, validation_data=validation, **kwargs)
-    like_keras_values = {name: mine.history[name] for name in keras_history.history}
-    np.testing.assert_equal(sorted(mine.history), sorted(keras_history.history))
-    for name, values in keras_history.history.items():
-        np.testing.assert_allclose(like_keras_values[name], values, rtol=1e-5, atol=1e-6)
-    for left, right in zip(ours.weights, theirs.weights, strict=True):
-        np.testing.assert_allclose(left.numpy(), right.numpy(), rtol=1e-5, atol=1e-6)
+    fit_both(
+        ours, theirs, x, y, sample_weight=weights, batch_size=32, epochs=2,
+        validation_data=validation,
+    )  # fmt: skip
     assert tm.layouts["train"].layout is Layout.TRUE_SIZE
     assert tm.layouts["eval"].layout is Layout.PADDED
 
 
+@ON_REPLICAS_BN_COPIES_DRIFT
 def test_batch_normalization_inside_a_nested_model_trains_as_keras():
     def build():
         inner = keras.Sequential(
@@ -169,19 +179,17 @@ def test_batch_normalization_inside_a_nested_model_trains_as_keras():
         hidden = inner(keras.layers.Dense(8, activation="relu")(inputs))
         return keras.Model(inputs, keras.layers.Dense(3)(hidden))
 
-    tm = assert_like_keras(build, sparse_ce(), features(), classes())
+    tm = assert_like_keras(build, sparse_ce(), features(), classes(), keras_per_replica=True)
     assert "BatchNormalization" in tm.layouts["train"].reason
 
 
+@ON_REPLICAS_AT_TRUE_SIZE
 def test_add_loss_and_an_activity_regularizer_also_count_in_validation_as_keras():
     build = mlp(
         BatchPenalty(), keras.layers.Dense(8, activity_regularizer=keras.regularizers.L1(0.01))
     )
     ours, theirs, _ = twins(build, sparse_ce(metrics=["accuracy"]))
-    kwargs = dict(batch_size=32, epochs=2, shuffle=False, verbose=0)
     validation = (features(45), classes(45))
-    mine = ours.fit(features(), classes(), validation_data=validation, **kwargs)
-    keras_history = theirs.fit(features(), classes(), validation_data=validation, **kwargs)
-    assert sorted(mine.history) == sorted(keras_history.history)
-    for name, values in keras_history.history.items():
-        np.testing.assert_allclose(mine.history[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
+    fit_both(
+        ours, theirs, features(), classes(), batch_size=32, epochs=2, validation_data=validation
+    )
