@@ -403,12 +403,6 @@ class GANWithoutCall(GAN):
     call = keras.Model.call
 
 
-WITHOUT_CALL = pytest.mark.xfail(
-    strict=True, reason="a model without call() cannot be traced by tpufit yet (being fixed)"
-)
-
-
-@WITHOUT_CALL
 def test_a_vae_without_call_trains_on_its_sub_models_as_keras():
     x, _ = regression_data()
     ours, theirs, _ = twins(
@@ -418,7 +412,6 @@ def test_a_vae_without_call_trains_on_its_sub_models_as_keras():
     assert sorted(mine.history) == ["kl_loss", "loss", "reconstruction_loss"]
 
 
-@WITHOUT_CALL
 def test_a_gan_without_call_trains_as_keras():
     x, _ = regression_data()
     ours, theirs, _ = twins(GANWithoutCall, gan_compile)

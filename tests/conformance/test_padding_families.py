@@ -29,6 +29,7 @@ from test_padding_cases import (
     twins,
 )
 
+import tpufit
 from tpufit.config import Layout
 
 
@@ -146,11 +147,16 @@ def test_sample_weight_of_every_rank_keras_accepts_weighs_as_in_keras(case):
 @pytest.mark.parametrize("case", ["sequence_rows_column", "masked_rows_column"])
 def test_per_row_weights_of_rank_one_for_per_timestep_losses_fail_as_in_keras(case):
     # Keras multiplies (rows, timesteps) losses by (rows,) weights and fails; (rows, 1) works.
+    # tpufit refuses them too, before any device work, in its own words.
     build, compile_kwargs, x, y, sample_weight = RANKS[case]()
     ours, theirs, _ = twins(build, compile_kwargs)
-    for model in (theirs, ours):
-        with pytest.raises(Exception, match="[Ii]ncompatible shapes"):  # noqa: B017, PT011
-            model.fit(x, y, sample_weight=sample_weight[:, 0], batch_size=32, verbose=0)
+    with pytest.raises(Exception, match="[Ii]ncompatible shapes"):  # noqa: B017, PT011
+        theirs.fit(x, y, sample_weight=sample_weight[:, 0], batch_size=32, verbose=0)
+    before = ours.get_weights()
+    with pytest.raises(tpufit.InvalidArgumentError, match="sample_weight"):
+        ours.fit(x, y, sample_weight=sample_weight[:, 0], batch_size=32, verbose=0)
+    for left, right in zip(ours.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(left, right)
 
 
 @ON_REPLICAS_BN_COPIES_DRIFT
