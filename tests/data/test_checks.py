@@ -161,9 +161,13 @@ def test_parts_are_named_by_their_path():
     assert "x['a'] has 6 rows" in message and "x['b'][1] has 5 rows" in message
 
 
-def test_a_none_part_is_named():
-    with pytest.raises(tpufit.InvalidArgumentError, match=r"`x\['city'\]` is None"):
-        validation.check_arrays(x={"age": np.zeros(3), "city": None})
+def test_a_none_part_of_x_is_left_to_the_model_and_of_y_named():
+    # None in `x` may feed an optional input (`Expected` checks that it is one).
+    assert validation.check_arrays(x={"age": np.zeros(3), "city": None}) == 3
+    with pytest.raises(tpufit.InvalidArgumentError, match=r"`y\['city'\]` is None"):
+        validation.check_arrays(x=np.zeros(3), y={"age": np.zeros(3), "city": None})
+    with pytest.raises(tpufit.InvalidArgumentError, match="holds no array"):
+        validation.check_arrays(x=[None])
 
 
 @pytest.mark.parametrize(

@@ -112,7 +112,9 @@ def _leaf_rows(name: str, label: str, leaf: Any) -> int:
 def check_arrays(**parts: Any) -> int:
     """Checks that every array in `parts` (x, y, sample_weight) has the same rows.
 
-    Every part must be an array with a first dimension, of numbers or strings.
+    Every part must be an array with a first dimension, of numbers or strings;
+    a part of `x` may be `None` (an optional input left out, as Keras allows:
+    `Expected` checks that the model's input is optional).
 
     Returns:
         The number of rows.
@@ -122,6 +124,8 @@ def check_arrays(**parts: Any) -> int:
         if value is None:
             continue
         for label, leaf in labelled_leaves(value, name):
+            if leaf is None and name == "x" and value is not None:
+                continue
             lengths[label] = _leaf_rows(name, label, leaf)
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{k} has {v} rows" for k, v in lengths.items())
