@@ -237,3 +237,20 @@ def test_none_for_a_required_input_is_an_error_naming_it_as_keras_does():
         model.fit([np.ones((4, 2)), None], np.ones((4, 1)), verbose=0)
     with pytest.raises(tpufit.InvalidArgumentError, match="'a' is not optional"):
         model.predict([None, np.ones((4, 2))], verbose=0)
+
+
+def test_validation_split_keeps_none_for_an_optional_input_as_keras():
+    rng = np.random.default_rng(1)
+    x = {"x": rng.random((10, 2), dtype=np.float32), "o": None}
+    y = rng.random((10, 2), dtype=np.float32)
+    histories = []
+    for attached in (False, True):
+        model = optional_input_model()
+        if attached:
+            tpufit.attach(model)
+        model.compile(loss="mse", optimizer="sgd")
+        fitted = model.fit(x, y, batch_size=4, validation_split=0.2, shuffle=False, verbose=0)
+        histories.append(fitted.history)
+    assert set(histories[1]) == set(histories[0]) == {"loss", "val_loss"}
+    for name, value in histories[0].items():
+        np.testing.assert_allclose(histories[1][name], value, rtol=1e-5, err_msg=name)
