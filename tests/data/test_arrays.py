@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import keras
 import numpy as np
 import pandas as pd
@@ -138,3 +140,117 @@ def test_initial_epoch_resumes_the_epoch_count():
     )
     assert seen == [2, 3] and history.epoch == [2, 3]
     assert tm.global_step == 8
+
+
+Pair = collections.namedtuple("Pair", ["first", "second"])
+
+
+def namedtuple_model():
+    keras.utils.set_random_seed(0)
+    x = keras.Input(shape=(3,), name="x")
+    first = keras.layers.Dense(1, name="first", activation="sigmoid")(x)
+    second = keras.layers.Dense(1, name="second", activation="sigmoid")(x)
+    return keras.Model(x, Pair(first, second))
+
+
+def test_namedtuple_targets_and_outputs_keep_their_type_with_keras_results():
+    rng = np.random.default_rng(0)
+    x = rng.random((9, 3), dtype=np.float32)
+    y = Pair(rng.random((9, 1), dtype=np.float32), rng.random((9, 1), dtype=np.float32))
+    results = []
+    for attached in (False, True):
+        model = namedtuple_model()
+        if attached:
+            tpufit.attach(model)
+        model.compile(optimizer="sgd", loss=Pair("mse", "mae"), metrics=Pair(["mae"], ["mse"]))
+        # Whole batches in fit: with a partial one, Keras's per-output loss logs of fit
+        # differ from tpufit's for any multi-output model (a separate difference).
+        train = (x[:8], Pair(y.first[:8], y.second[:8]))
+        history = model.fit(*train, batch_size=2, epochs=2, shuffle=False, verbose=0)
+        # tpufit's evaluate is Keras's on the whole data in one batch (docs/exactness.md).
+        logs = model.evaluate(x, y, batch_size=4 if attached else 9, return_dict=True, verbose=0)
+        results.append((history.history, logs, model.predict(x, batch_size=4, verbose=0), model))
+    (history, logs, predicted, model), (our_history, our_logs, our_predicted, ours) = results
+    assert set(our_history) == set(history)
+    for name in history:
+        np.testing.assert_allclose(our_history[name], history[name], rtol=1e-5, err_msg=name)
+    assert_same_logs(our_logs, logs)
+    assert type(our_predicted) is Pair and type(predicted) is Pair
+    for mine, theirs in zip(our_predicted, predicted, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    assert_same_weights(ours, model)
+
+
+class AddIfGiven(keras.layers.Layer):
+    """Keras's own test layer for optional inputs: `x + o`, or `x` alone when `o` is None."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, x, o=None):
+        return self.dense(x if o is None else x + o)
+
+
+def optional_input_model():
+    keras.utils.set_random_seed(0)
+    x = keras.Input((2,), name="x")
+    o = keras.Input((2,), name="o", optional=True)
+    return keras.Model({"x": x, "o": o}, AddIfGiven()(x, o))
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_none_for_an_optional_input_reaches_the_model_as_in_keras(given):
+    rng = np.random.default_rng(0)
+    x = {"x": rng.random((5, 2), dtype=np.float32), "o": None}
+    if given:
+        x["o"] = rng.random((5, 2), dtype=np.float32)
+    y = rng.random((5, 2), dtype=np.float32)
+    results = []
+    for attached in (False, True):
+        model = optional_input_model()
+        if attached:
+            tpufit.attach(model)
+        model.compile(loss="mse", optimizer="sgd", metrics=["mae"])
+        history = model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0).history
+        # tpufit's evaluate is Keras's on the whole data in one batch (docs/exactness.md).
+        logs = model.evaluate(x, y, batch_size=2 if attached else 5, return_dict=True, verbose=0)
+        results.append((history, logs, model.predict(x, batch_size=2, verbose=0), model))
+    (history, logs, predicted, model), (our_history, our_logs, our_predicted, ours) = results
+    for name in history:
+        np.testing.assert_allclose(our_history[name], history[name], rtol=1e-5, err_msg=name)
+    assert_same_logs(our_logs, logs)
+    np.testing.assert_allclose(our_predicted, predicted, rtol=1e-5, atol=1e-6)
+    assert_same_weights(ours, model)
+
+
+def test_none_for_a_required_input_is_an_error_naming_it_as_keras_does():
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((2,), name="a"), keras.Input((2,), name="b")
+    model = keras.Model([a, b], keras.layers.Dense(1)(a + b))
+    tpufit.attach(model)
+    model.compile(loss="mse", optimizer="sgd")
+    with pytest.raises(
+        tpufit.InvalidArgumentError,
+        match=r"`x\[1\]` is None but the model's input 'b' is not optional",
+    ):
+        model.fit([np.ones((4, 2)), None], np.ones((4, 1)), verbose=0)
+    with pytest.raises(tpufit.InvalidArgumentError, match="'a' is not optional"):
+        model.predict([None, np.ones((4, 2))], verbose=0)
+
+
+def test_validation_split_keeps_none_for_an_optional_input_as_keras():
+    rng = np.random.default_rng(1)
+    x = {"x": rng.random((10, 2), dtype=np.float32), "o": None}
+    y = rng.random((10, 2), dtype=np.float32)
+    histories = []
+    for attached in (False, True):
+        model = optional_input_model()
+        if attached:
+            tpufit.attach(model)
+        model.compile(loss="mse", optimizer="sgd")
+        fitted = model.fit(x, y, batch_size=4, validation_split=0.2, shuffle=False, verbose=0)
+        histories.append(fitted.history)
+    assert set(histories[1]) == set(histories[0]) == {"loss", "val_loss"}
+    for name, value in histories[0].items():
+        np.testing.assert_allclose(histories[1][name], value, rtol=1e-5, err_msg=name)

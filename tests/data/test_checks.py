@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+import scipy.sparse
 import tensorflow as tf
 from conftest import FEATURES, tiny_data
 from hypothesis import given, settings
@@ -161,9 +163,13 @@ def test_parts_are_named_by_their_path():
     assert "x['a'] has 6 rows" in message and "x['b'][1] has 5 rows" in message
 
 
-def test_a_none_part_is_named():
-    with pytest.raises(tpufit.InvalidArgumentError, match=r"`x\['city'\]` is None"):
-        validation.check_arrays(x={"age": np.zeros(3), "city": None})
+def test_a_none_part_of_x_is_left_to_the_model_and_of_y_named():
+    # None in `x` may feed an optional input (`Expected` checks that it is one).
+    assert validation.check_arrays(x={"age": np.zeros(3), "city": None}) == 3
+    with pytest.raises(tpufit.InvalidArgumentError, match=r"`y\['city'\]` is None"):
+        validation.check_arrays(x=np.zeros(3), y={"age": np.zeros(3), "city": None})
+    with pytest.raises(tpufit.InvalidArgumentError, match="holds no array"):
+        validation.check_arrays(x=[None])
 
 
 @pytest.mark.parametrize(
@@ -235,3 +241,46 @@ def test_y_or_sample_weight_with_a_dataset_is_an_error_naming_it(name):
 
 def test_dataset_without_y_or_sample_weight_passes():
     validation.check_no_extras("tf.data.Dataset", None, None)
+
+
+def ragged_model():
+    rows = keras.Input((None,), ragged=True)
+    return keras.Sequential([rows, keras.layers.Lambda(lambda t: tf.reduce_sum(t, 1, True))])
+
+
+def sparse_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((3,), sparse=True), keras.layers.Dense(1)])
+
+
+RAGGED = tf.ragged.constant([[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]])
+SPARSE = tf.sparse.from_dense(np.eye(3, dtype="float32"))
+
+
+@pytest.mark.parametrize(
+    ("make_model", "data", "said"),
+    [
+        (ragged_model, RAGGED, "`x` is a tf.RaggedTensor"),
+        (sparse_model, SPARSE, "`x` is a tf.SparseTensor"),
+        (sparse_model, scipy.sparse.csr_matrix(np.eye(3)), "`x` is a scipy sparse csr_matrix"),
+        (sparse_model, {"x": [SPARSE]}, r"`x\['x'\]\[0\]` is a tf.SparseTensor"),
+        (sparse_model, (s for s in [(SPARSE,)]), "`x` in batch 0 of the generator is a tf.Sparse"),
+        (ragged_model, tf.data.Dataset.from_tensors(RAGGED), "elements is a RaggedTensor"),
+        (sparse_model, tf.data.Dataset.from_tensors(SPARSE), "elements is a SparseTensor"),
+    ],
+)
+def test_ragged_and_sparse_data_is_an_error_saying_how_to_make_it_dense(make_model, data, said):
+    model = make_model()
+    tpufit.attach(model)
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(tpufit.InvalidArgumentError, match=f"{said}.*to_dense") as raised:
+        model.predict(data, verbose=0)
+    assert "Received: " in str(raised.value)
+
+
+def test_sparse_targets_are_named_too():
+    model = sparse_model()
+    tpufit.attach(model)
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(tpufit.InvalidArgumentError, match="`y` is a tf.SparseTensor"):
+        model.fit(np.eye(3), SPARSE, verbose=0)

@@ -302,3 +302,16 @@ def test_generator_validation_data_is_read_once_and_used_every_epoch():
     expected = twin.evaluate(x, y, batch_size=ROWS, return_dict=True, verbose=0)
     assert len(history.history["val_loss"]) == 2
     np.testing.assert_allclose(history.history["val_loss"][-1], expected["loss"], rtol=1e-5)
+
+
+def test_none_in_a_generators_batches_is_an_error_pointing_to_arrays():
+    keras.utils.set_random_seed(0)
+    x, o = keras.Input((2,), name="x"), keras.Input((2,), name="o", optional=True)
+    model = keras.Model({"x": x, "o": o}, keras.layers.Dense(1)(x))
+    tpufit.attach(model)
+    model.compile(loss="mse", optimizer="sgd")
+    source = (({"x": np.ones((2, 2)), "o": None}, np.ones((2, 1))) for _ in range(2))
+    with pytest.raises(
+        tpufit.InvalidArgumentError, match=r"`x\['o'\]` is None in batch 0.*as arrays"
+    ):
+        model.fit(source, verbose=0)

@@ -140,3 +140,25 @@ def test_py_dataset_shuffle_reorders_its_batches_each_epoch_as_keras_does():
     assert len(complete) == 2
     assert all(sorted(order) == list(range(7)) for order in complete)
     assert complete[0] != complete[1]
+
+
+class WithoutOptional(keras.utils.PyDataset):
+    """Two batches leaving out the optional input `o` (None in its place)."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        return ({"x": np.ones((2, 2)), "o": None},)
+
+
+def test_none_in_a_py_datasets_batches_is_an_error_pointing_to_arrays():
+    keras.utils.set_random_seed(0)
+    x, o = keras.Input((2,), name="x"), keras.Input((2,), name="o", optional=True)
+    model = keras.Model({"x": x, "o": o}, keras.layers.Dense(1)(x))
+    tpufit.attach(model)
+    model.compile(loss="mse", optimizer="sgd")
+    with pytest.raises(
+        tpufit.InvalidArgumentError, match=r"`x\['o'\]` is None in batch 0 of the PyD"
+    ):
+        model.predict(WithoutOptional(), verbose=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,3 +82,10 @@ def test_text_with_missing_values_is_an_error_naming_the_column(missing):
     with pytest.raises(tpufit.InvalidArgumentError) as raised:
         tables.to_arrays(table, "x")
     assert "missing values: 'city'" in str(raised.value) and "fillna" in str(raised.value)
+
+
+def test_namedtuples_keep_their_type_and_fields():
+    Pair = collections.namedtuple("Pair", ["first", "second"])
+    converted = tables.to_arrays(Pair(pd.Series([1.0, 2.0]), (np.ones(2),)), "y")
+    assert type(converted) is Pair and isinstance(converted.first, np.ndarray)
+    assert type(converted.second) is tuple

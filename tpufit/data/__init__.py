@@ -65,6 +65,7 @@ _ADAPTERS = {
     kinds.GENERATOR: generators.build,
     kinds.PY_DATASET: py_datasets.build,
     kinds.INPUT_FN: input_fns.build,
+    kinds.DISTRIBUTED: datasets.refuse_distributed,
 }
 
 

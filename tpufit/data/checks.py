@@ -92,7 +92,46 @@ def check_values(name: str, label: str, array: np.ndarray) -> None:
     )
 
 
+_DENSE_FIRST = (
+    "dense arrays: tpufit pads every batch to one static shape, which ragged and sparse "
+    "data lack; make them dense first (`.to_tensor()` for a tf.RaggedTensor, "
+    "`tf.sparse.to_dense` for a tf.SparseTensor, `.toarray()` for a scipy sparse matrix, "
+    "`keras.utils.pad_sequences` for ragged rows), or train such a model with plain Keras"
+)
+
+
+def not_dense(value: Any) -> str | None:
+    """What kind of ragged or sparse data `value` is ("a tf.RaggedTensor", ...), or `None`."""
+    if isinstance(value, tf.RaggedTensor):
+        return "a tf.RaggedTensor"
+    if isinstance(value, tf.SparseTensor):
+        return "a tf.SparseTensor"
+    if (type(value).__module__ or "").startswith("scipy.sparse"):
+        return f"a scipy sparse {type(value).__name__}"
+    return None
+
+
+def refuse_not_dense(name: str, label: str, value: Any, where: str = "") -> None:
+    """Raises for ragged or sparse data (see `not_dense`), before any device work.
+
+    Args:
+        name: The argument the value is part of ("x", "y", "sample_weight").
+        label: The value's path in it ("x['age']"), for the message.
+        value: The value.
+        where: Where the value came from, for the message (" in batch 0 of the generator").
+    """
+    kind = not_dense(value)
+    if kind is not None:
+        raise errors.invalid_argument(
+            name,
+            f"{kind} of shape {tuple(value.shape)}",
+            _DENSE_FIRST,
+            what=f"`{label}`{where} is {kind}",
+        )
+
+
 def _leaf_rows(name: str, label: str, leaf: Any) -> int:
+    refuse_not_dense(name, label, leaf)
     if leaf is None:
         raise errors.invalid_argument(
             name, None, "an array in every part of the data", what=f"`{label}` is None"
@@ -112,7 +151,9 @@ def _leaf_rows(name: str, label: str, leaf: Any) -> int:
 def check_arrays(**parts: Any) -> int:
     """Checks that every array in `parts` (x, y, sample_weight) has the same rows.
 
-    Every part must be an array with a first dimension, of numbers or strings.
+    Every part must be an array with a first dimension, of numbers or strings;
+    a part of `x` may be `None` (an optional input left out, as Keras allows:
+    `Expected` checks that the model's input is optional).
 
     Returns:
         The number of rows.
@@ -122,6 +163,8 @@ def check_arrays(**parts: Any) -> int:
         if value is None:
             continue
         for label, leaf in labelled_leaves(value, name):
+            if leaf is None and name == "x" and value is not None:
+                continue
             lengths[label] = _leaf_rows(name, label, leaf)
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{k} has {v} rows" for k, v in lengths.items())
@@ -171,7 +214,8 @@ def check_batches(element_spec: Any, source: str) -> None:
                     spec,
                     f"a {source} of batches: every part a dense tensor with a first (batch) "
                     "dimension (batch it with `.batch(...)`; pad ragged parts with "
-                    "`.padded_batch(...)` or `.to_tensor()`)",
+                    "`.padded_batch(...)` or `.to_tensor()`, make sparse ones dense with "
+                    "`tf.sparse.to_dense`: tpufit pads batches to one static shape)",
                     what=f"`{label}` in the {source}'s elements is {what}",
                 )
 

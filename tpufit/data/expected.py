@@ -86,11 +86,14 @@ class ModelInputs:
         names: The names a functional model's `input_spec` matches a dict of
             data with (and whose count it checks); `None` for a Sequential
             model, which does neither.
+        optional: For each of `tensors`, whether it was declared
+            `keras.Input(..., optional=True)`: such an input may be fed `None`.
     """
 
     structure: Any
     tensors: tuple
     names: tuple | None
+    optional: tuple = ()
 
     @classmethod
     def of(cls, model: keras.Model) -> ModelInputs | None:
@@ -108,7 +111,10 @@ class ModelInputs:
         structure, specs = model.input, model.input_spec
         if specs is None or not _flat(structure):
             return None  # Nested inputs: Keras itself skips its checks.
-        return cls(structure, tensors, tuple(spec.name for spec in tf.nest.flatten(specs)))
+        # `input_spec` lists the inputs in `model.inputs`' order (sorted keys for a dict).
+        specs = tf.nest.flatten(specs)
+        names = tuple(spec.name for spec in specs)
+        return cls(structure, tensors, names, tuple(bool(spec.optional) for spec in specs))
 
     def check(self, x: Any, name: str = "x") -> None:
         """Checks the element spec `x` against the inputs.
@@ -121,7 +127,20 @@ class ModelInputs:
         """
         self._check_names_and_count(x, name)
         # As Keras, parts beyond the inputs go unused (a Sequential model takes the first).
-        for (label, spec), tensor in zip(self._parts(x, name), self.tensors, strict=False):
+        optional = self.optional or (False,) * len(self.tensors)
+        parts = zip(self._parts(x, name), self.tensors, optional, strict=False)
+        for (label, spec), tensor, may_be_none in parts:
+            if isinstance(spec, tf.NoneTensorSpec) or spec is None:
+                if not may_be_none:
+                    raise errors.invalid_argument(
+                        label,
+                        None,
+                        f"data for the model's input {tensor.name!r}: it is not optional (only "
+                        "an input declared `keras.Input(..., optional=True)` may be fed None)",
+                        what=f"`{label}` is None but the model's input {tensor.name!r} "
+                        "is not optional",
+                    )
+                continue  # Keras passes None on to the model's optional input.
             _check_dtype(label, spec, tensor)
             _check_shape(label, spec, tensor)
 

@@ -27,6 +27,7 @@ and then repeat a stop batch, so a loop that reads past the data stops cleanly.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import keras
@@ -123,6 +124,8 @@ def as_input_array(value: Any) -> np.ndarray:
 
 
 def _to_tensor_ready(value):
+    if value is None:
+        return None  # Data for an optional input left out: Keras passes None on to the model.
     if isinstance(value, (list, tuple)):
         return tuple(_to_tensor_ready(v) for v in value)
     if isinstance(value, dict):
@@ -154,6 +157,26 @@ def pack_arrays(x, y=None, sample_weight=None):
 def num_rows(data) -> int:
     """Returns the number of rows of a packed array structure."""
     return int(tf.nest.flatten(data)[0].shape[0])
+
+
+def _without_none(data: Any) -> tuple[Any, Callable | None]:
+    """Returns `data` without its `None` parts, and `put_back(batch, signals)` to restore them.
+
+    A `None` (an optional input left out) has no rows to shuffle, take or pad:
+    the arrays are batched without it, and each batch gets it back in its
+    place. `put_back` is `None` when `data` has no `None` part.
+    """
+    flat = tf.nest.flatten(data)
+    if all(leaf is not None for leaf in flat):
+        return data, None
+    present = tuple(leaf for leaf in flat if leaf is not None)
+
+    def put_back(batch: tuple, signals: Any) -> tuple:
+        arrays = iter(batch)
+        whole = [None if leaf is None else next(arrays) for leaf in flat]
+        return tf.nest.pack_sequence_as(data, whole), signals
+
+    return present, put_back
 
 
 def _permutation(num: int, seed: int | None, pass_index: tf.Tensor) -> tf.Tensor:
@@ -208,6 +231,7 @@ def from_arrays(
         The `Infeed`.
     """
     endless = mode == Mode.TRAIN
+    data, put_back = _without_none(data)
     rows = num_rows(data)
     full = rows // batch_size
     remainder = 0 if drop_remainder else rows - full * batch_size
@@ -259,7 +283,9 @@ def from_arrays(
 
         tail_passes = tf.data.Dataset.range(tf.int64.max if endless else 1)
         tail = tail_passes.map(tail_batch)
+        tail = tail.map(put_back) if put_back is not None else tail
         tail = tail.with_options(_array_options()).prefetch(1)
+    dataset = dataset.map(put_back) if put_back is not None else dataset
     dataset = dataset.with_options(_array_options()).prefetch(tf.data.AUTOTUNE)
     rows = full * batch_size + remainder
     return Infeed(dataset, batch_size, steps, mode, layout, tail, rows=rows)

@@ -13,16 +13,19 @@ DATASET = "dataset"
 GENERATOR = "generator"
 PY_DATASET = "py_dataset"
 INPUT_FN = "input_fn"
+DISTRIBUTED = "distributed_dataset"
 
 
 def kind_of(x: Any) -> str:
-    """Names the kind of `x`: "input_fn", "generator", "py_dataset", "dataset" or "arrays".
+    """Names the kind of `x`: one of the names above.
 
     Anything not recognised as one of the others is arrays (numpy, pandas,
     nested lists / dicts of them): the arrays adapter says what is wrong with it.
     """
     if isinstance(x, tf.data.Dataset):
         return DATASET
+    if isinstance(x, tf.distribute.DistributedDataset):
+        return DISTRIBUTED
     if python_data.is_py_dataset(x):
         return PY_DATASET
     if python_data.is_generator(x):

@@ -54,7 +54,10 @@ def standardize(batch: Any) -> Any:
         batch = tuple(batch)
     if not isinstance(batch, (tuple, dict)):
         batch = (batch,)
-    return tf.nest.map_structure(infeed.as_input_array, batch)
+    # None, ragged and sparse parts stay as they are, for `BatchChecker` to name.
+    return tf.nest.map_structure(
+        lambda a: a if a is None or checks.not_dense(a) else infeed.as_input_array(a), batch
+    )
 
 
 def describe(batch: Any) -> str:
@@ -91,13 +94,15 @@ class BatchChecker:
     def __init__(self, first: Any, source: str, raised: list) -> None:
         self._first = first
         self._source = source
-        self._signature = _signature(first)
         self._raised = raised
+        self._check_leaves(first, 0)
+        self._signature = _signature(first)
         self.check(first, 0)
 
     def check(self, batch: Any, index: int) -> Any:
         """Returns the standardized `batch`, or raises an error showing both batches."""
         batch = standardize(batch)
+        self._check_leaves(batch, index)
         try:
             tf.nest.assert_same_structure(self._first, batch)
             same = _signature(batch) == self._signature
@@ -124,6 +129,30 @@ class BatchChecker:
             )
         self._check_values(batch)
         return batch
+
+    def _check_leaves(self, batch: Any, index: int) -> None:
+        # A Python source's batches are re-cut and padded by tf.data, which has no rows
+        # of None (only arrays carry None on to an optional input: `infeed.from_arrays`)
+        # and no static shape for ragged or sparse parts.
+        parts = keras.utils.unpack_x_y_sample_weight(batch)
+        for name, part in zip(("x", "y", "sample_weight"), parts, strict=True):
+            for label, leaf in checks.labelled_leaves(part, name) if part is not None else ():
+                try:
+                    checks.refuse_not_dense(
+                        name, label, leaf, f" in batch {index} of the {self._source}"
+                    )
+                except errors.InvalidArgumentError as error:
+                    self._raised.append(error)  # See `_error`.
+                    raise
+                if leaf is None:
+                    raise self._error(
+                        name,
+                        f"a {self._source}",
+                        f"an array in every part of a {self._source}'s batches; to leave out "
+                        "an optional input (`keras.Input(..., optional=True)`), pass the data "
+                        "as arrays with None in its place",
+                        what=f"`{label}` is None in batch {index} of the {self._source}",
+                    )
 
     def _check_values(self, batch: Any) -> None:
         parts = keras.utils.unpack_x_y_sample_weight(batch)

@@ -121,5 +121,12 @@ def to_arrays(value: Any, name: str) -> Any:
         return {key: to_arrays(item, f"{name}[{key!r}]") for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         converted = [to_arrays(item, f"{name}[{i}]") for i, item in enumerate(value)]
-        return type(value)(converted) if isinstance(value, tuple) else converted
+        return _rebuilt(value, converted) if isinstance(value, tuple) else converted
     return value
+
+
+def _rebuilt(value: tuple, items: list) -> tuple:
+    """A tuple of `value`'s type holding `items`: a namedtuple takes them as its fields."""
+    if hasattr(value, "_fields"):
+        return type(value)(*items)
+    return type(value)(items)

@@ -51,10 +51,14 @@ def split_for_validation(x, y, sample_weight, split: float, validation_data):
     rows = checks.check_arrays(x=x, y=y, sample_weight=sample_weight)
     cut = int(rows * (1.0 - split))
 
+    def part(v, rows: slice):
+        # A None inside `x` (an optional input left out) stays None in both parts, as in Keras.
+        return tf.nest.map_structure(lambda a: None if a is None else np.asarray(a)[rows], v)
+
     def head(v):
-        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[:cut], v)
+        return None if v is None else part(v, slice(None, cut))
 
     def tail(v):
-        return None if v is None else tf.nest.map_structure(lambda a: np.asarray(a)[cut:], v)
+        return None if v is None else part(v, slice(cut, None))
 
     return head(x), head(y), head(sample_weight), (tail(x), tail(y), tail(sample_weight))

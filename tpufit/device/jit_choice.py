@@ -31,6 +31,13 @@ def _holds_strings(element_spec) -> bool:
     return any(spec.dtype == tf.string for spec in specs)
 
 
+def _example(spec: tf.TypeSpec) -> tf.Tensor | None:
+    """Zeros shaped as `spec`, for lowering a step; None for an optional input left out."""
+    if isinstance(spec, tf.NoneTensorSpec):
+        return None
+    return tf.zeros([d or 1 for d in spec.shape], spec.dtype)
+
+
 def _cpu_only() -> bool:
     return all(device.device_type == "CPU" for device in tf.config.list_physical_devices())
 
@@ -84,9 +91,7 @@ class JitChoice:
             compiled = tf.function(one_step, jit_compile=True)
             try:
                 # Lowering to HLO finds unsupported ops without running anything.
-                example = tf.nest.map_structure(
-                    lambda s: tf.zeros([d or 1 for d in s.shape], s.dtype), element_spec
-                )
+                example = tf.nest.map_structure(_example, element_spec)
                 hlo = compiled.experimental_get_compiler_ir(example)(stage="hlo")
             except Exception as error:  # noqa: BLE001 - any failure means "no XLA".
                 reason = f"XLA cannot compile it ({str(error).splitlines()[0][:300]})"

@@ -382,7 +382,8 @@ def _joined(first: LoopResult, rest: LoopResult) -> LoopResult:
 
 
 def _tensors(*values) -> list:
-    return tf.nest.flatten(values, expand_composites=True)
+    # None stands for an optional input left out: no tensor to wait on.
+    return [v for v in tf.nest.flatten(values, expand_composites=True) if v is not None]
 
 
 def _next_timed(iterator, clock: tf.Tensor, waited: tf.Tensor):

@@ -387,6 +387,10 @@ def build_symbolically(model: keras.Model, data_spec, *, build_model: bool, buil
     """
     if not (build_model or build_compiled):
         return
+    # An optional input left out is None in the data, as Keras passes it to the model.
+    data_spec = tf.nest.map_structure(
+        lambda spec: None if isinstance(spec, tf.NoneTensorSpec) else spec, data_spec
+    )
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data_spec)
     y_pred = _keras_shim.compute_output_spec(model, x, training=False)
     if build_compiled:
