@@ -5,9 +5,8 @@ lines ("XLA service ... initialized", "StreamExecutor ...", "Compiled cluster
 using XLA!") straight to file descriptor 2, where they land inside the
 progress bar. Plain Keras on a CPU never compiles with XLA, so they come from
 tpufit; their log level is read once, when TensorFlow starts, so it cannot be
-lowered afterwards. A program's first run therefore sends descriptor 2 into a
-pipe and writes back everything but INFO lines when it returns: warnings and
-errors still appear, in order, only later.
+lowered afterwards. A program's first run therefore sends descriptor 2 through
+a pipe whose reader forwards everything but INFO lines as it arrives.
 """
 
 from __future__ import annotations
@@ -28,9 +27,44 @@ def dropped(line: bytes) -> bool:
     return bool(_INFO_LINE.match(line)) or line.startswith(_ABSL_PREAMBLE)
 
 
-def _drain(read_end: int, chunks: list[bytes]) -> None:
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
+class _Filter:
+    """Forwards what arrives on a pipe to `target`, but native INFO lines, as it arrives.
+
+    Complete lines are judged whole; a partial line that cannot begin an INFO
+    line (a progress bar's carriage-return update) goes on at once, so nothing waits for
+    the block to end. It runs until every writer of the pipe is gone (a child
+    process started inside the block may hold it longer than the block), then
+    closes both descriptors itself: the block never waits for it.
+    """
+
+    def __init__(self, read_end: int, target: int) -> None:
+        self.read_end = read_end
+        self.target = target
+        self.pending = b""
+
+    def run(self) -> None:
+        try:
+            while chunk := os.read(self.read_end, 65536):
+                self._forward(self.pending + chunk)
+            if self.pending and not dropped(self.pending):
+                os.write(self.target, self.pending)
+        finally:
+            os.close(self.read_end)
+            os.close(self.target)
+
+    def _forward(self, data: bytes) -> None:
+        *lines, rest = data.split(b"\n")
+        kept = [line + b"\n" for line in lines if not dropped(line + b"\n")]
+        if rest and not _may_begin_info(rest):
+            kept.append(rest)
+            rest = b""
+        self.pending = rest
+        if kept:
+            os.write(self.target, b"".join(kept))
+
+
+def _may_begin_info(partial: bytes) -> bool:
+    return partial[:1] == b"I" or _ABSL_PREAMBLE.startswith(partial[: len(_ABSL_PREAMBLE)])
 
 
 def _flush_python_stderr() -> None:
@@ -40,32 +74,24 @@ def _flush_python_stderr() -> None:
 
 @contextlib.contextmanager
 def info_lines_dropped() -> Iterator[None]:
-    """A block whose native INFO lines on descriptor 2 are dropped; other output is kept.
+    """A block whose native INFO lines on descriptor 2 are dropped; other output goes on.
 
-    Output written to descriptor 2 inside the block (a progress bar
-    included) appears when the block ends. Where descriptor 2 cannot be
-    redirected, the block runs as it is.
+    Where descriptor 2 cannot be redirected, the block runs as it is.
     """
     _flush_python_stderr()
     try:
-        saved = os.dup(2)
+        target = os.dup(2)
         read_end, write_end = os.pipe()
     except OSError:
         yield
         return
-    chunks: list[bytes] = []
     os.dup2(write_end, 2)
     os.close(write_end)
-    reader = threading.Thread(target=_drain, args=(read_end, chunks), daemon=True)
-    reader.start()
+    threading.Thread(target=_Filter(read_end, target).run, daemon=True).start()
     try:
         yield
     finally:
         _flush_python_stderr()
-        os.dup2(saved, 2)  # the pipe's last writer is gone: the reader sees its end
-        os.close(saved)
-        reader.join()
-        os.close(read_end)
-        kept = [line for line in b"".join(chunks).splitlines(keepends=True) if not dropped(line)]
-        if kept:
-            os.write(2, b"".join(kept))
+        restored = os.dup(target)
+        os.dup2(restored, 2)  # the filter keeps `target` until its pipe ends
+        os.close(restored)
