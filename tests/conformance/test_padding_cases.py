@@ -41,15 +41,15 @@ BATCH = 32
 RTOL = 1e-5
 ATOL = 1e-6
 
-ON_REPLICAS_AT_TRUE_SIZE = pytest.mark.xfail(
+# Known differences on several replicas (issue 11 leaves them open): skipped there, not run
+# as expected failures, to keep the 4-replica child within the suite's time budget.
+ON_REPLICAS_AT_TRUE_SIZE = pytest.mark.skipif(
     replicas() > 1,
-    strict=True,
     reason="several replicas: the partial last batch at true size is split over the "
     "replicas and each replica's mean loss counts 1/replicas, not by its rows",
 )
-ON_REPLICAS_BN_COPIES_DRIFT = pytest.mark.xfail(
+ON_REPLICAS_BN_COPIES_DRIFT = pytest.mark.skipif(
     replicas() > 1,
-    strict=True,
     reason="several replicas: each replica assigns its own batch's moving statistics to its "
     "copy of BatchNormalization's MirroredVariable; evaluate/predict depend on row placement",
 )
