@@ -411,21 +411,23 @@ def nan_twins():
     return twins(classifier, compile_kwargs, keras_compile={"steps_per_execution": LOOP})
 
 
+def fit_into_a_nan(model):
+    """Fits with `TerminateOnNaN` on data whose weights make the loss NaN in the first step."""
+    return model.fit(
+        features(),
+        labels(),
+        sample_weight=nan_weights(),
+        batch_size=16,
+        epochs=3,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+        shuffle=False,
+        verbose=0,
+    )
+
+
 def test_terminate_on_nan_stops_after_the_loop_with_the_nan_as_keras():
     ours, theirs, _ = nan_twins()
-    histories = [
-        model.fit(
-            features(),
-            labels(),
-            sample_weight=nan_weights(),
-            batch_size=16,
-            epochs=3,
-            callbacks=[keras.callbacks.TerminateOnNaN()],
-            shuffle=False,
-            verbose=0,
-        )  # fmt: skip
-        for model in (ours, theirs)
-    ]
+    histories = [fit_into_a_nan(model) for model in (ours, theirs)]
     assert_same_history(*histories)
     assert np.isnan(histories[0].history["loss"]).all()
     assert ours.optimizer.iterations.numpy() == theirs.optimizer.iterations.numpy() == LOOP
@@ -444,19 +446,7 @@ def test_terminate_on_nan_stops_right_after_the_step_with_the_nan_as_keras():
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         ),
     )
-    histories = [
-        model.fit(
-            features(),
-            labels(),
-            sample_weight=nan_weights(),
-            batch_size=16,
-            epochs=3,
-            callbacks=[keras.callbacks.TerminateOnNaN()],
-            shuffle=False,
-            verbose=0,
-        )  # fmt: skip
-        for model in (ours, theirs)
-    ]
+    histories = [fit_into_a_nan(model) for model in (ours, theirs)]
     assert_same_history(*histories)
     assert theirs.optimizer.iterations.numpy() == 2  # Keras stops after step 1, the NaN step.
     assert ours.optimizer.iterations.numpy() == 2
