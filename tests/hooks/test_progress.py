@@ -1,11 +1,18 @@
-"""Tests of tpufit/progress.py: the bar counts the true steps; verbose has Keras's meanings."""
+"""Tests of tpufit/hooks/progress_bar.py: the bar counts the true steps; verbose has Keras's meanings.
+
+An epoch that an exception ends never shows as complete. The notebook display is
+tested in tests/test_notebook.py.
+"""
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
+import pytest
 from conftest import compiled, tiny_data
 
+import tpufit
 from tpufit.hooks.progress_bar import format_logs, verbosity
 
 
@@ -58,3 +65,46 @@ def test_evaluate_and_predict_bars_count_their_steps(capsys):
 def test_verbosity_and_formatting_follow_keras():
     assert [verbosity(v) for v in ("auto", 0, 1, 2)] == [1, 0, 1, 2]
     assert format_logs({"loss": 0.123456, "name": "x", "n": 3}) == {"loss": "0.1235", "n": "3"}
+
+
+class _RaiseAt(tpufit.Hook):
+    """Raises `error` in the event `where` of the second epoch."""
+
+    def __init__(self, where: str, error: BaseException) -> None:
+        self.where, self.error = where, error
+
+    def after_run(self, ctx, values):
+        if self.where == "after_run" and ctx.epoch == 1 and ctx.first_step > 0:
+            raise self.error
+
+    def epoch_end(self, run, epoch, logs):
+        if self.where == "epoch_end" and epoch == 1:
+            raise self.error
+
+
+@pytest.mark.parametrize(
+    "where, error, shown",
+    [
+        ("after_run", KeyboardInterrupt(), "(interrupted)"),
+        ("epoch_end", RuntimeError("validation broke"), "(failed: RuntimeError)"),
+    ],
+)
+def test_an_epoch_that_an_exception_ends_is_not_shown_complete(capsys, where, error, shown):
+    x, y = tiny_data(80)  # 10 steps per epoch in loops of 4, 4, 2
+    with pytest.raises(type(error)):
+        compiled().fit(x, y, batch_size=8, epochs=3, verbose=1, hooks=[_RaiseAt(where, error)])
+    bars = final_bars(capsys.readouterr().err)
+    assert len(bars) == 2 and "10/10" in bars[0] and "100%" in bars[0]
+    assert bars[1].startswith(f"Epoch 2/3 {shown}") and "%" not in bars[1]
+    # All ten steps ran before epoch_end failed; the bar says so but does not read as done.
+    assert ("10/10 steps" if where == "epoch_end" else "4/10 steps") in bars[1]
+
+
+def test_a_non_finite_loss_leaves_its_epoch_shown_failed(capsys):
+    x, y = tiny_data(80)
+    x[44] = np.nan  # in step 6, the second loop of 4
+    with pytest.raises(tpufit.NonFiniteLossError):
+        compiled().fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=1)
+    (bar,) = final_bars(capsys.readouterr().err)
+    assert bar.startswith("Epoch 1/2 (failed: NonFiniteLossError)") and "4/10 steps" in bar
+    assert "%" not in bar
