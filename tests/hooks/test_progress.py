@@ -1,7 +1,7 @@
-"""Tests of tpufit/hooks/progress_bar.py: the bar counts the true steps; verbose has Keras's meanings.
+"""Tests of tpufit/hooks/progress_bar.py: the bar counts the true steps.
 
-An epoch that an exception ends never shows as complete. The notebook display is
-tested in tests/test_notebook.py.
+`verbose` has Keras's meanings; an epoch that an exception ends never shows as
+complete. The notebook display is tested in tests/test_notebook.py.
 """
 
 from __future__ import annotations
