@@ -211,6 +211,10 @@ tm.fit(x[:160], y[:160], batch_size=16, epochs=1, verbose=0)
 """
 
 CONSISTENT = "print(tm.global_step, int(model.optimizer.iterations))"
+SAME_WEIGHTS = (
+    "np.testing.assert_allclose(model.predict(x[:100], verbose=0),"
+    " tm.predict(x[:100], verbose=0), atol=1e-5)"
+)
 
 
 def test_a_kernel_interrupted_inside_a_device_loop_leaves_a_model_that_predicts_and_trains(
@@ -234,6 +238,8 @@ def test_a_kernel_interrupted_inside_a_device_loop_leaves_a_model_that_predicts_
         reply, out = kernel.run(CONSISTENT)
         global_step, iterations = map(int, out.split())
         assert global_step == iterations >= 10
+        reply, _ = kernel.run(SAME_WEIGHTS)  # the user's model holds what was trained
+        assert reply["status"] == "ok", reply
 
         reply, out = kernel.run("print(tm.predict(x[:100], batch_size=16, verbose=0).shape)")
         assert reply["status"] == "ok" and out.strip() == "(100, 10)"
