@@ -97,7 +97,9 @@ def test_quickstart_notebook_runs_in_a_kernel_of_this_venv(kernels, tmp_path):
     assert widget_views(more) == 1
 
 
-def test_300_epochs_in_a_notebook_stay_under_50_kb_and_show_each_epoch(kernels, tmp_path):
+def test_300_epochs_in_a_notebook_stay_under_50_kb_showing_the_latest_epochs_in_place(
+    kernels, tmp_path
+):
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
@@ -110,6 +112,7 @@ def test_300_epochs_in_a_notebook_stay_under_50_kb_and_show_each_epoch(kernels, 
         nbformat.v4.new_code_cell(
             "history = tm.fit(x, y, batch_size=8, epochs=300, validation_data=(x, y))"
         ),
+        nbformat.v4.new_code_cell("history = tm.fit(x, y, batch_size=8, epochs=25, verbose=2)"),
     ]
     execute(nb, kernels, tmp_path)
     path = tmp_path / "run.ipynb"
@@ -126,6 +129,11 @@ def test_300_epochs_in_a_notebook_stay_under_50_kb_and_show_each_epoch(kernels, 
     assert all("loss: " in line and "val_accuracy: " in line for line in lines)
     # The one bar shows the last epoch, complete, in the widget state Jupyter saves.
     assert "Epoch 300/300: 100%" in bar_texts(nb) and "2/2" in bar_texts(nb)
+
+    # verbose=2: the same bounded lines, no bar.
+    quiet = nb.cells[2]
+    assert widget_views(quiet) == 0 and "... 5 earlier epochs" in texts(quiet)
+    assert texts(quiet).splitlines()[-1].startswith("Epoch 25/25 - 2 steps - ")
 
 
 class Kernel:
