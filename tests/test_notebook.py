@@ -198,7 +198,7 @@ class Kernel:
 
 SETUP = f"""
 import sys
-sys.path.insert(0, {str(REPO / 'tests')!r})
+sys.path.insert(0, {str(REPO / "tests")!r})
 import keras, numpy as np, tpufit
 
 class Announce(tpufit.Hook):
