@@ -74,7 +74,7 @@ def bar_texts(nb: nbformat.NotebookNode) -> str:
     return "\n".join(html).replace("\u2007", " ")  # tqdm pads with figure spaces
 
 
-def test_quickstart_notebook_runs_in_a_kernel_of_this_venv(kernels, tmp_path):
+def test_quickstart_notebook_runs_in_a_kernel_of_this_venv(kernels):
     nb = nbformat.read(REPO / "examples" / "quickstart.ipynb", as_version=4)
     execute(nb, kernels, REPO / "examples")
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
@@ -120,7 +120,8 @@ def test_300_epochs_in_a_notebook_stay_under_50_kb_showing_the_latest_epochs_in_
     assert path.stat().st_size <= 50_000
 
     fit = nb.cells[1]
-    assert widget_views(fit) == 1
+    shown = [output for output in fit.outputs if output.output_type != "stream"]
+    assert len(shown) == 2 and widget_views(fit) == 1  # the bar and the epoch lines
     log = texts(fit)
     # The latest epochs, each with its metrics; the earlier ones are in the History.
     assert "... 280 earlier epochs" in log
