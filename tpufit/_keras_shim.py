@@ -180,3 +180,12 @@ def compute_output_spec(fn, *args, **kwargs):
 
     args, kwargs = keras.tree.map_structure(symbolic, (args, kwargs))
     return keras_compute_output_spec(fn, *args, **kwargs)
+
+
+def keras_mask(tensor) -> tf.Tensor | None:
+    """The mask Keras attached to an output (e.g. behind `Embedding(mask_zero=True)`), or `None`.
+
+    Keras's compiled loss reads it from the output to weight timesteps; it has
+    no public accessor.
+    """
+    return getattr(tensor, "_keras_mask", None)

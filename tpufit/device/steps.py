@@ -9,7 +9,11 @@ Keras's steps do, but count only the real rows of a padded batch, so that the
 padded last batch gives exactly what Keras gives on the unpadded one. A model
 that overrides a step gets its own step (`Layout.TRUE_SIZE`), called with
 `data` exactly as the input yields it; its partial last batch runs at its true
-size instead (see `infeed.py`).
+size instead (see `infeed.py`). So does a model on Keras's own steps whose
+padding rows would show (`layout.py`): on several replicas it runs tpufit's
+copies of Keras's steps, which count each replica's loss by its share of the
+step's rows (`keras_train_step`, `keras_test_step`), so that a partial batch
+split unevenly over the replicas gives one device's result.
 
 With a NaN guard (`programs.NanGuard`), a training step on Keras's own
 `train_step` (padded, or tpufit's copy of it at true size) computes its
@@ -124,12 +128,18 @@ def call_compute_loss(model, x, y, y_pred, sample_weight, training):
     return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
 
 
-def _regularization(model: keras.Model) -> tf.Tensor:
-    # Regularisation does not depend on the rows, so it must not be rescaled.
+def _additional_losses(model: keras.Model) -> tf.Tensor:
+    """The model's `losses` (regularizers, `add_loss`), summed as `compute_loss` adds them.
+
+    Keras's TF trainer scales them by `1 / replicas`, like the compiled loss,
+    so that the replicas' gradients add up to one device's; this is that
+    replica's share.
+    """
     losses = model.losses
     if not losses:
         return tf.constant(0.0, keras.config.floatx())
-    return tf.add_n([tf.reduce_sum(tf.cast(loss, keras.config.floatx())) for loss in losses])
+    total = tf.add_n([tf.reduce_sum(tf.cast(loss, keras.config.floatx())) for loss in losses])
+    return total / tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def _padded_loss(model, x, y, y_pred, weights, signals, training):
@@ -147,9 +157,10 @@ def _padded_loss(model, x, y, y_pred, weights, signals, training):
     # An all-padding batch (a worker's input_fn ended before the step budget) has no data loss.
     rescale = tf.cast(rows_here * replicas / tf.maximum(real_rows, 1.0), keras.config.floatx())
     loss = call_compute_loss(model, x, y, y_pred, weights, training)
-    regularization = _regularization(model)
+    # Regularization does not depend on the rows, so it is not rescaled.
+    regularization = _additional_losses(model)
     data_loss = (loss - regularization) * rescale
-    tracked = data_loss * replicas + regularization
+    tracked = (data_loss + regularization) * replicas
     return data_loss + regularization, tracked
 
 
@@ -240,34 +251,112 @@ def _unscaled_for_distribution(loss: tf.Tensor) -> tf.Tensor:
     return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
 
 
-def guarded_keras_train_step(model: keras.Model, data, host_calls: HostCalls | None = None):
-    """Keras's own `train_step` at true size, withholding the update of a non-finite step.
+def _batch_rows(x) -> tf.Tensor:
+    return tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
 
-    It does what `keras.Model.train_step` does, except that the gradients
-    are applied only where `apply_if_finite` finds the loss and gradients
-    finite; a withheld step changes nothing. Its step loss is the step's own
-    (Keras's step logs only the running mean).
+
+def _split_exactly(
+    model: keras.Model, loss, y_pred, rows, signals, *, training: bool
+) -> tuple[tf.Tensor, tf.Tensor, Any]:
+    """Reweights a true-size step's loss so that the replicas add up to one device's batch.
+
+    Keras's steps give each replica's mean loss `1 / replicas` of the step,
+    however many rows it holds: a partial batch split unevenly over the
+    replicas then counts some rows more than others. Here each replica's loss
+    is weighted by its share of the step's rows (counted by the infeed, so no
+    collective runs inside an evaluation loop's stop `cond`). In training, the
+    data loss of a single masked output is weighted by the replica's share of
+    the unmasked timesteps instead (Keras's denominator; summed over the
+    replicas by a collective), its additional losses (activity regularizers,
+    `add_loss`: per-row means in Keras) staying weighted by rows. Full,
+    evenly split batches keep weight 1.
+
+    Returns:
+        `(loss, tracked, count)`: the replica's weighted share of the step's
+        loss, and the value and weight for the loss tracker, so that the
+        replicas' updates make the whole step's mean.
+    """
+    dtype = loss.dtype
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+    total_rows = tf.reduce_max(global_signals(signals)["real_rows"])
+    row_share = tf.cast(
+        tf.math.divide_no_nan(tf.cast(rows, tf.float32) * replicas, total_rows), dtype
+    )
+    weighted = loss * row_share
+    outputs = tf.nest.flatten(y_pred)
+    mask = _keras_shim.keras_mask(outputs[0]) if training and len(outputs) == 1 else None
+    if mask is not None:
+        unmasked = tf.reduce_sum(tf.cast(mask, tf.float32))
+        context = tf.distribute.get_replica_context()
+        all_unmasked = context.all_reduce(tf.distribute.ReduceOp.SUM, unmasked)
+        mask_share = tf.cast(tf.math.divide_no_nan(unmasked * replicas, all_unmasked), dtype)
+        additional = _additional_losses(model)
+        weighted = (loss - additional) * mask_share + additional * row_share
+    return weighted, weighted * replicas, total_rows / replicas
+
+
+def _keras_loss(model: keras.Model, x, y, y_pred, sample_weight, signals, *, training, split):
+    """Keras's `compute_loss` and loss-tracker update; `split` reweights it (`_split_exactly`)."""
+    loss = call_compute_loss(model, x, y, y_pred, sample_weight, training=training)
+    rows = _batch_rows(x)
+    if split:
+        loss, tracked, count = _split_exactly(model, loss, y_pred, rows, signals, training=training)
+    else:
+        tracked, count = _unscaled_for_distribution(loss), rows
+    _keras_shim.loss_tracker(model).update_state(tracked, sample_weight=count)
+    return loss
+
+
+def keras_train_step(
+    model: keras.Model,
+    data,
+    signals,
+    host_calls: HostCalls | None = None,
+    *,
+    guard: bool,
+    split: bool,
+):
+    """Keras's own `train_step` at true size, guarded and split over replicas as asked.
+
+    It does what `keras.Model.train_step` does, except that with `guard` the
+    gradients are applied only where `apply_if_finite` finds the loss and
+    gradients finite (a withheld step changes nothing), and with `split` each
+    replica's loss counts by its share of the step (`_split_exactly`). Its
+    step loss is the step's own (Keras's step logs only the running mean).
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    before = snapshot(model)
+    before = snapshot(model) if guard else None
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True)
-        loss = call_compute_loss(model, x, y, y_pred, sample_weight, training=True)
-        rows = tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
-        _keras_shim.loss_tracker(model).update_state(
-            _unscaled_for_distribution(loss), sample_weight=rows
-        )
+        loss = _keras_loss(model, x, y, y_pred, sample_weight, signals, training=True, split=split)
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_weights
     gradients = tape.gradient(scaled, variables) if variables else []
-    # Keras updates the metrics after the weights (they do not depend on each other): here
-    # before, so that a withheld step restores them with the rest.
-    model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-    finite = apply_if_finite(model, loss, gradients, before)
-    with tf.control_dependencies([finite]):  # the logs after a restore
-        logs = model.get_metrics_result()
+    if guard:
+        # Keras updates the metrics after the weights (they do not depend on each other):
+        # here before, so that a withheld step restores them with the rest.
+        model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        applied = apply_if_finite(model, loss, gradients, before)
+        with tf.control_dependencies([applied]):  # the logs after a restore
+            logs = model.get_metrics_result()
+        non_finite = tf.logical_not(applied)
+    else:
+        if variables:  # As Keras's step: nothing to apply (`Engine.fit` warned).
+            model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        non_finite = tf.constant(False)
     extras = host_call_values(host_calls or {}, StepTensors(model, data, logs, gradients))
-    return logs, tf.cast(loss, tf.float32), tf.constant(0.0), extras, tf.logical_not(finite)
+    return logs, tf.cast(loss, tf.float32), tf.constant(0.0), extras, non_finite
+
+
+def keras_test_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
+    """Keras's own `test_step` at true size, each replica's loss counted by its share of rows."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    y_pred = model(x, training=False)
+    loss = _keras_loss(model, x, y, y_pred, sample_weight, signals, training=False, split=True)
+    logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+    extras = host_call_values(host_calls or {}, StepTensors(model, data, logs, None))
+    return logs, tf.cast(loss, tf.float32), tf.constant(0.0), extras, tf.constant(False)
 
 
 def padded_test_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
@@ -312,8 +401,9 @@ def train_step_for(
     Args:
         model: The replicas' copy of the model, compiled.
         layout: `Layout.PADDED` for tpufit's padded step, `Layout.TRUE_SIZE`
-            for the model's own `train_step` (or, with `NanGuard.WITHHOLD`,
-            tpufit's guarded copy of Keras's).
+            for the model's own `train_step` (or tpufit's copy of Keras's:
+            guarded with `NanGuard.WITHHOLD`, split by rows on several
+            replicas, see `keras_train_step`).
         host_calls: The hooks' extra per-step values.
         nan_guard: From `nan_guard_for(model, ...)`.
     """
@@ -322,9 +412,20 @@ def train_step_for(
         return lambda data, signals: padded_train_step(
             model, data, signals, host_calls, guard=withhold
         )
-    if withhold:
-        return lambda data, signals: guarded_keras_train_step(model, data, host_calls)
-    return _own_step(model, model.train_step, host_calls or {}, nan_guard is NanGuard.HALT)
+    own = _own_step(model, model.train_step, host_calls or {}, nan_guard is NanGuard.HALT)
+    keras_steps = uses_keras_steps(model, Mode.TRAIN)
+
+    def step(data, signals):
+        split = keras_steps and _on_several_replicas()
+        if withhold or split:
+            return keras_train_step(model, data, signals, host_calls, guard=withhold, split=split)
+        return own(data, signals)
+
+    return step
+
+
+def _on_several_replicas() -> bool:
+    return tf.distribute.get_strategy().num_replicas_in_sync > 1
 
 
 def test_step_for(model: keras.Model, layout: Layout, host_calls: HostCalls | None = None):
@@ -333,12 +434,21 @@ def test_step_for(model: keras.Model, layout: Layout, host_calls: HostCalls | No
     Args:
         model: The replicas' copy of the model, compiled.
         layout: `Layout.PADDED` for tpufit's padded step, `Layout.TRUE_SIZE`
-            for the model's own `test_step`.
+            for the model's own `test_step` (on several replicas, tpufit's
+            copy of Keras's, split by rows: see `keras_test_step`).
         host_calls: The hooks' extra per-step values.
     """
     if layout is Layout.PADDED:
         return lambda data, signals: padded_test_step(model, data, signals, host_calls)
-    return _own_step(model, model.test_step, host_calls or {})
+    own = _own_step(model, model.test_step, host_calls or {})
+    keras_steps = uses_keras_steps(model, Mode.EVAL)
+
+    def step(data, signals):
+        if keras_steps and _on_several_replicas():
+            return keras_test_step(model, data, signals, host_calls)
+        return own(data, signals)
+
+    return step
 
 
 def replica_step_for(
