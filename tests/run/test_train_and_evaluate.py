@@ -162,3 +162,16 @@ def test_an_uncompiled_model_is_refused():
     tm = tpufit.TPUModel(tiny_model())
     with pytest.raises(tpufit.NotCompiledError, match="train_and_evaluate"):
         tpufit.train_and_evaluate(tm, (X, Y), (XV, YV), max_steps=4)
+
+
+def test_exporters_get_the_evaluated_weights_when_the_strategy_runs_a_clone():
+    # A model built outside a non-default strategy's scope is cloned; the user's model
+    # gets the trained weights only at fit's end, but every export must hold the evaluated ones.
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    tm = tpufit.TPUModel(tiny_model(), strategy=strategy, iterations_per_loop=4)
+    tm.compile(**compile_args())
+    recorder = Recorder()
+    run(tm, recorder, max_steps=8, eval_every_steps=4)
+    other = compiled()
+    for _, logs, weights in recorder.seen:
+        assert logs == evaluate_on(other, weights)

@@ -102,8 +102,11 @@ class Evaluations:
         scalars = {n: v for n, v in logs.items() if isinstance(v, numbers.Real)}
         if self._summary_dir is not None and cluster.is_chief(strategy):
             write_eval_summaries(self._summary_dir, global_step, scalars)
-        for exporter in self._exporters:
-            exporter.export(self._tm, global_step, logs)
+        if self._exporters:
+            # Exports are of the user's model, which a clone's fit updates only at its end.
+            with self._replicas.user_weights():
+                for exporter in self._exporters:
+                    exporter.export(self._tm, global_step, logs)
         self.last, self.last_step = logs, global_step
         return logs
 
