@@ -85,9 +85,9 @@ def train_and_evaluate(
             raise errors.invalid_argument(
                 name,
                 fit_kwargs[name],
-                "no such argument: train_and_evaluate takes train_data, eval_data, max_steps "
-                "and eval_steps itself",
-                what=f"train_and_evaluate does not pass `{name}` to fit",
+                "it left out: train_and_evaluate sets it from train_data, eval_data, "
+                "max_steps and eval_steps",
+                what=f"train_and_evaluate does not pass `{name}` on to fit",
             )
     check_data_pair("train_data", train_data)
     check_data_pair("eval_data", eval_data)
