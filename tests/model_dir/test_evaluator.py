@@ -111,3 +111,8 @@ def test_an_evaluator_process_beside_a_training_process(tmp_path):
         tm.model.set_weights([reader.get_tensor(f"weights/{i}/{VALUE}") for i in range(count)])
         afterwards = tm.evaluate(XV, YV, verbose=0, return_dict=True)
         assert metrics == afterwards, step
+
+
+def test_a_keras_model_is_refused_naming_the_argument(tmp_path):
+    with pytest.raises(tpufit.InvalidTypeError, match="TPUModel"):
+        tpufit.evaluate_checkpoints(tiny_model(), tmp_path, (XV, YV))

@@ -23,7 +23,12 @@ import tensorflow as tf
 from tpufit import errors
 from tpufit.model_dir.directory import ModelDir
 from tpufit.model_dir.exporters import Exporter
-from tpufit.run.evaluations import Evaluations, check_data_pair, check_exporters
+from tpufit.run.evaluations import (
+    Evaluations,
+    check_data_pair,
+    check_exporters,
+    check_tpu_model,
+)
 
 if TYPE_CHECKING:
     from tpufit.model import TPUModel
@@ -69,6 +74,7 @@ def evaluate_checkpoints(
     Raises:
         IncompatibleCheckpointError: A checkpoint's weights do not fit `tm`'s model.
     """
+    check_tpu_model(tm, "evaluate_checkpoints")
     if not isinstance(model_dir, (str, os.PathLike)):
         raise errors.invalid_type("model_dir", model_dir, "a directory path (str or os.PathLike)")
     errors.check_positive_int("steps", steps, allow_none=True)
@@ -81,7 +87,6 @@ def evaluate_checkpoints(
         raise errors.invalid_argument("timeout_secs", timeout_secs, "a non-negative number or None")
     exporters = check_exporters(exporters)
     check_data_pair("data", data)
-    tm._check_compiled("evaluate_checkpoints")
     directory = os.path.abspath(os.fspath(model_dir))
     evaluations = Evaluations(
         tm,

@@ -27,6 +27,17 @@ if TYPE_CHECKING:
     from tpufit.model import TPUModel
 
 
+def check_tpu_model(tm: Any, function: str) -> None:
+    """Checks that `tm` is a compiled `tpufit.TPUModel`."""
+    from tpufit.model import TPUModel  # The front door, above this stage: for the check only.
+
+    if not isinstance(tm, TPUModel):
+        raise errors.invalid_type(
+            "tm", tm, f"a compiled tpufit.TPUModel (wrap a Keras model to use {function})"
+        )
+    tm._check_compiled(function)
+
+
 def check_exporters(exporters: Any) -> tuple[Exporter, ...]:
     """Returns `exporters` as a tuple, checking that each is a `tpufit` exporter."""
     if isinstance(exporters, Exporter):

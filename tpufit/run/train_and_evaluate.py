@@ -19,7 +19,12 @@ from tpufit.config import Mode
 from tpufit.data import kinds
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues, first_non_finite
 from tpufit.model_dir.exporters import Exporter
-from tpufit.run.evaluations import Evaluations, check_data_pair, check_exporters
+from tpufit.run.evaluations import (
+    Evaluations,
+    check_data_pair,
+    check_exporters,
+    check_tpu_model,
+)
 
 if TYPE_CHECKING:
     from tpufit.model import TPUModel
@@ -68,6 +73,7 @@ def train_and_evaluate(
     Returns:
         The last evaluation's logs, as `tm.evaluate(..., return_dict=True)`.
     """
+    check_tpu_model(tm, "train_and_evaluate")
     errors.check_positive_int("max_steps", max_steps)
     errors.check_positive_int("eval_every_steps", eval_every_steps, allow_none=True)
     errors.check_positive_int("eval_steps", eval_steps, allow_none=True)
@@ -91,7 +97,6 @@ def train_and_evaluate(
             )
     check_data_pair("train_data", train_data)
     check_data_pair("eval_data", eval_data)
-    tm._check_compiled("train_and_evaluate")
     batch_size = fit_kwargs.pop("validation_batch_size", None) or fit_kwargs.get("batch_size")
     evaluations = Evaluations(
         tm,
