@@ -47,14 +47,20 @@ from tpufit.hooks import (
 from tpufit.hooks.keras_callbacks import KerasCallbackHook
 from tpufit.hooks.progress_bar import ProgressHook
 from tpufit.model import TPUModel
+from tpufit.model_dir.exporters import BestExporter, Exporter, LatestExporter
+from tpufit.run.checkpoint_evaluator import evaluate_checkpoints
 from tpufit.run.stats import RunStats
+from tpufit.run.train_and_evaluate import train_and_evaluate
 
 __all__ = [
+    "BestExporter",
+    "Exporter",
     "Hook",
     "IncompatibleCheckpointError",
     "InvalidArgumentError",
     "InvalidTypeError",
     "KerasCallbackHook",
+    "LatestExporter",
     "LoggingHook",
     "NanGuardHook",
     "NonFiniteLossError",
@@ -77,5 +83,7 @@ __all__ = [
     "__version__",
     "attach",
     "detach",
+    "evaluate_checkpoints",
     "hooks",
+    "train_and_evaluate",
 ]

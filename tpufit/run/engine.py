@@ -261,17 +261,29 @@ class Engine:
     def _validation_feed(self, call: FitCall) -> Infeed | None:
         if call.validation_data is None:
             return None
-        x, y, sample_weight, batch_size = data.unpack_validation_data(
-            call.validation_data, call.validation_batch_size or call.batch_size
-        )
+        batch_size = call.validation_batch_size or call.batch_size
+        return self.evaluation_feed(call.validation_data, batch_size, call.validation_steps)
+
+    def evaluation_feed(
+        self, eval_data: Any, batch_size: int | None, steps: int | None, *, prepare: bool = False
+    ) -> Infeed:
+        """Returns the infeed of `eval_data` (as `fit`'s `validation_data`) for evaluations.
+
+        With `prepare`, also builds the model's state for it and restores what
+        the `model_dir` holds, as the start of a run does.
+        """
+        x, y, sample_weight, batch_size = data.unpack_validation_data(eval_data, batch_size)
         request = InfeedRequest(
             Mode.EVAL,
             self._replicas.layout_for(Mode.EVAL),
-            _batch_size(x, batch_size, call.validation_steps),
-            steps=call.validation_steps,
+            _batch_size(x, batch_size, steps),
+            steps=steps,
             reread=True,
         )
-        return self._infeed(x, y, sample_weight, request)
+        feed = self._infeed(x, y, sample_weight, request)
+        if prepare:
+            self._prepare_state(feed)
+        return feed
 
     def _stop_flag(self, mode: Mode) -> Callable[[], bool]:
         """Clears Keras's stop flag of `mode` on the models; returns how to read it.

@@ -1,0 +1,118 @@
+"""`tpufit.evaluate_checkpoints`: the evaluator job, in one process and beside a trainer process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import keras
+import pytest
+import tensorflow as tf
+from conftest import TESTS, compile_args, compiled, tiny_data, tiny_model
+
+import tpufit
+
+X, Y = tiny_data(64)
+XV, YV = tiny_data(40, seed=1)
+VALUE = ".ATTRIBUTES/VARIABLE_VALUE"
+
+
+def trainer(model_dir) -> tpufit.TPUModel:
+    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=4, model_dir=str(model_dir))
+    tm.compile(**compile_args())
+    return tm
+
+
+def test_evaluates_the_newest_checkpoint_then_each_new_one_exactly(tmp_path):
+    training = trainer(tmp_path)
+    training.fit(X, Y, batch_size=16, max_steps=8, verbose=0)
+    evaluator = compiled(tiny_model(seed=1))
+    latest = tpufit.LatestExporter(tmp_path / "latest")
+    results = tpufit.evaluate_checkpoints(
+        evaluator, tmp_path, (XV, YV), timeout_secs=0, exporters=[latest]
+    )
+    first = next(results)
+    expected = training.evaluate(XV, YV, verbose=0, return_dict=True)
+    assert first == {"global_step": 8, **expected}
+    assert evaluator.global_step == 8
+    training.fit(X, Y, batch_size=16, max_steps=16, verbose=0)
+    second = next(results)
+    assert second == {"global_step": 16, **training.evaluate(XV, YV, verbose=0, return_dict=True)}
+    assert list(results) == []  # no new checkpoint within timeout_secs: it ends
+    assert sorted(p.name for p in (tmp_path / "latest").iterdir()) == ["16", "8"]
+    assert (tmp_path / "eval").is_dir()
+
+
+def test_until_step_ends_it_after_that_checkpoint(tmp_path):
+    trainer(tmp_path).fit(X, Y, batch_size=16, max_steps=4, verbose=0)
+    seen = list(tpufit.evaluate_checkpoints(compiled(), tmp_path, (XV, YV), until_step=4))
+    assert [result["global_step"] for result in seen] == [4]
+
+
+def test_no_checkpoint_within_the_timeout_ends_with_nothing_and_says_so(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seen = list(tpufit.evaluate_checkpoints(compiled(), tmp_path, (XV, YV), timeout_secs=0))
+    assert seen == []
+    assert any("no checkpoint appeared" in str(w.message) for w in caught)
+
+
+def test_a_checkpoint_of_another_model_is_incompatible(tmp_path):
+    other = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    trained = tpufit.TPUModel(other, iterations_per_loop=4, model_dir=str(tmp_path))
+    trained.compile(**compile_args())
+    trained.fit(X, Y, batch_size=16, max_steps=4, verbose=0)
+    results = tpufit.evaluate_checkpoints(compiled(), tmp_path, (XV, YV), timeout_secs=0)
+    with pytest.raises(tpufit.IncompatibleCheckpointError, match="weights differ"):
+        next(results)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"timeout_secs": -1}, "timeout_secs"),
+        ({"until_step": 0}, "until_step"),
+        ({"steps": "all"}, "steps"),
+        ({"exporters": "serving/"}, "exporters"),
+    ],
+)
+def test_bad_arguments_fail_at_the_call(tmp_path, kwargs, named):
+    with pytest.raises(tpufit.TPUFitError, match=named):
+        tpufit.evaluate_checkpoints(compiled(), tmp_path, (XV, YV), **kwargs)
+
+
+def test_arrays_must_come_as_a_pair(tmp_path):
+    with pytest.raises(tpufit.InvalidArgumentError, match="data"):
+        tpufit.evaluate_checkpoints(compiled(), tmp_path, XV)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_an_evaluator_process_beside_a_training_process(tmp_path):
+    sys.path.insert(0, str(TESTS))
+    import evaluator_child
+
+    model_dir, out = tmp_path / "run", tmp_path / "seen.json"
+    child = [sys.executable, str(TESTS / "evaluator_child.py")]
+    evaluator = subprocess.Popen([*child, "evaluate", str(model_dir), str(out)])
+    training = subprocess.Popen([*child, "train", str(model_dir)])
+    assert training.wait(timeout=120) == 0
+    assert evaluator.wait(timeout=120) == 0  # it ends by itself, after the last step
+    seen = json.loads(out.read_text())
+    steps = [result.pop("global_step") for result in seen]
+    assert steps[-1] == evaluator_child.LAST_STEP
+    assert steps == sorted(set(steps))
+    tm = compiled(tiny_model(seed=2))
+    for step, metrics in zip(steps, seen, strict=True):
+        reader = tf.train.load_checkpoint(str(model_dir / f"ckpt-{step}"))
+        count = len(tm.model.weights)
+        tm.model.set_weights([reader.get_tensor(f"weights/{i}/{VALUE}") for i in range(count)])
+        afterwards = tm.evaluate(XV, YV, verbose=0, return_dict=True)
+        assert metrics == afterwards, step
+
+
+def test_a_keras_model_is_refused_naming_the_argument(tmp_path):
+    with pytest.raises(tpufit.InvalidTypeError, match="TPUModel"):
+        tpufit.evaluate_checkpoints(tiny_model(), tmp_path, (XV, YV))

@@ -1,0 +1,139 @@
+"""`tpufit.evaluate_checkpoints`: the evaluator job beside a training job (TPUEstimator's).
+
+It waits for each new checkpoint in a `model_dir` with TensorFlow's own
+`tf.train.checkpoints_iterator`, which reads the `checkpoint` state file:
+that file names a checkpoint only once its files are complete (see
+`tpufit.model_dir.checkpoint`), so a half-written one is never read. Each
+checkpoint is restored as a `TPUModel` on that directory restores it
+(`ModelDir`, with its shape checks and `IncompatibleCheckpointError`), then
+evaluated exactly (`Evaluations`). An evaluator slower than the training
+evaluates the newest checkpoint each time, skipping those in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import tensorflow as tf
+
+from tpufit import errors
+from tpufit.model_dir.directory import ModelDir
+from tpufit.model_dir.exporters import Exporter
+from tpufit.run.evaluations import (
+    Evaluations,
+    check_data_pair,
+    check_exporters,
+    check_tpu_model,
+)
+
+if TYPE_CHECKING:
+    from tpufit.model import TPUModel
+
+logger = logging.getLogger("tpufit")
+
+DEFAULT_TIMEOUT_SECS = 600.0
+
+
+def evaluate_checkpoints(
+    tm: TPUModel,
+    model_dir: str | os.PathLike,
+    data: Any,
+    *,
+    steps: int | None = None,
+    until_step: int | None = None,
+    timeout_secs: float | None = DEFAULT_TIMEOUT_SECS,
+    exporters: tuple[Exporter, ...] | list[Exporter] = (),
+) -> Iterator[dict[str, Any]]:
+    """Evaluates every new checkpoint of `model_dir` as it appears; yields the results.
+
+    For each new checkpoint: restores its weights into `tm`, evaluates
+    `data` exactly (as `tm.evaluate`), writes the metrics to
+    `<model_dir>/eval` at the checkpoint's global step, hands them to the
+    exporters, and yields `{"global_step": ..., **metrics}`. It ends after a
+    checkpoint at `until_step` or later, or when no new checkpoint appears
+    within `timeout_secs` (`None`: waits for ever); ending without having
+    found any checkpoint, it warns. The arguments are checked at the call;
+    the waiting starts at the first `next`.
+
+    Args:
+        tm: A compiled `tpufit.TPUModel` of the model being trained.
+        model_dir: The training job's `model_dir`.
+        data: As `fit`'s `validation_data`.
+        steps: Steps of each evaluation, or `None` for all of `data`.
+        until_step: The global step after which to stop, or `None`.
+        timeout_secs: Seconds to wait for each new checkpoint.
+        exporters: `tpufit.BestExporter` / `tpufit.LatestExporter`s.
+
+    Returns:
+        An iterator of the evaluations, one per checkpoint evaluated.
+
+    Raises:
+        IncompatibleCheckpointError: A checkpoint's weights do not fit `tm`'s model.
+    """
+    check_tpu_model(tm, "evaluate_checkpoints")
+    if not isinstance(model_dir, (str, os.PathLike)):
+        raise errors.invalid_type("model_dir", model_dir, "a directory path (str or os.PathLike)")
+    errors.check_positive_int("steps", steps, allow_none=True)
+    errors.check_positive_int("until_step", until_step, allow_none=True)
+    if timeout_secs is not None and (
+        not isinstance(timeout_secs, (int, float, np.integer, np.floating))
+        or isinstance(timeout_secs, bool)
+        or timeout_secs < 0
+    ):
+        raise errors.invalid_argument("timeout_secs", timeout_secs, "a non-negative number or None")
+    exporters = check_exporters(exporters)
+    check_data_pair("data", data)
+    directory = os.path.abspath(os.fspath(model_dir))
+    evaluations = Evaluations(
+        tm,
+        data,
+        steps=steps,
+        batch_size=None,
+        exporters=exporters,
+        summary_dir=directory,
+        prepare=True,
+    )
+    return _each_checkpoint(tm, directory, evaluations, until_step, timeout_secs)
+
+
+def _each_checkpoint(
+    tm: TPUModel,
+    directory: str,
+    evaluations: Evaluations,
+    until_step: int | None,
+    timeout_secs: float | None,
+) -> Iterator[dict[str, Any]]:
+    for _ in tf.train.checkpoints_iterator(directory, timeout=timeout_secs):
+        try:
+            step = _restore_latest(tm, directory)
+        except tf.errors.NotFoundError:
+            continue  # Deleted (keep_checkpoint_max) while read: a newer one is listed.
+        if step == evaluations.last_step:
+            continue  # Restored already: it was the newest when the one before was read.
+        logs = evaluations.evaluate(step)
+        yield {"global_step": step, **logs}
+        if until_step is not None and step >= until_step:
+            return
+    if evaluations.last_step is None:
+        errors.warn(
+            f"tpufit: no checkpoint appeared in {directory} within timeout_secs="
+            f"{timeout_secs}; evaluate_checkpoints ends without evaluating."
+        )
+    else:
+        logger.info(
+            "No new checkpoint in %s within %s s; the evaluator ends after global step %d.",
+            directory,
+            timeout_secs,
+            evaluations.last_step,
+        )
+
+
+def _restore_latest(tm: TPUModel, directory: str) -> int:
+    """Restores the newest checkpoint of `directory` into `tm`; returns its global step."""
+    config = tm.config.replace(model_dir=directory, warm_start_from=None)
+    ModelDir(config, tm._progress, tm._replicas).restore()
+    return tm.global_step
