@@ -13,6 +13,7 @@ callbacks do.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -286,6 +287,16 @@ def _stop_on_sigterm(me: str) -> None:
 
     def stop(signum, frame):
         print(f"tpufit: {me} stopped by SIGTERM.", file=sys.stderr, flush=True)
+        # The exit unwinds the user's code first (finally blocks run); then, as
+        # the first exit handler, ends the process before TensorFlow's
+        # teardown, which can crash while a peer still calls in.
+        atexit.register(_exit_now, 1)
         raise SystemExit(1)
 
     signal.signal(signal.SIGTERM, stop)
+
+
+def _exit_now(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
