@@ -28,7 +28,7 @@ pytestmark = [
 ]
 
 WORKERS = 2
-TIMEOUT = 100  # seconds for a whole two-worker run; the test fails rather than hangs
+TIMEOUT = 300  # seconds for a whole two-worker run (a bound on a loaded machine, not a timing)
 STOPPED_WITHIN = 15  # seconds a signalled worker has to end (bounds, not timings)
 
 
