@@ -44,6 +44,14 @@ def pipeline_error(error: tf.errors.OpError, feeds: Sequence[Any]) -> errors.TPU
 def resume_advice(model_dir: str | None, strategy: tf.distribute.Strategy | None) -> str:
     """Says where a restarted job would begin: the newest checkpoint of `model_dir`, or none.
 
+    Args:
+        model_dir: The run's `model_dir`, or `None`.
+        strategy: The run's strategy: on a worker other than the chief, no
+            checkpoint on its machine may mean the chief's are elsewhere.
+
+    Returns:
+        One sentence, for an error message.
+
     Example:
         >>> resume_advice("runs/a", None)
         'Restart the job on every worker; it resumes from runs/a/ckpt-3, the newest ...'
