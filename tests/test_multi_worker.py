@@ -1,8 +1,9 @@
-"""Two worker processes on 127.0.0.1 under `MultiWorkerMirroredStrategy`.
+"""Worker processes on 127.0.0.1 under `MultiWorkerMirroredStrategy`.
 
-Each test starts two copies of `multi_worker_main.py` with a `TF_CONFIG` that
-names free local ports, waits for both (bounded), and checks their results
-against a single-process run of plain Keras on the same weights.
+The tests start copies of `multi_worker_main.py` with a `TF_CONFIG` that names
+free local ports and wait for them (bounded): two workers' results against a
+single-process run of plain Keras on the same weights; a worker that dies or is
+stopped by a signal; a worker started alone, which must give up or stop, not hang.
 """
 
 from __future__ import annotations
