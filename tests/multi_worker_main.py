@@ -1,8 +1,10 @@
 """One worker of the two-worker tests in test_multi_worker.py (run as a script, not collected).
 
-Usage: `TF_CONFIG=... python multi_worker_main.py OUT_DIR MODE` with MODE "run"
-(fit, evaluate and predict on every input kind, results saved to OUT_DIR) or
-"die" (worker 1 exits in the middle of `fit`; worker 0 reports what it got).
+Usage: `TF_CONFIG=... python multi_worker_main.py OUT_DIR MODE [TIMEOUT]` with MODE
+"run" (fit, evaluate and predict on every input kind, results saved to OUT_DIR),
+"die" (worker 1 exits in the middle of `fit`; worker 0, with a `model_dir`,
+reports what it got) or "train" (fit until stopped). TIMEOUT is the
+`cluster_connect_timeout_secs` the workers wait for each other.
 """
 
 from __future__ import annotations
@@ -13,25 +15,22 @@ import sys
 import time
 from pathlib import Path
 
+import keras
+import numpy as np
 import tensorflow as tf
+from conftest import compile_args, tiny_data, tiny_model
 
-# The strategy must exist before TensorFlow does anything else.
-STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from conftest import compile_args, tiny_data, tiny_model  # noqa: E402
-
-import tpufit  # noqa: E402
-from tpufit import cluster  # noqa: E402
+import tpufit
+from tpufit import cluster
 
 ROWS, BATCH = 100, 16
+STRATEGY: tf.distribute.MultiWorkerMirroredStrategy  # made first in __main__
 
 
-def compiled() -> tpufit.TPUModel:
+def compiled(model_dir: Path | None = None) -> tpufit.TPUModel:
     with STRATEGY.scope():
         model = tiny_model()
-    tm = tpufit.TPUModel(model, strategy=STRATEGY, iterations_per_loop=3)
+    tm = tpufit.TPUModel(model, strategy=STRATEGY, iterations_per_loop=3, model_dir=model_dir)
     tm.compile(**compile_args())
     return tm
 
@@ -116,7 +115,7 @@ class DieAfterFirstEpoch(keras.callbacks.Callback):
 
 def die(out: Path, index: int) -> None:
     x, y = tiny_data(ROWS)
-    tm = compiled()
+    tm = compiled(out / "model_dir")
     started = time.monotonic()
     try:
         tm.fit(x, y, batch_size=BATCH, epochs=50, verbose=0, callbacks=[DieAfterFirstEpoch(index)])
@@ -129,6 +128,21 @@ def die(out: Path, index: int) -> None:
         sys.exit(4)
 
 
+class Started(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            print("training", flush=True)
+
+
+def train(out: Path, index: int) -> None:
+    x, y = tiny_data(ROWS)
+    compiled().fit(x, y, batch_size=BATCH, epochs=100_000, verbose=0, callbacks=[Started()])
+
+
 if __name__ == "__main__":
     task_index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-    {"run": run, "die": die}[sys.argv[2]](Path(sys.argv[1]), task_index)
+    timeout = float(sys.argv[3]) if len(sys.argv) > 3 else 60
+    print("connecting", flush=True)
+    # The strategy must exist before TensorFlow does anything else.
+    STRATEGY = cluster.multi_worker_strategy(tpufit.RunConfig(cluster_connect_timeout_secs=timeout))
+    {"run": run, "die": die, "train": train}[sys.argv[2]](Path(sys.argv[1]), task_index)

@@ -1,4 +1,7 @@
-"""Who is the chief, where each worker writes, and naming a lost worker (TF_CONFIG in-process)."""
+"""Who is the chief, where each worker writes, naming a lost worker (TF_CONFIG in-process).
+
+Joining a cluster and signals are tested with real worker processes in test_multi_worker.py.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import os
 import pytest
 import tensorflow as tf
 
+import tpufit
 from tpufit import cluster
 from tpufit.run import failures
 
@@ -70,3 +74,37 @@ def test_lost_tasks_are_named_with_their_address_but_never_this_one(monkeypatch)
 def test_errors_on_one_machine_are_not_called_a_lost_worker():
     error = tf.errors.UnavailableError(None, None, "/job:worker/replica:0/task:1 is gone")
     assert failures.worker_lost(error, ONE_MACHINE, "fit") is None
+
+
+def test_a_restart_is_said_to_resume_from_the_newest_checkpoint_in_model_dir(tmp_path):
+    manager = tf.train.CheckpointManager(
+        tf.train.Checkpoint(step=tf.Variable(1)), str(tmp_path), max_to_keep=None
+    )
+    manager.save()
+    newest = manager.save()
+    assert failures.resume_advice(str(tmp_path), ONE_MACHINE) == (
+        f"Restart the job on every worker; it resumes from {newest}, the newest checkpoint "
+        "in model_dir."
+    )
+
+
+def test_a_restart_without_a_checkpoint_is_said_to_begin_from_the_start(monkeypatch, tmp_path):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert "begins from the start (no model_dir" in failures.resume_advice(None, ONE_MACHINE)
+    empty = str(tmp_path)
+    assert failures.resume_advice(empty, ONE_MACHINE).endswith(f"no checkpoint in {empty} yet.")
+    set_tf_config(monkeypatch, "worker", 1)
+    assert failures.resume_advice(empty, None).endswith(
+        f"no checkpoint in {empty} on this machine (the chief writes them) yet."
+    )
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "60", None, True])
+def test_the_connect_timeout_must_be_a_positive_number_of_seconds(timeout):
+    with pytest.raises(tpufit.InvalidArgumentError, match="cluster_connect_timeout_secs"):
+        tpufit.RunConfig(cluster_connect_timeout_secs=timeout)
+
+
+def test_multi_worker_strategy_takes_only_a_run_config():
+    with pytest.raises(tpufit.InvalidTypeError, match="Received: config=60"):
+        cluster.multi_worker_strategy(60)

@@ -200,6 +200,10 @@ class RunConfig:
             `keras.callbacks.TerminateOnNaN` among `fit`'s callbacks also
             turns the guard off for that `fit`, for Keras's meaning (the run
             stops at the end of the loop, without an error). See docs/hooks.md.
+        cluster_connect_timeout_secs: How long `tpufit.cluster.multi_worker_strategy`
+            waits for every other worker of `TF_CONFIG`'s cluster to come up
+            before raising `tpufit.errors.ClusterConnectError` naming the
+            missing ones (default 300). See docs/scale-out.md.
 
     Example:
         >>> config = RunConfig(iterations_per_loop=50)
@@ -218,6 +222,7 @@ class RunConfig:
     warm_start_from: str | os.PathLike | WarmStartSettings | tuple | None = None
     partial_batch: str = "auto"
     nan_guard: bool = True
+    cluster_connect_timeout_secs: float = 300
 
     def __post_init__(self) -> None:
         for name in (
@@ -254,6 +259,11 @@ class RunConfig:
             )
         if not isinstance(self.nan_guard, bool):
             raise errors.invalid_type("nan_guard", self.nan_guard, "True or False")
+        timeout = self.cluster_connect_timeout_secs
+        if not _is_number(timeout) or not timeout > 0:
+            raise errors.invalid_argument(
+                "cluster_connect_timeout_secs", timeout, "a positive number of seconds, e.g. 300"
+            )
         self._check_checkpointing()
 
     def _check_checkpointing(self) -> None:

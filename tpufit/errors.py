@@ -50,6 +50,10 @@ class WorkerLostError(TPUFitError, RuntimeError):
     """A worker of a multi-worker run stopped answering; the message names it."""
 
 
+class ClusterConnectError(TPUFitError, RuntimeError):
+    """Workers of a multi-worker run did not all connect in time; the message names the missing."""
+
+
 class IncompatibleCheckpointError(InvalidArgumentError):
     """The checkpoint in `model_dir` was written by a different model (other weights)."""
 

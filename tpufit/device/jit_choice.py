@@ -9,7 +9,8 @@ the choice changes results in the last bits: it must never depend on timings
 give the same weights. `"auto"` therefore decides from the step itself, once:
 XLA wherever it compiles (one replica, not a TPU), except a step with
 convolutions on a machine without accelerators, and, without a warning, a
-step whose data holds strings (XLA has no string type).
+step whose data holds strings (XLA has no string type) or whose replicas are
+one device on each of several workers (`MultiWorkerMirroredStrategy`).
 """
 
 from __future__ import annotations
@@ -82,11 +83,17 @@ class JitChoice:
                 # As Keras's "auto" for its string layers: no XLA, and nothing to tell.
                 self.steps = {False: plain}
                 return
-        elif replicas > 1:
+        elif replicas > 1 and len(strategy.extended.worker_devices) > 1:
             reason = (
-                f"the strategy runs {replicas} replicas in one program, and XLA "
-                "on CPU/GPU compiles a step for one device"
+                f"the strategy runs {len(strategy.extended.worker_devices)} replicas in one "
+                "program, and XLA on CPU/GPU compiles a step for one device"
             )
+        elif replicas > 1:
+            # One device on each worker: nothing the user could change, so quiet, as for strings.
+            reason = f"its {replicas} replicas are on {replicas} workers, joined by collectives"
+            if self.requested == "auto":
+                self.steps = {False: plain}
+                return
         else:
             compiled = tf.function(one_step, jit_compile=True)
             try:

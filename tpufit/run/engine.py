@@ -131,7 +131,7 @@ class Engine:
         with (
             self._replicas.keeping_user_weights(),
             self._progress.counting(),
-            failures.translating(self._replicas.strategy, "fit", feeds),
+            failures.translating(self._replicas.strategy, "fit", feeds, self._model_dir.path),
         ):
             fit_loop(run, hooks, plan, model=self._replicas.replica_model, start=start,
                      validation=validation)  # fmt: skip
@@ -190,7 +190,9 @@ class Engine:
         span = passes.of_feed(feed, steps).span(0)
         hooks, _ = self._hooks(call.hooks, call.callbacks, call.verbose, epochs=1, steps=span.steps)
         self._prepare_state(feed)
-        with failures.translating(self._replicas.strategy, "evaluate", [feed]):
+        with failures.translating(
+            self._replicas.strategy, "evaluate", [feed], self._model_dir.path
+        ):
             return self.evaluation(feed, steps, hooks)
 
     def evaluation(
@@ -240,7 +242,7 @@ class Engine:
             batch_size=feed.batch_size,
             external_stop=self._stop_flag(Mode.PREDICT),
         )
-        with failures.translating(self._replicas.strategy, "predict", [feed]):
+        with failures.translating(self._replicas.strategy, "predict", [feed], self._model_dir.path):
             return prediction_loop(run, hooks, plan, None if steps else feed.rows)
 
     def _shuffle_seed(self, shuffle: bool) -> int | None:
