@@ -72,7 +72,9 @@ class GAN(keras.Model):
         with tf.GradientTape() as tape:
             d_loss = self.loss_fn(labels, self.discriminator(combined))
         grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+        self.d_optimizer.apply_gradients(
+            zip(grads, self.discriminator.trainable_weights, strict=True)
+        )
 
         # Train the generator to make the discriminator say "real" (label 0).
         latent = keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
@@ -80,7 +82,7 @@ class GAN(keras.Model):
             predictions = self.discriminator(self.generator(latent))
             g_loss = self.loss_fn(ops.zeros((batch_size, 1)), predictions)
         grads = tape.gradient(g_loss, self.generator.trainable_weights)
-        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights, strict=True))
 
         self.d_loss_metric.update_state(d_loss)
         self.g_loss_metric.update_state(g_loss)

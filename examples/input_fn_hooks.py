@@ -100,18 +100,24 @@ def main() -> int:
     # budget ends training.
     max_steps = 50 if args.smoke else 1000
     watch = GradientWatch(report_every=25 if args.smoke else 250)
-    tm.fit(make_input_fn(x_train, y_train), batch_size=64, max_steps=max_steps,
-           hooks=[watch], verbose=0)
+    tm.fit(
+        make_input_fn(x_train, y_train),
+        batch_size=64,
+        max_steps=max_steps,
+        hooks=[watch],
+        verbose=0,
+    )
 
     # evaluate and predict read their input_fn once to its end, exactly.
-    scores = tm.evaluate(make_input_fn(x_test, y_test), batch_size=128, return_dict=True,
-                         verbose=0)
+    scores = tm.evaluate(make_input_fn(x_test, y_test), batch_size=128, return_dict=True, verbose=0)
     logits = tm.predict(input_fn=make_input_fn(x_test, None), batch_size=128, verbose=0)
     acc_predict = float(np.mean(np.argmax(logits, axis=-1) == y_test))
 
     if len(watch.losses) != tm.global_step:
-        print(f"FAIL: the hook saw {len(watch.losses)} step losses, "
-              f"trained {tm.global_step}", file=sys.stderr)
+        print(
+            f"FAIL: the hook saw {len(watch.losses)} step losses, trained {tm.global_step}",
+            file=sys.stderr,
+        )
         return 1
     if len(logits) != len(x_test) or abs(acc_predict - scores["accuracy"]) > 0.5 / len(y_test):
         print("FAIL: evaluate and predict disagree", file=sys.stderr)

@@ -106,9 +106,17 @@ def main() -> int:
         tm.export(export_dir, batch_size=32)
         np.save(Path(tmp) / "requests.npy", x_test)
         served = subprocess.run(
-            [sys.executable, "-c", SERVE, str(export_dir), str(Path(tmp) / "requests.npy"),
-             str(Path(tmp) / "served.npy")],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                SERVE,
+                str(export_dir),
+                str(Path(tmp) / "requests.npy"),
+                str(Path(tmp) / "served.npy"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         print(served.stdout.strip())
         from_server = np.load(Path(tmp) / "served.npy")
@@ -119,8 +127,10 @@ def main() -> int:
         print("FAIL: the resumed run did not continue", file=sys.stderr)
         return 1
     if not (same and bit_equal):
-        print(f"FAIL: resumed equals uninterrupted: {same}; served equals predict: "
-              f"{bit_equal}", file=sys.stderr)
+        print(
+            f"FAIL: resumed equals uninterrupted: {same}; served equals predict: {bit_equal}",
+            file=sys.stderr,
+        )
         return 1
     print(
         f"model_dir: resumed at step {stopped_at}, ended at step {tm.global_step} with an "

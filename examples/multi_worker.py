@@ -53,7 +53,10 @@ def launch(workers: int, smoke: bool) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         processes = []
         for index in range(workers):
-            tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+            tf_config = {
+                "cluster": {"worker": addresses},
+                "task": {"type": "worker", "index": index},
+            }
             command = [sys.executable, __file__, "--result", str(Path(tmp) / f"{index}.json")]
             processes.append(
                 subprocess.Popen(

@@ -22,20 +22,35 @@ import tpufit
 TOPICS = {
     "sports": (
         ["the team", "our striker", "the goalkeeper", "the coach", "the home side"],
-        ["won the match", "scored a late goal", "lost the final", "trained all week",
-         "missed a penalty"],
+        [
+            "won the match",
+            "scored a late goal",
+            "lost the final",
+            "trained all week",
+            "missed a penalty",
+        ],
         ["in the league", "before the crowd", "at the stadium", "this season"],
     ),
     "weather": (
         ["the forecast", "a cold front", "the storm", "heavy rain", "the sunshine"],
-        ["brings strong wind", "moves in from the west", "clears by noon",
-         "floods the valley", "warms the coast"],
+        [
+            "brings strong wind",
+            "moves in from the west",
+            "clears by noon",
+            "floods the valley",
+            "warms the coast",
+        ],
         ["on monday", "over the hills", "this weekend", "across the north"],
     ),
     "cooking": (
         ["the chef", "my grandmother", "the recipe", "this soup", "the bakery"],
-        ["needs fresh garlic", "roasts the vegetables", "bakes sourdough bread",
-         "simmers for an hour", "adds a pinch of salt"],
+        [
+            "needs fresh garlic",
+            "roasts the vegetables",
+            "bakes sourdough bread",
+            "simmers for an hour",
+            "adds a pinch of salt",
+        ],
         ["in the oven", "for dinner", "with olive oil", "every sunday"],
     ),
 }
@@ -95,8 +110,11 @@ def main() -> int:
     scores = tm.evaluate(x_test, y_test, batch_size=64, return_dict=True, verbose=0)
 
     new_sentences = np.array(
-        ["the striker scored in the final", "rain and wind over the coast",
-         "bake the bread with garlic"]
+        [
+            "the striker scored in the final",
+            "rain and wind over the coast",
+            "bake the bread with garlic",
+        ]
     )
     predicted = np.argmax(tm.predict(new_sentences, verbose=0), axis=-1)
     for sentence, label in zip(new_sentences, predicted, strict=True):
