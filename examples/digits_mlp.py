@@ -1,9 +1,11 @@
 """Train a small MLP on scikit-learn's bundled digits through tpufit.
 
 Run:  python examples/digits_mlp.py
+      python examples/digits_mlp.py --smoke    (a few steps: checks that it runs)
 Needs no download; takes well under two minutes on two CPU cores.
 """
 
+import argparse
 import os
 import sys
 
@@ -18,6 +20,9 @@ import tpufit
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="train one short epoch only")
+    args = parser.parse_args()
     keras.utils.set_random_seed(0)
 
     # 1,797 8x8 images, pixel values 0..16 -> floats in [0, 1].
@@ -26,6 +31,8 @@ def main() -> int:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=0.2, random_state=0, stratify=y
     )
+    if args.smoke:
+        x_train, y_train = x_train[:256], y_train[:256]
 
     model = keras.Sequential(
         [
@@ -47,9 +54,9 @@ def main() -> int:
         x_train,
         y_train,
         batch_size=64,
-        epochs=30,
+        epochs=1 if args.smoke else 30,
         validation_data=(x_test, y_test),
-        verbose=2,
+        verbose=0 if args.smoke else 2,
     )
 
     scores = tm.evaluate(x_test, y_test, batch_size=256, return_dict=True, verbose=0)
@@ -64,7 +71,7 @@ def main() -> int:
     if abs(acc_evaluate - acc_predict) > 0.5 / len(y_test):
         print("FAIL: evaluate and predict disagree", file=sys.stderr)
         return 1
-    if acc_evaluate < 0.95:
+    if not args.smoke and acc_evaluate < 0.95:
         print(f"FAIL: accuracy {acc_evaluate:.4f} < 0.95", file=sys.stderr)
         return 1
     return 0

@@ -386,6 +386,15 @@ def test_dataset_of_unknown_length_is_counted_in_endless_mode():
     assert not any(s["stop"].any() for _, s in elements)
 
 
+def test_endless_dataset_re_cut_to_a_batch_size_stays_endless_and_is_not_counted():
+    # `rebatch` alone reports an unknown length, which training would count forever.
+    dataset = _id_dataset(10, 3).repeat()
+    feed = infeed.from_dataset(dataset, mode=Mode.TRAIN, layout=Layout.PADDED, batch_size=4)
+    assert feed.steps_per_pass is None
+    elements = take_numpy(feed.dataset, 3)
+    np.testing.assert_array_equal(_real_ids(elements), [*range(10), 0, 1])
+
+
 def test_variable_size_batches_are_rebatched_to_the_static_size():
     x, _ = tiny_data(10)
     ids = np.arange(10)

@@ -132,6 +132,20 @@ def test_input_fn_with_steps_per_epoch_over_an_endless_dataset():
     assert tm.global_step == 10
 
 
+def test_input_fn_over_an_endless_dataset_trains_to_max_steps():
+    x, y = tiny_data(64)
+    tm = compiled()
+    tm.fit(
+        lambda ctx: (
+            tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(ctx.per_replica_batch_size)
+        ),
+        batch_size=BATCH,
+        max_steps=7,
+        verbose=0,
+    )
+    assert tm.global_step == 7
+
+
 @pytest.mark.parametrize(
     "call, error, words",
     [

@@ -49,6 +49,16 @@ def test_one_trace_serves_every_loop_length_and_outfeeds_every_step():
     assert program.traces == 1
 
 
+def test_programs_traced_once_each_do_not_set_off_tensorflows_retracing_warning(caplog):
+    # TensorFlow warns when 5 of a function's last calls traced; a short run traces
+    # several programs (modes, layouts, batch sizes) once each, which is no retracing.
+    for _ in range(6):
+        program = counting_program(stops=True)
+        program.run(iter(one_pass(rows=8, batch_size=4).dataset), 2)
+        assert program.traces == 1
+    assert "retracing" not in caplog.text
+
+
 def test_the_stop_signal_ends_the_loop_at_the_end_of_the_data():
     program = counting_program(stops=True)
     iterator = iter(one_pass(rows=10, batch_size=4).dataset)

@@ -362,8 +362,12 @@ def from_dataset(
         run to the stop signal).
     """
     if batch_size is not None and rebatch:
+        endless = int(dataset.cardinality()) == _INFINITE
         # An explicit size re-cuts the batches, so that only the last is short.
         dataset = dataset.rebatch(batch_size)
+        if endless:
+            # `rebatch` forgets that its input never ends; counting it would never return.
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(_INFINITE))
     batch_size = batch_size or dataset_batch_size(dataset)
     cardinality = int(dataset.cardinality())
     steps = cardinality if cardinality >= 0 else None

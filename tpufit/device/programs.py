@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -175,7 +176,9 @@ class LoopProgram:
         self.traces = 0
         self._output_specs: dict[Any, Any] = {}
         self._prepared_iterator: Callable[[], Any] = lambda: None
-        self._loop_fn = tf.function(self._loop)
+        # A partial, not the bound method: TensorFlow counts retracing per code object, so
+        # all programs would share one count and warn on a few traces of different programs.
+        self._loop_fn = tf.function(functools.partial(LoopProgram._loop, self))
 
     @property
     def jit_compile(self) -> bool | None:
