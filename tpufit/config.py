@@ -200,6 +200,19 @@ class RunConfig:
             `keras.callbacks.TerminateOnNaN` among `fit`'s callbacks also
             turns the guard off for that `fit`, for Keras's meaning (the run
             stops at the end of the loop, without an error). See docs/hooks.md.
+        save_summary_steps: With a `model_dir`, write TensorBoard summaries
+            (TPUEstimator's): every training step's loss at its global step,
+            and at the first loop boundary at least this many steps after the
+            last write the running metrics (`batch_<name>`), `global_step/sec`
+            and `examples/sec`, to `<model_dir>/train`; each epoch's logs as
+            `epoch_<name>`; every `evaluate` and `fit` validation to
+            `<model_dir>/eval` at the global step evaluated. Only the chief
+            writes. `None` writes none. See docs/model_dir.md.
+        log_step_count_steps: In `fit`, log `loss = …, step = …,
+            global_step/sec = …` at INFO level to the `tpufit` logger
+            (`logging.getLogger("tpufit")`, not stdout) at the first loop
+            boundary at least this many steps after the last line; `None`
+            logs nothing.
 
     Example:
         >>> config = RunConfig(iterations_per_loop=50)
@@ -218,6 +231,8 @@ class RunConfig:
     warm_start_from: str | os.PathLike | WarmStartSettings | tuple | None = None
     partial_batch: str = "auto"
     nan_guard: bool = True
+    save_summary_steps: int | None = 100
+    log_step_count_steps: int | None = 100
 
     def __post_init__(self) -> None:
         for name in (
@@ -225,6 +240,8 @@ class RunConfig:
             "seed",
             "save_checkpoints_steps",
             "keep_checkpoint_max",
+            "save_summary_steps",
+            "log_step_count_steps",
         ):
             value = getattr(self, name)
             if isinstance(value, np.integer):
@@ -254,6 +271,10 @@ class RunConfig:
             )
         if not isinstance(self.nan_guard, bool):
             raise errors.invalid_type("nan_guard", self.nan_guard, "True or False")
+        errors.check_positive_int("save_summary_steps", self.save_summary_steps, allow_none=True)
+        errors.check_positive_int(
+            "log_step_count_steps", self.log_step_count_steps, allow_none=True
+        )
         self._check_checkpointing()
 
     def _check_checkpointing(self) -> None:

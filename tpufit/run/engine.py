@@ -33,7 +33,7 @@ from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
 from tpufit.device.steps import uses_keras_steps
-from tpufit.hooks import NanGuardHook, StopAtStepHook
+from tpufit.hooks import NanGuardHook, StepLogHook, StopAtStepHook
 from tpufit.hooks.base import HookList, Run
 from tpufit.hooks.keras_callbacks import KerasCallbackHook
 from tpufit.hooks.progress_bar import ProgressHook
@@ -106,7 +106,7 @@ class Engine:
             epochs=start.epochs,
             steps=steps,
             first=[StopAtStepHook(last_step=call.max_steps)] if call.max_steps is not None else [],
-            last=[*self._default_guard(call), *self._model_dir.fit_hooks()],
+            last=[*self._default_guard(call), *self._model_dir.fit_hooks(), *self._step_log()],
         )
         self._prepare_state(feed)
         _warn_if_nothing_trains(self._replicas.replica_model)
@@ -126,7 +126,8 @@ class Engine:
         )
         validation = None
         if validation_feed is not None:
-            validation = _Validation(self, validation_feed, call, HookList([callback_hook]))
+            validation_hooks = HookList([callback_hook, *self._model_dir.eval_hooks()])
+            validation = _Validation(self, validation_feed, call, validation_hooks)
         feeds = [feed] if validation_feed is None else [feed, validation_feed]
         with (
             self._replicas.keeping_user_weights(),
@@ -150,6 +151,11 @@ class Engine:
         )
         given = any(isinstance(hook, NanGuardHook) for hook in call.hooks or [])
         return [] if keras_meaning or given or not self._config.nan_guard else [NanGuardHook()]
+
+    def _step_log(self) -> list[StepLogHook]:
+        """The `loss = …, step = …` lines a `fit` logs (`RunConfig.log_step_count_steps`)."""
+        every = self._config.log_step_count_steps
+        return [] if every is None else [StepLogHook(every)]
 
     def _train_feed(self, call: FitCall) -> Infeed:
         request = InfeedRequest(
@@ -188,7 +194,14 @@ class Engine:
         request = InfeedRequest(Mode.EVAL, layout, batch_size, steps=steps)
         feed = self._infeed(call.x, call.y, call.sample_weight, request)
         span = passes.of_feed(feed, steps).span(0)
-        hooks, _ = self._hooks(call.hooks, call.callbacks, call.verbose, epochs=1, steps=span.steps)
+        hooks, _ = self._hooks(
+            call.hooks,
+            call.callbacks,
+            call.verbose,
+            epochs=1,
+            steps=span.steps,
+            last=self._model_dir.eval_hooks(),
+        )
         self._prepare_state(feed)
         with failures.translating(self._replicas.strategy, "evaluate", [feed]):
             return self.evaluation(feed, steps, hooks)
