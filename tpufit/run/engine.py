@@ -18,7 +18,7 @@ after every loop.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -41,7 +41,13 @@ from tpufit.model_dir.directory import ModelDir
 from tpufit.run import failures, limits, passes
 from tpufit.run.calls import EvaluateCall, FitCall, PredictCall
 from tpufit.run.loop_length import LoopLengths
-from tpufit.run.loops import Plan, evaluation_loop, fit_loop, prediction_loop
+from tpufit.run.loops import (
+    Plan,
+    evaluation_loop,
+    fit_loop,
+    prediction_batches,
+    prediction_loop,
+)
 from tpufit.run.progress import Progress, ResumePoint, resume_point
 from tpufit.run.stats import RunStats
 
@@ -228,7 +234,28 @@ class Engine:
 
     def predict(self, call: PredictCall) -> Any:
         """Predicts as `call` asks; returns the outputs of the real rows, in order."""
-        steps = limits.steps(call.steps, stacklevel=_USER_CALL)
+        run, hooks, plan, feed, rows = self._prediction(call)
+        with failures.translating(self._replicas.strategy, "predict", [feed]):
+            return prediction_loop(run, hooks, plan, rows)
+
+    def predict_batches(self, call: PredictCall) -> Iterator[Any]:
+        """Builds the predict run `call` asks for now; returns an iterator over its loops' rows."""
+        run, hooks, plan, feed, _ = self._prediction(call)
+
+        def batches() -> Iterator[Any]:
+            with failures.translating(self._replicas.strategy, "predict", [feed]):
+                yield from prediction_batches(run, hooks, plan)
+
+        return batches()
+
+    def _prediction(self, call: PredictCall) -> tuple[Run, HookList, Plan, Infeed, int | None]:
+        """Builds a predict run: its hooks, the model's state, the plan of its loops.
+
+        Returns:
+            The run, its hooks, its plan, its infeed, and the number of rows
+            it predicts when known (`None` with `steps`).
+        """
+        steps = limits.steps(call.steps, stacklevel=_USER_CALL + 1)
         layout = self._replicas.layout_for(Mode.PREDICT)
         request = InfeedRequest(
             Mode.PREDICT, layout, _batch_size(call.x, call.batch_size, steps), steps=steps
@@ -253,8 +280,7 @@ class Engine:
             batch_size=feed.batch_size,
             external_stop=self._stop_flag(Mode.PREDICT),
         )
-        with failures.translating(self._replicas.strategy, "predict", [feed]):
-            return prediction_loop(run, hooks, plan, None if steps else feed.rows)
+        return run, hooks, plan, feed, None if steps else feed.rows
 
     def _shuffle_seed(self, shuffle: bool) -> int | None:
         seed = self._config.seed
