@@ -121,3 +121,15 @@ def test_only_the_chief_writes_eval_summaries(tmp_path, monkeypatch):
 def test_save_summary_steps_must_be_a_positive_int_or_none(value):
     with pytest.raises(tpufit.InvalidArgumentError, match="save_summary_steps"):
         tpufit.RunConfig(save_summary_steps=value)
+
+
+def test_long_loops_write_the_same_per_step_losses(tmp_path):
+    x, y = tiny_data(ROWS)
+    losses = Losses()
+    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=70, model_dir=str(tmp_path))
+    tm.compile(**compile_args())
+    tm.fit(x, y, batch_size=1, hooks=[losses], verbose=0)  # loops of 70 and 10 steps
+    train = events(tmp_path / "train")
+    assert sorted(train["loss"]) == list(range(1, ROWS + 1))
+    np.testing.assert_array_equal([train["loss"][s] for s in range(1, ROWS + 1)],
+                                  np.float32(losses.losses))  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,21 @@ import tensorflow as tf
 from tpufit import cluster, errors
 from tpufit.config import Mode
 from tpufit.hooks.base import Hook, Run, RunContext, RunValues
+
+# Each eager `tf.summary.scalar` runs several eager ops (a millisecond on a busy CPU): a loop's
+# per-step values beyond this many are written by one traced call instead (traced once per
+# hook and name; a short loop is not worth the trace). Both write the same events.
+_EAGER_STEPS = 64
+
+
+def _graph_writer(name: str) -> Callable:
+    @tf.function
+    def write(values: tf.Tensor, steps: tf.Tensor) -> None:
+        for index in tf.range(tf.size(values)):
+            with tf.name_scope(""):  # Else the loop's scope prefixes the tag ("while/loss").
+                tf.summary.scalar(name, values[index], step=steps[index])
+
+    return write
 
 
 class SummaryHook(Hook):
@@ -45,6 +60,7 @@ class SummaryHook(Hook):
         self.every_n_steps = every_n_steps
         self.save_steps = save_steps
         self._writer: Any = None
+        self._graph_writers: dict[str, Callable] = {}
         self._since = 0.0
         self._steps = 0
 
@@ -65,13 +81,21 @@ class SummaryHook(Hook):
                 per_step = np.asarray(per_step)
                 if per_step.ndim != 1:
                     continue  # Only scalars per step make a curve.
-                for index, value in enumerate(per_step):
-                    step = ctx.global_step + index + 1
-                    if step % self.every_n_steps == 0:
-                        tf.summary.scalar(name, value, step=step)
+                steps = ctx.global_step + 1 + np.arange(len(per_step), dtype=np.int64)
+                due = steps % self.every_n_steps == 0
+                self._write_steps(name, per_step[due], steps[due])
             self._steps += ctx.steps
             if self._steps >= self.save_steps:
                 self._write_loop(ctx, values)
+
+    def _write_steps(self, name: str, values: np.ndarray, steps: np.ndarray) -> None:
+        if len(values) <= _EAGER_STEPS:
+            for value, step in zip(values, steps, strict=True):
+                tf.summary.scalar(name, value, step=step)
+            return
+        if name not in self._graph_writers:
+            self._graph_writers[name] = _graph_writer(name)
+        self._graph_writers[name](tf.constant(values), tf.constant(steps))
 
     def _write_loop(self, ctx: RunContext, values: RunValues) -> None:
         step = ctx.global_step + ctx.steps
