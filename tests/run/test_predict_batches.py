@@ -150,3 +150,12 @@ def test_bad_arguments_fail_at_the_call_before_any_loop_runs():
         tm.predict_batches(x, steps=0)
     with pytest.raises(tpufit.TPUFitError, match="batch_size"):
         tm.predict_batches(x, batch_size=-2)
+
+
+def test_data_ending_before_steps_warns_as_predict_does_at_the_users_line():
+    x, _ = tiny_data(ROWS)
+    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=3)
+    with pytest.warns(UserWarning, match="ran out of data") as caught:
+        items = list(tm.predict_batches(generated(x), steps=9))
+    assert sum(len(item) for item in items) == ROWS
+    assert {w.filename for w in caught if "ran out" in str(w.message)} == {__file__}
