@@ -41,13 +41,7 @@ from tpufit.model_dir.directory import ModelDir
 from tpufit.run import failures, limits, passes
 from tpufit.run.calls import EvaluateCall, FitCall, PredictCall
 from tpufit.run.loop_length import LoopLengths
-from tpufit.run.loops import (
-    Plan,
-    evaluation_loop,
-    fit_loop,
-    prediction_batches,
-    prediction_loop,
-)
+from tpufit.run.loops import Plan, evaluation_loop, fit_loop, prediction_batches, prediction_loop
 from tpufit.run.progress import Progress, ResumePoint, resume_point
 from tpufit.run.stats import RunStats
 
@@ -146,6 +140,10 @@ class Engine:
         self.last_run_stats = stats.report(call.verbose if chief else 0)
         return history
 
+    def _step_log(self) -> list[StepLogHook]:
+        every = self._config.log_step_count_steps  # `loss = …, step = …` lines
+        return [] if every is None else [StepLogHook(every)]
+
     def _default_guard(self, call: FitCall) -> list[NanGuardHook]:
         """The `NanGuardHook` a `fit` gets: none with `nan_guard=False` or the user's own.
 
@@ -157,11 +155,6 @@ class Engine:
         )
         given = any(isinstance(hook, NanGuardHook) for hook in call.hooks or [])
         return [] if keras_meaning or given or not self._config.nan_guard else [NanGuardHook()]
-
-    def _step_log(self) -> list[StepLogHook]:
-        """The `loss = …, step = …` lines a `fit` logs (`RunConfig.log_step_count_steps`)."""
-        every = self._config.log_step_count_steps
-        return [] if every is None else [StepLogHook(every)]
 
     def _train_feed(self, call: FitCall) -> Infeed:
         request = InfeedRequest(
@@ -249,12 +242,7 @@ class Engine:
         return batches()
 
     def _prediction(self, call: PredictCall) -> tuple[Run, HookList, Plan, Infeed, int | None]:
-        """Builds a predict run: its hooks, the model's state, the plan of its loops.
-
-        Returns:
-            The run, its hooks, its plan, its infeed, and the number of rows
-            it predicts when known (`None` with `steps`).
-        """
+        """Builds a predict run: the run, its hooks, plan, infeed and rows (`None` given steps)."""
         steps = limits.steps(call.steps, stacklevel=_USER_CALL + 1)
         layout = self._replicas.layout_for(Mode.PREDICT)
         request = InfeedRequest(
