@@ -133,3 +133,14 @@ def test_long_loops_write_the_same_per_step_losses(tmp_path):
     assert sorted(train["loss"]) == list(range(1, ROWS + 1))
     np.testing.assert_array_equal([train["loss"][s] for s in range(1, ROWS + 1)],
                                   np.float32(losses.losses))  # fmt: skip
+
+
+def test_a_worker_that_is_not_the_chief_writes_no_summaries(tmp_path, monkeypatch):
+    cluster = {"worker": ["localhost:1", "localhost:2"]}
+    task = {"type": "worker", "index": 1}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+    x, y = tiny_data(ROWS)
+    tm = model_in(tmp_path / "run")
+    tm.fit(x, y, batch_size=BATCH, validation_data=(x, y), verbose=0)
+    tm.evaluate(x, y, verbose=0)
+    assert not tf.io.gfile.glob(str(tmp_path / "run" / "*" / "events.out.tfevents.*"))
