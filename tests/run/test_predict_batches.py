@@ -34,6 +34,7 @@ def model_looping(iterations_per_loop: int) -> tpufit.TPUModel:
     return _MODELS[iterations_per_loop]
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.integers(1, 40),
