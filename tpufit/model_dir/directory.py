@@ -29,7 +29,7 @@ def check_model_dir(path: Any) -> str:
     """Returns `path` as a string if tpufit can write checkpoints there; touches nothing.
 
     A missing directory is fine when its nearest existing parent is a
-    writable directory (it is created at the first checkpoint).
+    writable directory (it is created at the first checkpoint or summary).
 
     Raises:
         InvalidArgumentError: `path` is a file, or a directory (or its parent)
