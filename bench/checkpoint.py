@@ -6,7 +6,7 @@ and LOOPS_LONG loops), so per-run set-up falls out:
 
 - no model_dir: `tm.fit(verbose=0)`;
 - model_dir, saving only at the end: the checkpoint hook's bookkeeping
-  (and the default NaN guard) per loop;
+  (with the default NaN guard and TensorBoard summaries) per loop;
 - model_dir, saving every loop: plus one checkpoint write per loop.
 
 A resumed `fit` skips, with `tf.data`'s `skip`, the batches the interrupted one

@@ -204,6 +204,19 @@ class RunConfig:
             waits for every other worker of `TF_CONFIG`'s cluster to come up
             before raising `tpufit.errors.ClusterConnectError` naming the
             missing ones (default 300). See docs/scale-out.md.
+        save_summary_steps: With a `model_dir`, write TensorBoard summaries
+            (TPUEstimator's): every training step's loss at its global step,
+            and at the first loop boundary at least this many steps after the
+            last write the running metrics (`batch_<name>`), `global_step/sec`
+            and `examples/sec`, to `<model_dir>/train`; each epoch's logs as
+            `epoch_<name>`; every `evaluate` and `fit` validation to
+            `<model_dir>/eval` at the global step evaluated. Only the chief
+            writes. `None` writes none. See docs/model_dir.md.
+        log_step_count_steps: In `fit`, log `loss = …, step = …,
+            global_step/sec = …` at INFO level to the `tpufit` logger
+            (`logging.getLogger("tpufit")`, not stdout) at the first loop
+            boundary at least this many steps after the last line; `None`
+            logs nothing.
 
     Example:
         >>> config = RunConfig(iterations_per_loop=50)
@@ -223,6 +236,8 @@ class RunConfig:
     partial_batch: str = "auto"
     nan_guard: bool = True
     cluster_connect_timeout_secs: float = 300
+    save_summary_steps: int | None = 100
+    log_step_count_steps: int | None = 100
 
     def __post_init__(self) -> None:
         for name in (
@@ -230,6 +245,8 @@ class RunConfig:
             "seed",
             "save_checkpoints_steps",
             "keep_checkpoint_max",
+            "save_summary_steps",
+            "log_step_count_steps",
         ):
             value = getattr(self, name)
             if isinstance(value, np.integer):
@@ -264,6 +281,10 @@ class RunConfig:
             raise errors.invalid_argument(
                 "cluster_connect_timeout_secs", timeout, "a positive number of seconds, e.g. 300"
             )
+        errors.check_positive_int("save_summary_steps", self.save_summary_steps, allow_none=True)
+        errors.check_positive_int(
+            "log_step_count_steps", self.log_step_count_steps, allow_none=True
+        )
         self._check_checkpointing()
 
     def _check_checkpointing(self) -> None:

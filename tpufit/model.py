@@ -8,6 +8,7 @@ the mode, and returns what Keras returns: a `History` from `fit`, scalars from
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -275,6 +276,59 @@ class TPUModel:
             x, batch_size, verbosity(verbose), steps, tuple(callbacks or ()), tuple(hooks or ())
         )
         return self._engine.predict(call)
+
+    def predict_batches(
+        self,
+        x: Any = None,
+        batch_size: int | None = None,
+        steps: int | None = None,
+        *,
+        verbose: int | str = 0,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        hooks: list[Hook] | None = None,
+        input_fn: Any = None,
+    ) -> Iterator[Any]:
+        """Predicts as `predict` does, yielding the outputs one device loop at a time.
+
+        TPUEstimator's `predict` was a generator; this is it. Each item holds
+        the real rows of one loop (up to `iterations_per_loop` batches), in
+        order, without padding, in the structure of the model's outputs;
+        concatenated, the items equal `predict(x, batch_size, steps=steps)`.
+        Nothing is kept between items, so memory stays bounded however many
+        rows the data has. The arguments are checked and the input pipeline
+        is built now; each loop runs when the next item is asked for.
+
+        Keras callbacks see the run as in `predict`: `on_predict_begin` before
+        the first loop, `on_predict_batch_begin` / `on_predict_batch_end`
+        (with the loop's `outputs`) around every loop, and `on_predict_end`
+        when the iterator is exhausted or closed early (`close()`, or a
+        `break` once the iterator is collected), which ends the run after the
+        current loop. `model.stop_predicting = True` ends it too.
+
+        Args:
+            x: The input, of any kind `predict` takes (arrays, a `tf.data.Dataset`,
+                a generator, a `keras.utils.PyDataset`, an `input_fn`).
+            batch_size: The global batch size (arrays only; as `predict`).
+            steps: Batches to predict, or `None` for all of the data.
+            verbose: 0 (the default: silent), 1 or 2, as `predict`'s.
+            callbacks: Keras callbacks.
+            hooks: `tpufit.Hook`s; `after_run` gets each loop's rows as
+                `values.outfeed["outputs"]`.
+            input_fn: An `input_fn(ctx)` in place of `x`.
+
+        Returns:
+            An iterator of numpy arrays (or nested structures of them).
+
+        Example:
+            >>> for probs in tm.predict_batches(dataset):
+            ...     write_out(probs)
+        """
+        x = data.input_fn_as_x(x, input_fn)
+        checks.check_steps(steps, x)
+        call = PredictCall(
+            x, batch_size, verbosity(verbose), steps, tuple(callbacks or ()), tuple(hooks or ())
+        )
+        return self._engine.predict_batches(call)
 
     def export(self, path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         """Writes a SavedModel whose `serving_default` takes any number of rows.

@@ -51,9 +51,9 @@ def with_dropout(seed: int = 0) -> keras.Model:
 
 
 def files(directory) -> dict[str, bytes]:
-    return {
-        name: open(os.path.join(directory, name), "rb").read() for name in os.listdir(directory)
-    }
+    """The checkpoint files of `directory` and their bytes (not the summaries' folders)."""
+    paths = {name: os.path.join(directory, name) for name in os.listdir(directory)}
+    return {name: open(path, "rb").read() for name, path in paths.items() if os.path.isfile(path)}
 
 
 def checkpoint_steps(directory) -> list[int]:
@@ -74,8 +74,7 @@ def test_checkpoints_come_every_n_steps_at_loop_ends_and_at_the_end_keeping_the_
     # Loops end at global steps 4, 7, 11, 14, 18, 21: the first loop end 5 or more
     # steps after the last save saves (7, 14, 21); only the newest two are kept.
     assert checkpoint_steps(tmp_path) == [14, 21]
-    names = sorted(os.listdir(tmp_path))
-    assert names == [
+    assert sorted(files(tmp_path)) == [
         "checkpoint", "ckpt-14.data-00000-of-00001", "ckpt-14.index",
         "ckpt-21.data-00000-of-00001", "ckpt-21.index",
     ]  # fmt: skip

@@ -75,7 +75,9 @@ def test_a_model_dir_without_write_permission_fails_before_anything(tmp_path, mi
 def test_a_missing_model_dir_is_created_only_at_the_first_checkpoint(tmp_path):
     target = tmp_path / "a" / "b"
     x, y = tiny_data(ROWS)
-    tm = tpufit.TPUModel(tiny_model(), model_dir=str(target))
+    # Without summaries: an evaluation writes its summaries into the directory.
+    config = tpufit.RunConfig(save_summary_steps=None)
+    tm = tpufit.TPUModel(tiny_model(), model_dir=str(target), config=config)
     tm.compile(**compile_args())
     tm.predict(x, verbose=0)
     tm.evaluate(x, y, verbose=0)

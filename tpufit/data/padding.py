@@ -136,6 +136,12 @@ def pass_layout(num_rows: int, batch_size: int, pad: bool) -> tuple[np.ndarray, 
     return positions.reshape(shape), signals
 
 
+def real_rows(outputs, mask: np.ndarray):
+    """Returns the rows of `outputs` (nested arrays, rows first) whose `mask` is 1, in order."""
+    keep = np.asarray(mask) > 0.5
+    return tf.nest.map_structure(lambda a: np.compress(keep, a, axis=0), outputs)
+
+
 class RowCollector:
     """Collects a predict's outputs loop by loop, keeping only the real rows, in order.
 
@@ -162,11 +168,11 @@ class RowCollector:
         Returns:
             The loop's real rows (a view into the result when it is preallocated).
         """
+        if self._rows is None:
+            self._pieces.append(real_rows(outputs, mask))
+            return self._pieces[-1]
         keep = np.asarray(mask) > 0.5
         count = int(np.count_nonzero(keep))
-        if self._rows is None:
-            self._pieces.append(tf.nest.map_structure(lambda a: np.compress(keep, a, 0), outputs))
-            return self._pieces[-1]
         if self._result is None:
             self._result = tf.nest.map_structure(
                 lambda a: np.empty((self._rows,) + a.shape[1:], a.dtype), outputs

@@ -8,6 +8,7 @@ from tpufit.hooks.base import Hook, HookList, Run, RunContext, RunValues, StepTe
 from tpufit.hooks.logger import LoggingHook
 from tpufit.hooks.nan_guard import NanGuardHook
 from tpufit.hooks.profiler import ProfilerHook
+from tpufit.hooks.step_log import StepLogHook
 from tpufit.hooks.stop import StopAtStepHook
 from tpufit.hooks.summary import SummaryHook
 
@@ -20,6 +21,7 @@ __all__ = [
     "Run",
     "RunContext",
     "RunValues",
+    "StepLogHook",
     "StepTensors",
     "StopAtStepHook",
     "SummaryHook",

@@ -22,13 +22,14 @@ from tpufit.config import RunConfig
 from tpufit.device.replicas import Replicas
 from tpufit.model_dir import checkpoint, warm_start
 from tpufit.model_dir.saving_hook import CheckpointHook
+from tpufit.model_dir.summaries import summary_hooks
 
 
 def check_model_dir(path: Any) -> str:
     """Returns `path` as a string if tpufit can write checkpoints there; touches nothing.
 
     A missing directory is fine when its nearest existing parent is a
-    writable directory (it is created at the first checkpoint).
+    writable directory (it is created at the first checkpoint or summary).
 
     Raises:
         InvalidArgumentError: `path` is a file, or a directory (or its parent)
@@ -186,9 +187,9 @@ class ModelDir:
         self._pending.discard("optimizers")
 
     def fit_hooks(self) -> list:
-        """Returns the hooks a `model_dir` adds to a `fit`: the checkpoint saver.
+        """Returns the hooks a `model_dir` adds to a `fit`: the checkpoint saver, the summaries.
 
-        It runs after the NaN guard (`RunConfig.nan_guard`), so a non-finite
+        They run after the NaN guard (`RunConfig.nan_guard`), so a non-finite
         loss ends the run before anything is saved; without the guard, the
         saver itself never saves after a non-finite loss.
         """
@@ -199,7 +200,15 @@ class ModelDir:
             every_steps=self._config.save_checkpoints_steps,
             every_secs=self._config.save_checkpoints_secs,
         )
-        return [saver]
+        return [saver, *summary_hooks(self._config, self.path)]
+
+    def eval_hooks(self) -> list:
+        """Returns the hooks a `model_dir` adds to an evaluation (`evaluate`, `fit`'s validation).
+
+        The summary hook, writing the evaluation's logs to `<model_dir>/eval`
+        at the global step evaluated (`RunConfig.save_summary_steps`).
+        """
+        return summary_hooks(self._config, self.path)
 
     def _incompatible(self, problem: str) -> errors.IncompatibleCheckpointError:
         return errors.IncompatibleCheckpointError(

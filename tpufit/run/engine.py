@@ -18,7 +18,7 @@ after every loop.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -33,7 +33,7 @@ from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
 from tpufit.device.steps import uses_keras_steps
-from tpufit.hooks import NanGuardHook, StopAtStepHook
+from tpufit.hooks import NanGuardHook, StepLogHook, StopAtStepHook
 from tpufit.hooks.base import HookList, Run
 from tpufit.hooks.keras_callbacks import KerasCallbackHook
 from tpufit.hooks.progress_bar import ProgressHook
@@ -41,7 +41,7 @@ from tpufit.model_dir.directory import ModelDir
 from tpufit.run import failures, limits, passes
 from tpufit.run.calls import EvaluateCall, FitCall, PredictCall
 from tpufit.run.loop_length import LoopLengths
-from tpufit.run.loops import Plan, evaluation_loop, fit_loop, prediction_loop
+from tpufit.run.loops import Plan, evaluation_loop, fit_loop, prediction_batches, prediction_loop
 from tpufit.run.progress import Progress, ResumePoint, resume_point
 from tpufit.run.stats import RunStats
 
@@ -106,7 +106,7 @@ class Engine:
             epochs=start.epochs,
             steps=steps,
             first=[StopAtStepHook(last_step=call.max_steps)] if call.max_steps is not None else [],
-            last=[*self._default_guard(call), *self._model_dir.fit_hooks()],
+            last=[*self._default_guard(call), *self._model_dir.fit_hooks(), *self._step_log()],
         )
         self._prepare_state(feed)
         _warn_if_nothing_trains(self._replicas.replica_model)
@@ -126,7 +126,8 @@ class Engine:
         )
         validation = None
         if validation_feed is not None:
-            validation = _Validation(self, validation_feed, call, HookList([callback_hook]))
+            validation_hooks = HookList([callback_hook, *self._model_dir.eval_hooks()])
+            validation = _Validation(self, validation_feed, call, validation_hooks)
         feeds = [feed] if validation_feed is None else [feed, validation_feed]
         with (
             self._replicas.keeping_user_weights(),
@@ -138,6 +139,10 @@ class Engine:
         chief = cluster.is_chief(self._replicas.strategy)
         self.last_run_stats = stats.report(call.verbose if chief else 0)
         return history
+
+    def _step_log(self) -> list[StepLogHook]:
+        every = self._config.log_step_count_steps  # `loss = …, step = …` lines
+        return [] if every is None else [StepLogHook(every)]
 
     def _default_guard(self, call: FitCall) -> list[NanGuardHook]:
         """The `NanGuardHook` a `fit` gets: none with `nan_guard=False` or the user's own.
@@ -188,7 +193,14 @@ class Engine:
         request = InfeedRequest(Mode.EVAL, layout, batch_size, steps=steps)
         feed = self._infeed(call.x, call.y, call.sample_weight, request)
         span = passes.of_feed(feed, steps).span(0)
-        hooks, _ = self._hooks(call.hooks, call.callbacks, call.verbose, epochs=1, steps=span.steps)
+        hooks, _ = self._hooks(
+            call.hooks,
+            call.callbacks,
+            call.verbose,
+            epochs=1,
+            steps=span.steps,
+            last=self._model_dir.eval_hooks(),
+        )
         self._prepare_state(feed)
         with failures.translating(
             self._replicas.strategy, "evaluate", [feed], self._model_dir.path
@@ -217,7 +229,25 @@ class Engine:
 
     def predict(self, call: PredictCall) -> Any:
         """Predicts as `call` asks; returns the outputs of the real rows, in order."""
-        steps = limits.steps(call.steps, stacklevel=_USER_CALL)
+        run, hooks, plan, feed, rows = self._prediction(call)
+        with failures.translating(self._replicas.strategy, "predict", [feed], self._model_dir.path):
+            return prediction_loop(run, hooks, plan, rows)
+
+    def predict_batches(self, call: PredictCall) -> Iterator[Any]:
+        """Builds the predict run `call` asks for now; returns an iterator over its loops' rows."""
+        run, hooks, plan, feed, _ = self._prediction(call)
+
+        def batches() -> Iterator[Any]:
+            with failures.translating(
+                self._replicas.strategy, "predict", [feed], self._model_dir.path
+            ):
+                yield from prediction_batches(run, hooks, plan)
+
+        return batches()
+
+    def _prediction(self, call: PredictCall) -> tuple[Run, HookList, Plan, Infeed, int | None]:
+        """Builds a predict run: the run, its hooks, plan, infeed and rows (`None` given steps)."""
+        steps = limits.steps(call.steps, stacklevel=_USER_CALL + 1)
         layout = self._replicas.layout_for(Mode.PREDICT)
         request = InfeedRequest(
             Mode.PREDICT, layout, _batch_size(call.x, call.batch_size, steps), steps=steps
@@ -242,8 +272,7 @@ class Engine:
             batch_size=feed.batch_size,
             external_stop=self._stop_flag(Mode.PREDICT),
         )
-        with failures.translating(self._replicas.strategy, "predict", [feed], self._model_dir.path):
-            return prediction_loop(run, hooks, plan, None if steps else feed.rows)
+        return run, hooks, plan, feed, None if steps else feed.rows
 
     def _shuffle_seed(self, shuffle: bool) -> int | None:
         seed = self._config.seed

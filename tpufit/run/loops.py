@@ -11,11 +11,12 @@ before an epoch's `steps_per_epoch` (`steps`), the loop warns as Keras does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import keras
 
+from tpufit import errors
 from tpufit.data import padding
 from tpufit.data.infeed import Lookahead
 from tpufit.device import programs
@@ -23,7 +24,7 @@ from tpufit.hooks.base import HookList, Run, RunContext, RunValues
 from tpufit.run import logs as logs_module
 from tpufit.run.epochs import EpochIterator
 from tpufit.run.loop_length import CappedLoopLength, LoopLength
-from tpufit.run.passes import Passes, Span, Walk, ran_short, warn_ran_out
+from tpufit.run.passes import RAN_OUT, Passes, Span, Walk, ran_short, warn_ran_out
 from tpufit.run.progress import ResumePoint
 from tpufit.run.stats import RunStats
 
@@ -66,6 +67,45 @@ class Validation(Protocol):
         """Evaluates exactly on the validation data; returns its logs."""
 
 
+def _epoch_loops(
+    plan: Plan, span: Span, first_step: int = 0, available: Callable[[int], int] | None = None
+) -> EpochIterator:
+    return EpochIterator(
+        span.main,
+        plan.loop_length,
+        first_step=first_step,
+        tail=span.tail,
+        stats=plan.stats,
+        available=available,
+    )
+
+
+def _loop_values(
+    run: Run,
+    hooks: HookList,
+    plan: Plan,
+    epoch: int,
+    values_of: Callable[[programs.LoopResult], RunValues],
+    loops: EpochIterator,
+) -> Iterator[RunValues]:
+    """Runs the loops of an epoch with their hooks; yields each loop's values after `after_run`."""
+    for loop in loops:
+        context = RunContext(run, epoch=epoch, first_step=loop.first_step, steps=loop.steps)
+        hooks.before_run(context)
+        result = plan.program.run(plan.tail if loop.tail else plan.iterator, context.steps)
+        loops.ran(result)
+        run.count_steps(result.trained)
+        values = None
+        if result.steps:
+            context.steps = result.steps
+            values = values_of(result)
+            hooks.after_run(context, values)
+        if run.stop_requested:
+            loops.stop()
+        if values is not None:
+            yield values
+
+
 def _run_epoch(
     run: Run,
     hooks: HookList,
@@ -76,25 +116,9 @@ def _run_epoch(
     first_step: int = 0,
     available: Callable[[int], int] | None = None,
 ) -> EpochIterator:
-    loops = EpochIterator(
-        span.main,
-        plan.loop_length,
-        first_step=first_step,
-        tail=span.tail,
-        stats=plan.stats,
-        available=available,
-    )
-    for loop in loops:
-        context = RunContext(run, epoch=epoch, first_step=loop.first_step, steps=loop.steps)
-        hooks.before_run(context)
-        result = plan.program.run(plan.tail if loop.tail else plan.iterator, context.steps)
-        loops.ran(result)
-        run.count_steps(result.trained)
-        if result.steps:
-            context.steps = result.steps
-            hooks.after_run(context, values_of(result))
-        if run.stop_requested:
-            loops.stop()
+    loops = _epoch_loops(plan, span, first_step, available)
+    for _ in _loop_values(run, hooks, plan, epoch, values_of, loops):
+        pass
     if not run.stop_requested and ran_short(span, loops.steps_done, loops.ran_out):
         warn_ran_out(_USER_CALL)  # Keras's stop flag, read first, leaves no epoch to warn in.
     return loops
@@ -194,17 +218,48 @@ def prediction_loop(run: Run, hooks: HookList, plan: Plan, num_rows: int | None)
     (`model.stop_predicting`) returns the rows it predicted.
     """
     rows = padding.RowCollector(num_rows)
+    for _ in prediction_batches(run, hooks, plan, take_rows=rows.add):
+        pass
+    return rows.result(complete=not run.stop_requested)
+
+
+def prediction_batches(
+    run: Run, hooks: HookList, plan: Plan, take_rows: Callable[..., Any] = padding.real_rows
+) -> Iterator[Any]:
+    """Predicts over the plan's data, yielding each loop's real rows, in order, as it returns.
+
+    Nothing is kept between loops: a loop's rows are yielded (and given to
+    the hooks as `values.outfeed["outputs"]`) and the next loop runs when the
+    consumer asks for more. Closing the iterator early (`close()`, or a
+    `break` once it is collected) ends the run as a stop after the current
+    loop does: `epoch_end` and `end` run, Keras's `on_predict_end` too.
+
+    Args:
+        run: The predict run.
+        hooks: Its hooks.
+        plan: The predict program and infeed.
+        take_rows: `(outputs, mask) -> real rows` of one loop (the outputs'
+            rows first, the step axis merged into them).
+    """
 
     def values_of(result: programs.LoopResult) -> RunValues:
-        real_rows = rows.add(*programs.stack_rows(result.outfeed))
-        return RunValues(outfeed={"outputs": real_rows}, logs={})
+        return RunValues(outfeed={"outputs": take_rows(*programs.stack_rows(result.outfeed))},
+                         logs={})  # fmt: skip
 
     with hooks.running(run):
         hooks.after_create_session(run)
         hooks.epoch_begin(run, 0)
-        _run_epoch(run, hooks, plan, 0, values_of, plan.passes.span(0))
+        span = plan.passes.span(0)
+        loops = _epoch_loops(plan, span)
+        for values in _loop_values(run, hooks, plan, 0, values_of, loops):
+            try:
+                yield values.outfeed["outputs"]
+            except GeneratorExit:
+                run.request_stop()  # The consumer is done: end the run as a stop does.
+                break
+        if not run.stop_requested and ran_short(span, loops.steps_done, loops.ran_out):
+            errors.warn(RAN_OUT)
         hooks.epoch_end(run, 0, run.logs)
-    return rows.result(complete=not run.stop_requested)
 
 
 def _finalize_optimizer(model: keras.Model) -> None:
