@@ -105,17 +105,18 @@ def work(result_file: str, smoke: bool) -> int:
         result_file: where this worker writes its results (JSON).
         smoke: train a few steps only.
     """
-    import tensorflow as tf
+    import tpufit
 
-    # The strategy must exist before TensorFlow does anything else in this process.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # The strategy must exist before TensorFlow does anything else in this process; tpufit's
+    # waits a bounded time for the other workers and lets Ctrl-C and SIGTERM end the wait.
+    strategy = tpufit.cluster.multi_worker_strategy(
+        tpufit.RunConfig(cluster_connect_timeout_secs=120)
+    )
 
     import keras
     import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
-
-    import tpufit
 
     keras.utils.set_random_seed(0)  # the same initial weights on every worker
     x, y = load_digits(return_X_y=True)
