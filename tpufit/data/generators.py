@@ -61,6 +61,7 @@ class GeneratorSource:
                 "x", generator, "a generator that yields at least one batch", what="Empty generator"
             )
         self.checker = python_data.BatchChecker(self.peeked[0], "generator", self.pipeline_errors)
+        self.left_out = python_data.LeftOut(self.peeked[0])
         for index, batch in enumerate(self.peeked[1:], start=1):
             self.checker.check(batch, index)
         self._batches = self._checked()
@@ -97,10 +98,10 @@ class GeneratorSource:
     def _one_pass(self) -> Iterator:
         self._passes += 1
         if self._passes > 1:
-            yield from self._kept or ()
+            yield from map(self.left_out.strip, self._kept or ())
             return
         while (batch := self._next()) is not None:
-            yield batch
+            yield self.left_out.strip(batch)
 
     def dataset(self, *, batch_size: int = 0, keep: bool = False) -> tf.data.Dataset:
         """The batches as one stream, one pass per iteration (a pass after the first is empty).
@@ -114,7 +115,7 @@ class GeneratorSource:
         self._kept = [] if keep else None
         self.repeats = keep
         return tf.data.Dataset.from_generator(
-            self._one_pass, output_signature=self.checker.output_signature()
+            self._one_pass, output_signature=self.checker.output_signature(self.left_out)
         )
 
     def steps_within(self, steps: int) -> int:
@@ -140,10 +141,12 @@ class GeneratorSource:
                 break
             batches.append(batch)
             read += python_data.rows_of(batch)
-        data = tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *batches)
+        data = tf.nest.map_structure(
+            lambda *parts: None if parts[0] is None else np.concatenate(parts, axis=0), *batches
+        )
         if rows is None:
             return data
-        return tf.nest.map_structure(lambda a: a[:rows], data)
+        return tf.nest.map_structure(lambda a: None if a is None else a[:rows], data)
 
 
 def _arrays_with_class_weight(data: Any, class_weight: dict | None) -> Any:
@@ -209,6 +212,7 @@ def build(
     feed = infeed.from_dataset(
         stream, mode=request.mode, layout=request.layout, batch_size=size, count=False
     )
+    feed = source.left_out.restore(feed)
     return dataclasses.replace(
         feed,
         lookahead=source if training else None,
