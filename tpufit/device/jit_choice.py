@@ -9,7 +9,8 @@ the choice changes results in the last bits: it must never depend on timings
 give the same weights. `"auto"` therefore decides from the step itself, once:
 XLA wherever it compiles (one replica, not a TPU), except a step with
 convolutions on a machine without accelerators, and, without a warning, a
-step whose data holds strings (XLA has no string type).
+step whose data holds strings (XLA has no string type) or ragged or sparse
+tensors (XLA has no such tensors).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def _holds_strings(element_spec) -> bool:
     # Expanded: several replicas' element spec holds composite per-replica specs.
     specs = tf.nest.flatten(element_spec, expand_composites=True)
     return any(spec.dtype == tf.string for spec in specs)
+
+
+def _holds_composites(element_spec) -> bool:
+    # One replica's element spec: its parts as the step receives them.
+    composites = (tf.RaggedTensorSpec, tf.SparseTensorSpec)
+    return any(isinstance(spec, composites) for spec in tf.nest.flatten(element_spec))
 
 
 def _example(spec: tf.TypeSpec) -> tf.Tensor | None:
@@ -87,6 +94,12 @@ class JitChoice:
                 f"the strategy runs {replicas} replicas in one program, and XLA "
                 "on CPU/GPU compiles a step for one device"
             )
+        elif _holds_composites(element_spec):
+            reason = "its data holds ragged or sparse tensors, which XLA does not take"
+            if self.requested == "auto":
+                # As Keras runs them: no XLA, and nothing to tell.
+                self.steps = {False: plain}
+                return
         else:
             compiled = tf.function(one_step, jit_compile=True)
             try:
