@@ -22,12 +22,13 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from tpufit import cluster, errors
 from tpufit.config import Mode
-from tpufit.data import checks, infeed, python_data, weighting
+from tpufit.data import arrays, checks, composite, infeed, python_data, weighting
 from tpufit.data.request import InfeedRequest
 
 
@@ -141,12 +142,28 @@ class GeneratorSource:
                 break
             batches.append(batch)
             read += python_data.rows_of(batch)
-        data = tf.nest.map_structure(
-            lambda *parts: None if parts[0] is None else np.concatenate(parts, axis=0), *batches
-        )
+        data = tf.nest.map_structure(_concatenate, *batches)
         if rows is None:
             return data
-        return tf.nest.map_structure(lambda a: None if a is None else a[:rows], data)
+        return tf.nest.map_structure(lambda a: _first_rows(a, rows), data)
+
+
+def _concatenate(*parts: Any) -> Any:
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], tf.SparseTensor):
+        return tf.sparse.concat(0, list(parts))
+    if isinstance(parts[0], tf.RaggedTensor):
+        return tf.concat(parts, axis=0)
+    return np.concatenate(parts, axis=0)
+
+
+def _first_rows(part: Any, rows: int) -> Any:
+    if part is None:
+        return None
+    if isinstance(part, tf.SparseTensor):
+        return tf.sparse.slice(part, [0] * len(part.shape), [rows, *part.shape[1:]])
+    return part[:rows]
 
 
 def _arrays_with_class_weight(data: Any, class_weight: dict | None) -> Any:
@@ -202,7 +219,13 @@ def build(
     training = request.mode == Mode.TRAIN
     if _held_in_memory(request, several_workers=cluster.worker_count(strategy) > 1):
         rows = None if request.steps is None else request.steps * size
-        data = _arrays_with_class_weight(source.read_all(rows), request.class_weight)
+        held = source.read_all(rows)
+        if composite.any_composite(held):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(held)
+            request = dataclasses.replace(request, batch_size=size)
+            feed = arrays.build(x, y, sample_weight, request, strategy)
+            return dataclasses.replace(feed, pipeline_errors=source.pipeline_errors)
+        data = _arrays_with_class_weight(held, request.class_weight)
         feed = infeed.from_arrays(data, size, mode=request.mode, layout=request.layout)
         return dataclasses.replace(feed, pipeline_errors=source.pipeline_errors)
     keep = training and request.reread

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import errors
-from tpufit.data import checks, infeed
+from tpufit.data import checks, composite, infeed
 from tpufit.data.request import InfeedRequest
 
 PEEKED_BATCHES = 2  # As Keras's adapters read ahead to learn the element spec.
@@ -49,16 +49,22 @@ def standardize(batch: Any) -> Any:
     """Returns a batch as Keras packs it: `(x,)`, `(x, y)`, `(x, y, sw)` or a dict; numpy leaves.
 
     A bare array becomes `(x,)` as in Keras's PyDataset adapter; lists become
-    tuples; floating leaves take `floatx`.
+    tuples; floating leaves take `floatx`; ragged and sparse leaves become
+    TF tensors (`composite.as_tensor`).
     """
     if isinstance(batch, list):
         batch = tuple(batch)
     if not isinstance(batch, (tuple, dict)):
         batch = (batch,)
-    # None, ragged and sparse parts stay as they are, for `BatchChecker` to name.
-    return tf.nest.map_structure(
-        lambda a: a if a is None or checks.not_dense(a) else infeed.as_input_array(a), batch
-    )
+    return tf.nest.map_structure(_as_input, batch)
+
+
+def _as_input(leaf: Any) -> Any:
+    if leaf is None:
+        return None  # An optional input left out.
+    if composite.is_composite(leaf):
+        return composite.as_tensor(leaf)  # Scipy sparse becomes a tf.SparseTensor, as in Keras.
+    return infeed.as_input_array(leaf)
 
 
 def describe(batch: Any) -> str:
@@ -75,12 +81,15 @@ def describe(batch: Any) -> str:
         return f"({inner},)" if len(batch) == 1 else f"({inner})"
     if batch is None:
         return "None"
+    if composite.is_composite(batch):
+        kind = "ragged" if isinstance(batch, tf.RaggedTensor) else "sparse"
+        return f"{kind} {batch.dtype.name}{list(batch.shape)}"
     return f"{batch.dtype}{list(batch.shape)}"
 
 
 def _signature(batch: Any) -> Any:
     return tf.nest.map_structure(
-        lambda a: None if a is None else (a.dtype, a.shape[1:], a.ndim), batch
+        lambda a: None if a is None else (type(a), a.dtype, a.shape[1:], len(a.shape)), batch
     )
 
 
@@ -177,7 +186,7 @@ class BatchChecker:
                 ),
             )
         leaves = [a for a in tf.nest.flatten(batch) if a is not None]
-        rows = {int(a.shape[0]) if a.ndim else -1 for a in leaves}
+        rows = {int(a.shape[0]) if len(a.shape) else -1 for a in leaves}
         if len(rows) != 1 or -1 in rows:
             raise self._error(
                 "x",
@@ -189,19 +198,11 @@ class BatchChecker:
         return batch
 
     def _check_leaves(self, batch: Any, index: int) -> None:
-        # A Python source's batches are re-cut and padded by tf.data, which has no
-        # static shape for ragged or sparse parts; None (an optional input left out)
-        # may only stand in `x`, and `Expected` checks that the input is optional.
+        # None (an optional input left out) may only stand in `x`; `Expected`
+        # checks that the input is optional.
         parts = keras.utils.unpack_x_y_sample_weight(batch)
         for name, part in zip(("x", "y", "sample_weight"), parts, strict=True):
             for label, leaf in checks.labelled_leaves(part, name) if part is not None else ():
-                try:
-                    checks.refuse_not_dense(
-                        name, label, leaf, f" in batch {index} of the {self._source}"
-                    )
-                except errors.InvalidArgumentError as error:
-                    self._raised.append(error)  # See `_error`.
-                    raise
                 if leaf is None and name != "x":
                     raise self._error(
                         name,
@@ -215,7 +216,7 @@ class BatchChecker:
         parts = keras.utils.unpack_x_y_sample_weight(batch)
         for name, part in zip(("x", "y", "sample_weight"), parts, strict=True):
             for label, array in checks.labelled_leaves(part, name) if part is not None else ():
-                if array is None:
+                if array is None or composite.is_composite(array):
                     continue
                 try:
                     checks.check_values(name, label, array)
@@ -231,10 +232,17 @@ class BatchChecker:
 
     def output_signature(self, left_out: LeftOut) -> Any:
         """The `tf.TensorSpec`s of the batches stripped by `left_out`, rows left open."""
-        return tf.nest.map_structure(
-            lambda a: tf.TensorSpec((None,) + a.shape[1:], tf.as_dtype(a.dtype)),
-            left_out.strip(self._first),
-        )
+        return tf.nest.map_structure(_spec, left_out.strip(self._first))
+
+
+def _spec(leaf: Any) -> tf.TypeSpec:
+    """The spec of a part of a batch, its rows (the batch dimension) left open."""
+    shape = (None, *leaf.shape[1:])
+    if isinstance(leaf, tf.RaggedTensor):
+        return tf.RaggedTensorSpec(shape, leaf.dtype, leaf.ragged_rank, leaf.row_splits.dtype)
+    if isinstance(leaf, tf.SparseTensor):
+        return tf.SparseTensorSpec(shape, leaf.dtype)
+    return tf.TensorSpec(shape, tf.as_dtype(leaf.dtype))
 
 
 def rows_of(batch: Any) -> int:
