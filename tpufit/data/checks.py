@@ -93,10 +93,8 @@ def check_values(name: str, label: str, array: np.ndarray) -> None:
 
 
 _DENSE_FIRST = (
-    "dense arrays: tpufit pads every batch to one static shape, which ragged and sparse "
-    "data lack; make them dense first (`.to_tensor()` for a tf.RaggedTensor, "
-    "`tf.sparse.to_dense` for a tf.SparseTensor, `.toarray()` for a scipy sparse matrix, "
-    "`keras.utils.pad_sequences` for ragged rows), or train such a model with plain Keras"
+    "dense arrays: `validation_split` holds out rows of dense data only; pass ragged or "
+    "sparse data's validation rows as validation_data=(x_val, y_val) instead"
 )
 
 
