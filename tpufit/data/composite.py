@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tpufit import errors
+
 COMPOSITE_SPECS = (tf.RaggedTensorSpec, tf.SparseTensorSpec)
 
 
@@ -38,6 +40,24 @@ def any_composite(structure: Any) -> bool:
 def any_composite_spec(element_spec: Any) -> bool:
     """Whether any part of a dataset's element spec is ragged or sparse."""
     return any(isinstance(spec, COMPOSITE_SPECS) for spec in tf.nest.flatten(element_spec))
+
+
+def check_one_replica(element_spec: Any, num_replicas: int) -> None:
+    """Checks that ragged or sparse batches run on one replica, the only place they are tested.
+
+    Raises:
+        InvalidArgumentError: A part of the data is ragged or sparse and the
+            strategy has several replicas.
+    """
+    if num_replicas == 1 or not any_composite_spec(element_spec):
+        return
+    raise errors.invalid_argument(
+        "x",
+        f"ragged or sparse data for a strategy of {num_replicas} replicas",
+        "dense data (`.to_tensor()`, `tf.sparse.to_dense`, `.toarray()`) on several "
+        "replicas, or a strategy of one replica for ragged or sparse data",
+        what="Ragged and sparse data run on one replica only",
+    )
 
 
 def as_tensor(value: Any) -> Any:
