@@ -9,6 +9,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tpufit
 from tpufit.config import Layout, Mode
 from tpufit.data import composite, infeed, padding
 
@@ -79,3 +80,12 @@ def test_stop_batches_of_ragged_or_sparse_specs_fit_the_stream(spec):
     elements = list(feed.dataset.take(3))
     assert [bool(signals["stop"][0]) for _, signals in elements] == [False, True, True]
     assert all(composite.rows_of(data) == 3 for data, _ in elements)
+
+
+def test_ragged_or_sparse_data_on_several_replicas_is_an_error_naming_them():
+    spec = (tf.RaggedTensorSpec([None, None]), tf.TensorSpec([None]))
+    composite.check_one_replica(spec, 1)
+    composite.check_one_replica((tf.TensorSpec([None, 2]),), 4)
+    with pytest.raises(tpufit.InvalidArgumentError, match="run on one replica only") as raised:
+        composite.check_one_replica(spec, 4)
+    assert "strategy of 4 replicas" in str(raised.value)
