@@ -186,3 +186,23 @@ def test_a_generator_of_sparse_batches_trains_evaluates_and_predicts_as_keras(ki
     on_fresh_generators(
         ours, theirs, lambda y_too: sparse_batches(kind, y_too), validation=validation
     )
+
+
+class SparseBatches(keras.utils.PyDataset):
+    """The same batches as `sparse_batches("tf")`, from a `PyDataset`."""
+
+    def __init__(self, with_targets: bool = True):
+        super().__init__()
+        self.batches = list(sparse_batches("tf", with_targets))
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+@one_replica
+def test_a_py_dataset_of_sparse_batches_trains_evaluates_and_predicts_as_keras():
+    ours, theirs, _ = twins(sparse_model, sparse_compile)
+    on_fresh_generators(ours, theirs, SparseBatches)
