@@ -15,8 +15,8 @@ except ImportError as _error:  # pragma: no cover - exercised in a bare venv onl
     raise MissingTensorFlowError(
         "tpufit needs TensorFlow, which is not installed. From your clone of tpufit, "
         "install it with the TensorFlow build for your hardware: "
-        '`pip install -e ".[cpu]"` (tensorflow-cpu), `pip install -e ".[gpu]"` '
-        '(tensorflow with CUDA) or `pip install -e ".[tpu]"` (tensorflow-tpu).'
+        "`pip install -e \".[cpu]\"` (tensorflow-cpu), `pip install -e \".[gpu]\"` "
+        "(tensorflow with CUDA) or `pip install -e \".[tpu]\"` (tensorflow-tpu)."
     ) from _error
 
 from tpufit import hooks
