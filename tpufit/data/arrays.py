@@ -81,7 +81,7 @@ def _with_composite(
             if composite.is_composite(leaf)
             else infeed.as_input_array(leaf)
         ),
-        _as_tuples(data),
+        infeed.as_tuples(data),
     )
     _check_rows(data)
     if request.class_weight is not None:
@@ -102,15 +102,6 @@ def _with_composite(
     return infeed.from_dataset(
         dataset, mode=request.mode, layout=request.layout, batch_size=size, rebatch=False
     )
-
-
-def _as_tuples(structure: Any) -> Any:
-    # As `infeed.pack_arrays`: lists become tuples, so several inputs are not stacked.
-    if isinstance(structure, (list, tuple)):
-        return tuple(_as_tuples(part) for part in structure)
-    if isinstance(structure, dict):
-        return {key: _as_tuples(part) for key, part in structure.items()}
-    return structure
 
 
 def _check_rows(data: Any) -> None:

@@ -133,6 +133,15 @@ def _to_tensor_ready(value):
     return as_input_array(value)
 
 
+def as_tuples(structure: Any) -> Any:
+    """`structure` with every list a tuple: `tf.data` stacks a list, and holds none with a None."""
+    if isinstance(structure, (list, tuple)):
+        return tuple(as_tuples(part) for part in structure)
+    if isinstance(structure, dict):
+        return {key: as_tuples(part) for key, part in structure.items()}
+    return structure
+
+
 def pack_arrays(x, y=None, sample_weight=None):
     """Packs arrays as Keras hands them to a step: `x`, `(x, y)` or `(x, y, sample_weight)`.
 

@@ -93,14 +93,6 @@ def _signature(batch: Any) -> Any:
     )
 
 
-def _as_tuples(structure: Any) -> Any:
-    if isinstance(structure, (list, tuple)):
-        return tuple(_as_tuples(part) for part in structure)
-    if isinstance(structure, dict):
-        return {key: _as_tuples(part) for key, part in structure.items()}
-    return structure
-
-
 class LeftOut:
     """Where a Python source's batches leave an optional input out (`None` in `x`).
 
@@ -115,7 +107,7 @@ class LeftOut:
 
     def __init__(self, first: Any) -> None:
         # tf.data holds no list with a None in it: lists become tuples, as for arrays.
-        self._x = _as_tuples(keras.utils.unpack_x_y_sample_weight(first)[0])
+        self._x = infeed.as_tuples(keras.utils.unpack_x_y_sample_weight(first)[0])
         self._left_out = [leaf is None for leaf in tf.nest.flatten(self._x)]
 
     def __bool__(self) -> bool:
