@@ -118,9 +118,11 @@ def ragged_items(lengths=(1, 3, 2, 4, 1, 2, 3)) -> tf.RaggedTensor:
 
 
 @one_replica
-def test_ragged_arrays_train_evaluate_and_predict_as_keras():
+@pytest.mark.parametrize("partial_batch", ["pad", "true_size"])
+def test_ragged_arrays_train_evaluate_and_predict_as_keras(partial_batch):
     x, y = ragged_items(), targets(1)
-    ours, theirs, _ = twins(ragged_model, regression)
+    config = tpufit.RunConfig(partial_batch=partial_batch)
+    ours, theirs, _ = twins(ragged_model, regression, config=config)
     fit_both(ours, theirs, x, y, batch_size=2, epochs=2)
     evaluate_both(ours, theirs, x, y, batch_size=2)
     predict_both(ours, theirs, x, batch_size=2)
