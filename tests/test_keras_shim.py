@@ -75,6 +75,8 @@ def test_backup_and_restore_leaves_the_epoch_to_resume_from_where_the_shim_reads
     backup.on_train_begin()
     assert _keras_shim.take_initial_epoch(fresh) == 2
     assert _keras_shim.take_initial_epoch(fresh) is None
+
+
 def test_py_dataset_adapter_runs_a_pass_with_keras_workers():
     class Ones(keras.utils.PyDataset):
         def __len__(self):
@@ -101,3 +103,12 @@ def test_compiled_metrics_are_the_metrics_given_to_compile_as_given():
     assert _keras_shim.compiled_metrics(model) == []
     model.compile(optimizer="sgd", loss="mse", metrics=[spread, None], weighted_metrics=[auc])
     assert _keras_shim.compiled_metrics(model) == [spread, auc]
+
+
+def test_state_is_built_symbolically_from_ragged_and_sparse_specs():
+    dense = keras.layers.Dense(3)
+    ragged = tf.RaggedTensorSpec((None, None, 2), tf.float32)
+    out = _keras_shim.compute_output_spec(lambda x: keras.ops.sum(x, axis=1), ragged)
+    assert out.shape == (None, 2)
+    out = _keras_shim.compute_output_spec(dense, tf.SparseTensorSpec((None, 4), tf.float32))
+    assert out.shape == (None, 3) and dense.built

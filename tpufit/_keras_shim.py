@@ -136,6 +136,8 @@ def take_initial_epoch(model: keras.Model) -> int | None:
     if epoch is not None:
         model._initial_epoch = None
     return epoch
+
+
 def py_dataset_adapter(py_dataset, *, shuffle: bool):
     """Returns Keras's own adapter for a `keras.utils.PyDataset`.
 
@@ -176,6 +178,16 @@ def compute_output_spec(fn, *args, **kwargs):
     def symbolic(value):
         if isinstance(value, tf.TensorSpec):
             return keras.KerasTensor(tuple(value.shape.as_list()), value.dtype.name)
+        if isinstance(value, tf.RaggedTensorSpec):  # As Keras's data adapters describe them.
+            return keras.KerasTensor(
+                tuple(value.shape.as_list()),
+                value.dtype.name,
+                ragged=True,
+                ragged_rank=value.ragged_rank,
+                row_splits_dtype=value.row_splits_dtype,
+            )
+        if isinstance(value, tf.SparseTensorSpec):
+            return keras.KerasTensor(tuple(value.shape.as_list()), value.dtype.name, sparse=True)
         return value
 
     args, kwargs = keras.tree.map_structure(symbolic, (args, kwargs))

@@ -304,14 +304,62 @@ def test_generator_validation_data_is_read_once_and_used_every_epoch():
     np.testing.assert_allclose(history.history["val_loss"][-1], expected["loss"], rtol=1e-5)
 
 
-def test_none_in_a_generators_batches_is_an_error_pointing_to_arrays():
+def optional_input_model(attach: bool) -> keras.Model:
+    """`Dense(x)`, plus `o` when given: `o` is an optional input."""
     keras.utils.set_random_seed(0)
     x, o = keras.Input((2,), name="x"), keras.Input((2,), name="o", optional=True)
-    model = keras.Model({"x": x, "o": o}, keras.layers.Dense(1)(x))
+
+    class AddIfGiven(keras.layers.Layer):
+        def call(self, x, o=None):
+            return x if o is None else x + o
+
+    model = keras.Model({"x": x, "o": o}, keras.layers.Dense(1)(AddIfGiven()(x, o)))
+    if attach:
+        tpufit.attach(model, iterations_per_loop=2)
+    model.compile(loss="mse", optimizer="sgd")
+    return model
+
+
+def without_optional(x, y=None, size=2):
+    for start in range(0, len(x), size):
+        part = {"x": x[start : start + size], "o": None}
+        yield (part,) if y is None else (part, y[start : start + size])
+
+
+def test_none_in_a_generators_batches_reaches_an_optional_input_as_in_keras():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((7, 2), dtype=np.float32), rng.random((7, 1), dtype=np.float32)
+    results = []
+    for attach in (True, False):
+        model = optional_input_model(attach)
+        history = model.fit(without_optional(x, y), shuffle=False, verbose=0).history
+        # Validation generators are read into memory: None goes through the array path.
+        model.fit({"x": x[:4], "o": None}, y[:4], validation_data=without_optional(x, y), verbose=0)
+        loss = model.evaluate(without_optional(x, y, size=7), verbose=0)
+        results.append((history, loss, model.predict(without_optional(x), verbose=0), model))
+    (history, loss, predicted, ours), (keras_history, keras_loss, keras_predicted, theirs) = results
+    np.testing.assert_allclose(history["loss"], keras_history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(loss, keras_loss, rtol=1e-5)
+    np.testing.assert_allclose(predicted, keras_predicted, rtol=1e-5, atol=1e-6)
+    assert_same_weights(ours, theirs)
+
+
+def test_none_where_a_generator_first_gave_an_array_or_in_its_targets_is_named():
+    model = optional_input_model(attach=True)
+    ones = np.ones((2, 2), "float32")
+    given_then_not = iter([({"x": ones, "o": ones}, ones[:, :1]), ({"x": ones, "o": None}, ones)])
+    with pytest.raises(tpufit.InvalidArgumentError, match="yields inconsistent batches"):
+        model.fit(given_then_not, verbose=0)
+    with pytest.raises(tpufit.InvalidArgumentError, match=r"`y\[1\]` is None in batch 0.*a part"):
+        model.fit(iter([({"x": ones, "o": None}, [ones, None])]), verbose=0)
+
+
+def test_none_in_a_generator_for_a_required_input_is_named():
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((2,), name="a"), keras.Input((2,), name="b")
+    model = keras.Model([a, b], keras.layers.Dense(1)(a + b))
     tpufit.attach(model)
     model.compile(loss="mse", optimizer="sgd")
-    source = (({"x": np.ones((2, 2)), "o": None}, np.ones((2, 1))) for _ in range(2))
-    with pytest.raises(
-        tpufit.InvalidArgumentError, match=r"`x\['o'\]` is None in batch 0.*as arrays"
-    ):
+    source = iter([([np.ones((2, 2)), None], np.ones((2, 1)))])
+    with pytest.raises(tpufit.InvalidArgumentError, match="'b' is not optional"):
         model.fit(source, verbose=0)

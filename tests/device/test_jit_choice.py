@@ -69,3 +69,15 @@ def test_auto_quietly_keeps_a_step_taking_strings_off_xla(recwarn):
         JitChoice(True, "predict").prepare(
             make_strategy(1), tf.strings.length, tf.TensorSpec((4,), tf.string)
         )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [tf.RaggedTensorSpec((4, None), tf.float32), tf.SparseTensorSpec((4, FEATURES), tf.float32)],
+)
+def test_auto_quietly_keeps_a_step_taking_ragged_or_sparse_data_off_xla(spec, recwarn):
+    choice = JitChoice("auto", "train")
+    choice.prepare(make_strategy(1), tf.reduce_sum, spec)
+    assert choice.jit_compile is False and not recwarn.list
+    with pytest.raises(tpufit.InvalidArgumentError, match="ragged or sparse"):
+        JitChoice(True, "train").prepare(make_strategy(1), tf.reduce_sum, spec)

@@ -7,6 +7,7 @@ with the run's `InfeedRequest` as the only way options reach it.
 | input | kind | adapter |
 | --- | --- | --- |
 | numpy arrays (nested in dicts / lists / tuples) | `"arrays"` | `arrays.py` |
+| ragged and sparse tensors, scipy sparse | `"arrays"` | `arrays.py`, `composite.py` |
 | pandas DataFrame / Series (or dicts / lists of them) | `"arrays"` | `arrays.py`, `tables.py` |
 | `tf.data.Dataset` | `"dataset"` | `datasets.py` |
 | Python generator (any one-shot iterator) | `"generator"` | `generators.py` |
@@ -32,6 +33,7 @@ import tensorflow as tf
 
 from tpufit.data import (
     arrays,
+    composite,
     datasets,
     generators,
     input_fns,
@@ -100,5 +102,6 @@ def build_infeed(
     feed = _ADAPTERS[kind](x, y, sample_weight, request, strategy)
     if request.expected is not None:
         request.expected.check_element(feed.dataset.element_spec[0])
+    composite.check_one_replica(feed.dataset.element_spec[0], strategy.num_replicas_in_sync)
     feed = sharding.with_known_steps(feed, request, strategy)
     return sharding.with_auto_shard_policy(feed, kind)

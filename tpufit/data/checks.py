@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import errors
-from tpufit.data import padding
+from tpufit.data import composite, padding
 from tpufit.errors import check_positive_int
 
 _ALL_TEXT = object()  # What a search for a non-string finds in an array of strings.
@@ -93,10 +93,8 @@ def check_values(name: str, label: str, array: np.ndarray) -> None:
 
 
 _DENSE_FIRST = (
-    "dense arrays: tpufit pads every batch to one static shape, which ragged and sparse "
-    "data lack; make them dense first (`.to_tensor()` for a tf.RaggedTensor, "
-    "`tf.sparse.to_dense` for a tf.SparseTensor, `.toarray()` for a scipy sparse matrix, "
-    "`keras.utils.pad_sequences` for ragged rows), or train such a model with plain Keras"
+    "dense arrays: `validation_split` holds out rows of dense data only; pass ragged or "
+    "sparse data's validation rows as validation_data=(x_val, y_val) instead"
 )
 
 
@@ -212,10 +210,8 @@ def check_batches(element_spec: Any, source: str) -> None:
                 raise errors.invalid_argument(
                     name,
                     spec,
-                    f"a {source} of batches: every part a dense tensor with a first (batch) "
-                    "dimension (batch it with `.batch(...)`; pad ragged parts with "
-                    "`.padded_batch(...)` or `.to_tensor()`, make sparse ones dense with "
-                    "`tf.sparse.to_dense`: tpufit pads batches to one static shape)",
+                    f"a {source} of batches: every part a tensor (dense, ragged or sparse) "
+                    "with a first (batch) dimension (batch it with `.batch(...)`)",
                     what=f"`{label}` in the {source}'s elements is {what}",
                 )
 
@@ -224,8 +220,7 @@ def _not_a_batch(spec: Any) -> str | None:
     """What keeps one part of an element from being a batch tpufit can pad, or `None`."""
     if getattr(spec, "shape", None) is None:
         return "None"
-    if not isinstance(spec, tf.TensorSpec):
-        # Padding copies rows into a static shape: ragged and sparse tensors have none.
+    if not isinstance(spec, (tf.TensorSpec, *composite.COMPOSITE_SPECS)):
         return f"a {type(spec).__name__.removesuffix('Spec')}"
     return "not batched (a scalar per element)" if spec.shape.rank == 0 else None
 

@@ -22,12 +22,13 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from tpufit import cluster, errors
 from tpufit.config import Mode
-from tpufit.data import checks, infeed, python_data, weighting
+from tpufit.data import arrays, checks, composite, infeed, python_data, weighting
 from tpufit.data.request import InfeedRequest
 
 
@@ -61,6 +62,7 @@ class GeneratorSource:
                 "x", generator, "a generator that yields at least one batch", what="Empty generator"
             )
         self.checker = python_data.BatchChecker(self.peeked[0], "generator", self.pipeline_errors)
+        self.left_out = python_data.LeftOut(self.peeked[0])
         for index, batch in enumerate(self.peeked[1:], start=1):
             self.checker.check(batch, index)
         self._batches = self._checked()
@@ -97,10 +99,10 @@ class GeneratorSource:
     def _one_pass(self) -> Iterator:
         self._passes += 1
         if self._passes > 1:
-            yield from self._kept or ()
+            yield from map(self.left_out.strip, self._kept or ())
             return
         while (batch := self._next()) is not None:
-            yield batch
+            yield self.left_out.strip(batch)
 
     def dataset(self, *, batch_size: int = 0, keep: bool = False) -> tf.data.Dataset:
         """The batches as one stream, one pass per iteration (a pass after the first is empty).
@@ -114,7 +116,7 @@ class GeneratorSource:
         self._kept = [] if keep else None
         self.repeats = keep
         return tf.data.Dataset.from_generator(
-            self._one_pass, output_signature=self.checker.output_signature()
+            self._one_pass, output_signature=self.checker.output_signature(self.left_out)
         )
 
     def steps_within(self, steps: int) -> int:
@@ -140,10 +142,28 @@ class GeneratorSource:
                 break
             batches.append(batch)
             read += python_data.rows_of(batch)
-        data = tf.nest.map_structure(lambda *parts: np.concatenate(parts, axis=0), *batches)
+        data = tf.nest.map_structure(_concatenate, *batches)
         if rows is None:
             return data
-        return tf.nest.map_structure(lambda a: a[:rows], data)
+        return tf.nest.map_structure(lambda a: _first_rows(a, rows), data)
+
+
+def _concatenate(*parts: Any) -> Any:
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], tf.SparseTensor):
+        return tf.sparse.concat(0, list(parts))
+    if isinstance(parts[0], tf.RaggedTensor):
+        return tf.concat(parts, axis=0)
+    return np.concatenate(parts, axis=0)
+
+
+def _first_rows(part: Any, rows: int) -> Any:
+    if part is None:
+        return None
+    if isinstance(part, tf.SparseTensor):
+        return tf.sparse.slice(part, [0] * len(part.shape), [rows, *part.shape[1:]])
+    return part[:rows]
 
 
 def _arrays_with_class_weight(data: Any, class_weight: dict | None) -> Any:
@@ -199,7 +219,13 @@ def build(
     training = request.mode == Mode.TRAIN
     if _held_in_memory(request, several_workers=cluster.worker_count(strategy) > 1):
         rows = None if request.steps is None else request.steps * size
-        data = _arrays_with_class_weight(source.read_all(rows), request.class_weight)
+        held = source.read_all(rows)
+        if composite.any_composite(held):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(held)
+            request = dataclasses.replace(request, batch_size=size)
+            feed = arrays.build(x, y, sample_weight, request, strategy)
+            return dataclasses.replace(feed, pipeline_errors=source.pipeline_errors)
+        data = _arrays_with_class_weight(held, request.class_weight)
         feed = infeed.from_arrays(data, size, mode=request.mode, layout=request.layout)
         return dataclasses.replace(feed, pipeline_errors=source.pipeline_errors)
     keep = training and request.reread
@@ -209,6 +235,7 @@ def build(
     feed = infeed.from_dataset(
         stream, mode=request.mode, layout=request.layout, batch_size=size, count=False
     )
+    feed = source.left_out.restore(feed)
     return dataclasses.replace(
         feed,
         lookahead=source if training else None,

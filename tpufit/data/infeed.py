@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from tpufit import errors
 from tpufit.config import Layout, Mode
-from tpufit.data import array_rows, padding
+from tpufit.data import array_rows, composite, padding
 
 DEFAULT_BATCH_SIZE = 32  # Keras's default for arrays.
 _INFINITE = tf.data.INFINITE_CARDINALITY
@@ -133,6 +133,15 @@ def _to_tensor_ready(value):
     return as_input_array(value)
 
 
+def as_tuples(structure: Any) -> Any:
+    """`structure` with every list a tuple: `tf.data` stacks a list, and holds none with a None."""
+    if isinstance(structure, (list, tuple)):
+        return tuple(as_tuples(part) for part in structure)
+    if isinstance(structure, dict):
+        return {key: as_tuples(part) for key, part in structure.items()}
+    return structure
+
+
 def pack_arrays(x, y=None, sample_weight=None):
     """Packs arrays as Keras hands them to a step: `x`, `(x, y)` or `(x, y, sample_weight)`.
 
@@ -196,11 +205,7 @@ def _array_options() -> tf.data.Options:
 
 
 def _stop_batches(data_spec, batch_size: int) -> tf.data.Dataset:
-    def zeros(spec: tf.TensorSpec):
-        shape = [batch_size] + [d if d is not None else 1 for d in spec.shape[1:]]
-        return tf.zeros(shape, spec.dtype)
-
-    data = tf.nest.map_structure(zeros, data_spec)
+    data = tf.nest.map_structure(lambda spec: composite.zeros(spec, batch_size), data_spec)
     return tf.data.Dataset.from_tensors((data, padding.stop_signals(batch_size))).repeat()
 
 
@@ -297,7 +302,7 @@ def dataset_batch_size(dataset: tf.data.Dataset) -> int:
     if first_dim.rank and first_dim[0] is not None:
         return int(first_dim[0])
     for element in dataset.take(1):
-        return int(tf.shape(tf.nest.flatten(element)[0])[0])
+        return int(composite.rows_of(tf.nest.flatten(element)[0]))
     raise errors.invalid_argument(
         "x", dataset, "a dataset that yields at least one batch", what="Empty dataset"
     )
@@ -387,7 +392,7 @@ def from_dataset(
 
         def with_signals(*data):
             data = as_given(data)
-            rows = tf.shape(tf.nest.flatten(data)[0])[0]
+            rows = composite.rows_of(tf.nest.flatten(data)[0])
             return data, padding.make_signals(rows, rows)
 
         dataset = dataset.map(with_signals)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from tpufit.data import composite
+
 Signals = dict[str, tf.Tensor]
 
 
@@ -77,7 +79,7 @@ def pad_batch(batch, batch_size: int):
         first dimension `batch_size`.
     """
     leaves = tf.nest.flatten(batch)
-    real_rows = tf.shape(leaves[0])[0]
+    real_rows = composite.rows_of(leaves[0])
 
     def pad_all():
         too_many = tf.debugging.assert_less_equal(
@@ -90,13 +92,13 @@ def pad_batch(batch, batch_size: int):
         )
         with tf.control_dependencies([too_many]):
             positions = fill_positions(real_rows, batch_size)
-        return [tf.gather(leaf, positions) for leaf in leaves]
+        return [composite.gather_rows(leaf, positions) for leaf in leaves]
 
     padded = tf.cond(
         tf.equal(real_rows, batch_size), lambda: [tf.identity(v) for v in leaves], pad_all
     )
-    for leaf, value in zip(leaves, padded, strict=True):
-        value.set_shape([batch_size] + leaf.shape.as_list()[1:])
+    pairs = zip(leaves, padded, strict=True)
+    padded = [composite.with_rows(value, leaf, batch_size) for leaf, value in pairs]
     return tf.nest.pack_sequence_as(batch, padded), make_signals(real_rows, batch_size)
 
 

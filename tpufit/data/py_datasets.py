@@ -49,6 +49,7 @@ class PyDatasetSource:
         for index, batch in enumerate(self.peeked[1:], start=1):
             self.checker.check(batch, index)
         self._shuffle = shuffle
+        self.left_out = python_data.LeftOut(self.peeked[0])
 
     def _one_pass(self) -> Iterator:
         # A fresh Keras adapter (and worker pool) per pass: a pass left unfinished
@@ -57,14 +58,14 @@ class PyDatasetSource:
         adapter.on_epoch_begin()
         try:
             for index, batch in enumerate(adapter.get_numpy_iterator()):
-                yield self.checker.check(batch, index)
+                yield self.left_out.strip(self.checker.check(batch, index))
         finally:
             adapter.on_epoch_end()
 
     def dataset(self) -> tf.data.Dataset:
         """One pass over the batches per iteration (endless if the PyDataset is)."""
         dataset = tf.data.Dataset.from_generator(
-            self._one_pass, output_signature=self.checker.output_signature()
+            self._one_pass, output_signature=self.checker.output_signature(self.left_out)
         )
         cardinality = tf.data.INFINITE_CARDINALITY if self.num_batches is None else self.num_batches
         return dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
@@ -117,6 +118,6 @@ def build(
         rebatch=False,
     )
     return dataclasses.replace(
-        feed,
+        source.left_out.restore(feed),
         pipeline_errors=source.pipeline_errors,
     )

@@ -16,6 +16,7 @@ wrapped in a TensorFlow `OpError`, and the run finds it again through the
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import types
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit import errors
-from tpufit.data import checks, infeed
+from tpufit.data import checks, composite, infeed
 from tpufit.data.request import InfeedRequest
 
 PEEKED_BATCHES = 2  # As Keras's adapters read ahead to learn the element spec.
@@ -48,16 +49,22 @@ def standardize(batch: Any) -> Any:
     """Returns a batch as Keras packs it: `(x,)`, `(x, y)`, `(x, y, sw)` or a dict; numpy leaves.
 
     A bare array becomes `(x,)` as in Keras's PyDataset adapter; lists become
-    tuples; floating leaves take `floatx`.
+    tuples; floating leaves take `floatx`; ragged and sparse leaves become
+    TF tensors (`composite.as_tensor`).
     """
     if isinstance(batch, list):
         batch = tuple(batch)
     if not isinstance(batch, (tuple, dict)):
         batch = (batch,)
-    # None, ragged and sparse parts stay as they are, for `BatchChecker` to name.
-    return tf.nest.map_structure(
-        lambda a: a if a is None or checks.not_dense(a) else infeed.as_input_array(a), batch
-    )
+    return tf.nest.map_structure(_as_input, batch)
+
+
+def _as_input(leaf: Any) -> Any:
+    if leaf is None:
+        return None  # An optional input left out.
+    if composite.is_composite(leaf):
+        return composite.as_tensor(leaf)  # Scipy sparse becomes a tf.SparseTensor, as in Keras.
+    return infeed.as_input_array(leaf)
 
 
 def describe(batch: Any) -> str:
@@ -72,11 +79,62 @@ def describe(batch: Any) -> str:
     if isinstance(batch, tuple):
         inner = ", ".join(describe(v) for v in batch)
         return f"({inner},)" if len(batch) == 1 else f"({inner})"
+    if batch is None:
+        return "None"
+    if composite.is_composite(batch):
+        kind = "ragged" if isinstance(batch, tf.RaggedTensor) else "sparse"
+        return f"{kind} {batch.dtype.name}{list(batch.shape)}"
     return f"{batch.dtype}{list(batch.shape)}"
 
 
 def _signature(batch: Any) -> Any:
-    return tf.nest.map_structure(lambda a: (a.dtype, a.shape[1:], a.ndim), batch)
+    return tf.nest.map_structure(
+        lambda a: None if a is None else (type(a), a.dtype, a.shape[1:], len(a.shape)), batch
+    )
+
+
+class LeftOut:
+    """Where a Python source's batches leave an optional input out (`None` in `x`).
+
+    `tf.data` cannot carry `None` through re-cutting and padding, so the
+    stream holds `x`'s other parts only (`strip`), and each batch gets its
+    `None`s back in their places once it is laid out (`restore`), as arrays
+    do (`infeed.from_arrays`).
+
+    Args:
+        first: The source's first batch, standardized.
+    """
+
+    def __init__(self, first: Any) -> None:
+        # tf.data holds no list with a None in it: lists become tuples, as for arrays.
+        self._x = infeed.as_tuples(keras.utils.unpack_x_y_sample_weight(first)[0])
+        self._left_out = [leaf is None for leaf in tf.nest.flatten(self._x)]
+
+    def __bool__(self) -> bool:
+        return any(self._left_out)
+
+    def strip(self, batch: Any) -> Any:
+        """`batch` with `x` as the tuple of its parts that are not `None`."""
+        if not self:
+            return batch
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
+        present = tuple(leaf for leaf in tf.nest.flatten(x) if leaf is not None)
+        return keras.utils.pack_x_y_sample_weight(present, y, sample_weight)
+
+    def restore(self, feed: infeed.Infeed) -> infeed.Infeed:
+        """`feed` whose batches have `x` rebuilt with its `None`s in place."""
+        if not self:
+            return feed
+
+        def put_back(data: Any, signals: Any) -> tuple:
+            present, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            parts = iter(present)
+            whole = [None if gone else next(parts) for gone in self._left_out]
+            x = tf.nest.pack_sequence_as(self._x, whole)
+            return keras.utils.pack_x_y_sample_weight(x, y, sample_weight), signals
+
+        tail = feed.tail.map(put_back) if feed.tail is not None else None
+        return dataclasses.replace(feed, dataset=feed.dataset.map(put_back), tail=tail)
 
 
 class BatchChecker:
@@ -119,7 +177,8 @@ class BatchChecker:
                     f"{describe(self._first)} but batch {index} is {describe(batch)}"
                 ),
             )
-        rows = {int(a.shape[0]) if a.ndim else -1 for a in tf.nest.flatten(batch)}
+        leaves = [a for a in tf.nest.flatten(batch) if a is not None]
+        rows = {int(a.shape[0]) if len(a.shape) else -1 for a in leaves}
         if len(rows) != 1 or -1 in rows:
             raise self._error(
                 "x",
@@ -131,26 +190,17 @@ class BatchChecker:
         return batch
 
     def _check_leaves(self, batch: Any, index: int) -> None:
-        # A Python source's batches are re-cut and padded by tf.data, which has no rows
-        # of None (only arrays carry None on to an optional input: `infeed.from_arrays`)
-        # and no static shape for ragged or sparse parts.
+        # None (an optional input left out) may only stand in `x`; `Expected`
+        # checks that the input is optional.
         parts = keras.utils.unpack_x_y_sample_weight(batch)
         for name, part in zip(("x", "y", "sample_weight"), parts, strict=True):
             for label, leaf in checks.labelled_leaves(part, name) if part is not None else ():
-                try:
-                    checks.refuse_not_dense(
-                        name, label, leaf, f" in batch {index} of the {self._source}"
-                    )
-                except errors.InvalidArgumentError as error:
-                    self._raised.append(error)  # See `_error`.
-                    raise
-                if leaf is None:
+                if leaf is None and name != "x":
                     raise self._error(
                         name,
                         f"a {self._source}",
-                        f"an array in every part of a {self._source}'s batches; to leave out "
-                        "an optional input (`keras.Input(..., optional=True)`), pass the data "
-                        "as arrays with None in its place",
+                        f"an array in every part of a {self._source}'s batches (only a part "
+                        "of x may be None, for an optional input)",
                         what=f"`{label}` is None in batch {index} of the {self._source}",
                     )
 
@@ -158,6 +208,8 @@ class BatchChecker:
         parts = keras.utils.unpack_x_y_sample_weight(batch)
         for name, part in zip(("x", "y", "sample_weight"), parts, strict=True):
             for label, array in checks.labelled_leaves(part, name) if part is not None else ():
+                if array is None or composite.is_composite(array):
+                    continue
                 try:
                     checks.check_values(name, label, array)
                 except errors.InvalidArgumentError as error:
@@ -170,16 +222,24 @@ class BatchChecker:
         self._raised.append(error)
         return error
 
-    def output_signature(self) -> Any:
-        """The `tf.TensorSpec`s of the batches, the number of rows left open."""
-        return tf.nest.map_structure(
-            lambda a: tf.TensorSpec((None,) + a.shape[1:], tf.as_dtype(a.dtype)), self._first
-        )
+    def output_signature(self, left_out: LeftOut) -> Any:
+        """The `tf.TensorSpec`s of the batches stripped by `left_out`, rows left open."""
+        return tf.nest.map_structure(_spec, left_out.strip(self._first))
+
+
+def _spec(leaf: Any) -> tf.TypeSpec:
+    """The spec of a part of a batch, its rows (the batch dimension) left open."""
+    shape = (None, *leaf.shape[1:])
+    if isinstance(leaf, tf.RaggedTensor):
+        return tf.RaggedTensorSpec(shape, leaf.dtype, leaf.ragged_rank, leaf.row_splits.dtype)
+    if isinstance(leaf, tf.SparseTensor):
+        return tf.SparseTensorSpec(shape, leaf.dtype)
+    return tf.TensorSpec(shape, tf.as_dtype(leaf.dtype))
 
 
 def rows_of(batch: Any) -> int:
     """The number of rows of a standardized batch."""
-    return int(tf.nest.flatten(batch)[0].shape[0])
+    return int(next(a for a in tf.nest.flatten(batch) if a is not None).shape[0])
 
 
 def static_batch_size(request: InfeedRequest, peeked: list, num_replicas: int) -> int:

@@ -9,8 +9,9 @@ the choice changes results in the last bits: it must never depend on timings
 give the same weights. `"auto"` therefore decides from the step itself, once:
 XLA wherever it compiles (one replica, not a TPU), except a step with
 convolutions on a machine without accelerators, and, without a warning, a
-step whose data holds strings (XLA has no string type) or whose replicas are
-one device on each of several workers (`MultiWorkerMirroredStrategy`).
+step whose data holds strings (XLA has no string type) or ragged or sparse
+tensors (XLA has no such tensors), or whose replicas are one device on each
+of several workers (`MultiWorkerMirroredStrategy`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def _holds_strings(element_spec) -> bool:
     # Expanded: several replicas' element spec holds composite per-replica specs.
     specs = tf.nest.flatten(element_spec, expand_composites=True)
     return any(spec.dtype == tf.string for spec in specs)
+
+
+def _holds_composites(element_spec) -> bool:
+    # One replica's element spec: its parts as the step receives them.
+    composites = (tf.RaggedTensorSpec, tf.SparseTensorSpec)
+    return any(isinstance(spec, composites) for spec in tf.nest.flatten(element_spec))
 
 
 def _example(spec: tf.TypeSpec) -> tf.Tensor | None:
@@ -92,6 +99,12 @@ class JitChoice:
             # One device on each worker: nothing the user could change, so quiet, as for strings.
             reason = f"its {replicas} replicas are on {replicas} workers, joined by collectives"
             if self.requested == "auto":
+                self.steps = {False: plain}
+                return
+        elif _holds_composites(element_spec):
+            reason = "its data holds ragged or sparse tensors, which XLA does not take"
+            if self.requested == "auto":
+                # As Keras runs them: no XLA, and nothing to tell.
                 self.steps = {False: plain}
                 return
         else:
