@@ -12,8 +12,9 @@ that overrides a step gets its own step (`Layout.TRUE_SIZE`), called with
 size instead (see `infeed.py`). So does a model on Keras's own steps whose
 padding rows would show (`layout.py`): on several replicas it runs tpufit's
 copies of Keras's steps, which count each replica's loss by its share of the
-step's rows (`keras_train_step`, `keras_test_step`), so that a partial batch
-split unevenly over the replicas gives one device's result.
+step's rows (`keras_steps.py`), so that a partial batch split unevenly over
+the replicas gives one device's result. What every step is made of is in
+`step_parts.py`.
 
 With a NaN guard (`programs.NanGuard`), a training step on Keras's own
 `train_step` (padded, or tpufit's copy of it at true size) computes its
@@ -32,10 +33,7 @@ replica (the same on every replica; always `False` unguarded and in eval).
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from collections.abc import Callable
-from typing import Any
 
 import keras
 import tensorflow as tf
@@ -44,31 +42,16 @@ from tpufit import _keras_shim
 from tpufit.config import Layout, Mode
 from tpufit.device import finite, programs
 from tpufit.device.finite import apply_if_finite, snapshot
+from tpufit.device.keras_steps import keras_test_step, keras_train_step
 from tpufit.device.programs import NanGuard
-
-
-@dataclasses.dataclass
-class StepTensors:
-    """What a `host_call` function sees inside one step, on one replica.
-
-    Attributes:
-        model: The Keras model the step runs: the replicas' copy
-            (`Replicas.replica_model`), which is a clone of the user's model
-            when that was built outside the strategy's scope.
-        data: The step's batch as the input yields it.
-        logs: The step's logs (tensors).
-        gradients: The step's gradients, one per trainable weight, in
-            tpufit's own training steps; `None` in eval and in a model's own
-            `train_step`.
-    """
-
-    model: keras.Model
-    data: Any
-    logs: dict[str, Any]
-    gradients: list[Any] | None
-
-
-HostCalls = dict[str, Callable[[StepTensors], tf.Tensor]]
+from tpufit.device.step_parts import (
+    HostCalls,
+    StepTensors,
+    additional_losses,
+    call_compute_loss,
+    global_signals,
+    host_call_values,
+)
 
 MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
 
@@ -119,29 +102,6 @@ def _weights(sample_weight, mask: tf.Tensor):
     return tf.nest.map_structure(times_mask, sample_weight)
 
 
-def call_compute_loss(model, x, y, y_pred, sample_weight, training):
-    """Calls `model.compute_loss`; like Keras, leaves out `training` if an override lacks it."""
-    if "training" in inspect.signature(model.compute_loss).parameters:
-        return model.compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
-    return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
-
-
-def _additional_losses(model: keras.Model) -> tf.Tensor:
-    """The model's `losses` (regularizers, `add_loss`), summed as `compute_loss` adds them.
-
-    Keras's TF trainer scales them by `1 / replicas`, like the compiled loss,
-    so that the replicas' gradients add up to one device's; this is that
-    replica's share.
-    """
-    losses = model.losses
-    if not losses:
-        return tf.constant(0.0, keras.config.floatx())
-    total = tf.add_n([tf.reduce_sum(tf.cast(loss, keras.config.floatx())) for loss in losses])
-    return total / tf.distribute.get_strategy().num_replicas_in_sync
-
-
 def _padded_loss(model, x, y, y_pred, weights, signals, training):
     """Returns `(loss, tracked_loss)` for a padded batch on one replica.
 
@@ -158,15 +118,10 @@ def _padded_loss(model, x, y, y_pred, weights, signals, training):
     rescale = tf.cast(rows_here * replicas / tf.maximum(real_rows, 1.0), keras.config.floatx())
     loss = call_compute_loss(model, x, y, y_pred, weights, training)
     # Regularization does not depend on the rows, so it is not rescaled.
-    regularization = _additional_losses(model)
+    regularization = additional_losses(model)
     data_loss = (loss - regularization) * rescale
     tracked = (data_loss + regularization) * replicas
     return data_loss + regularization, tracked
-
-
-def host_call_values(host_calls: HostCalls, tensors: StepTensors) -> dict[str, tf.Tensor]:
-    """Runs the hooks' `host_call` functions on one step's tensors, as float32."""
-    return {name: tf.cast(fn(tensors), tf.float32) for name, fn in host_calls.items()}
 
 
 def _outfeed(
@@ -193,21 +148,6 @@ def _update_trackers(model, tracked_loss, y, y_pred, weights, signals) -> None:
         tracked_loss, sample_weight=signals["real_rows"][0] / replicas
     )
     _keras_shim.update_compiled_metrics(model, y, y_pred, weights, signals["mask"])
-
-
-def global_signals(signals):
-    """Returns `signals` whose `real_rows` counts the step's real rows on every worker.
-
-    On one worker the infeed already counts the whole step. Under a
-    `MultiWorkerMirroredStrategy`, an `input_fn`'s pipelines count only their
-    own rows, so the count is summed over the replicas (a collective: the
-    multi-worker loops have no conditional around the step).
-    """
-    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-        return signals
-    context = tf.distribute.get_replica_context()
-    real_rows = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(signals["mask"]))
-    return dict(signals, real_rows=tf.fill(tf.shape(signals["mask"]), real_rows))
 
 
 def padded_train_step(
@@ -243,120 +183,6 @@ def padded_train_step(
     non_finite = tf.logical_not(apply_if_finite(model, loss, gradients, before))
     with tf.control_dependencies([non_finite]):  # the logs after a restore
         return _outfeed(model, data, tracked, signals, host_calls or {}, gradients, non_finite)
-
-
-def _unscaled_for_distribution(loss: tf.Tensor) -> tf.Tensor:
-    # As Keras's `unscale_loss_for_distribution`: the replica's share times the replicas.
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
-
-
-def _batch_rows(x) -> tf.Tensor:
-    return tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
-
-
-def _split_exactly(
-    model: keras.Model, loss, y_pred, rows, signals, *, training: bool
-) -> tuple[tf.Tensor, tf.Tensor, Any]:
-    """Reweights a true-size step's loss so that the replicas add up to one device's batch.
-
-    Keras's steps give each replica's mean loss `1 / replicas` of the step,
-    however many rows it holds: a partial batch split unevenly over the
-    replicas then counts some rows more than others. Here each replica's loss
-    is weighted by its share of the step's rows (counted by the infeed, so no
-    collective runs inside an evaluation loop's stop `cond`). In training, the
-    data loss of a single masked output is weighted by the replica's share of
-    the unmasked timesteps instead (Keras's denominator; summed over the
-    replicas by a collective), its additional losses (activity regularizers,
-    `add_loss`: per-row means in Keras) staying weighted by rows. Full,
-    evenly split batches keep weight 1.
-
-    Returns:
-        `(loss, tracked, count)`: the replica's weighted share of the step's
-        loss, and the value and weight for the loss tracker, so that the
-        replicas' updates make the whole step's mean.
-    """
-    dtype = loss.dtype
-    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-    total_rows = tf.reduce_max(global_signals(signals)["real_rows"])
-    row_share = tf.cast(
-        tf.math.divide_no_nan(tf.cast(rows, tf.float32) * replicas, total_rows), dtype
-    )
-    weighted = loss * row_share
-    outputs = tf.nest.flatten(y_pred)
-    mask = _keras_shim.keras_mask(outputs[0]) if training and len(outputs) == 1 else None
-    if mask is not None:
-        unmasked = tf.reduce_sum(tf.cast(mask, tf.float32))
-        context = tf.distribute.get_replica_context()
-        all_unmasked = context.all_reduce(tf.distribute.ReduceOp.SUM, unmasked)
-        mask_share = tf.cast(tf.math.divide_no_nan(unmasked * replicas, all_unmasked), dtype)
-        additional = _additional_losses(model)
-        weighted = (loss - additional) * mask_share + additional * row_share
-    return weighted, weighted * replicas, total_rows / replicas
-
-
-def _keras_loss(model: keras.Model, x, y, y_pred, sample_weight, signals, *, training, split):
-    """Keras's `compute_loss` and loss-tracker update; `split` reweights it (`_split_exactly`)."""
-    loss = call_compute_loss(model, x, y, y_pred, sample_weight, training=training)
-    rows = _batch_rows(x)
-    if split:
-        loss, tracked, count = _split_exactly(model, loss, y_pred, rows, signals, training=training)
-    else:
-        tracked, count = _unscaled_for_distribution(loss), rows
-    _keras_shim.loss_tracker(model).update_state(tracked, sample_weight=count)
-    return loss
-
-
-def keras_train_step(
-    model: keras.Model,
-    data,
-    signals,
-    host_calls: HostCalls | None = None,
-    *,
-    guard: bool,
-    split: bool,
-):
-    """Keras's own `train_step` at true size, guarded and split over replicas as asked.
-
-    It does what `keras.Model.train_step` does, except that with `guard` the
-    gradients are applied only where `apply_if_finite` finds the loss and
-    gradients finite (a withheld step changes nothing), and with `split` each
-    replica's loss counts by its share of the step (`_split_exactly`). Its
-    step loss is the step's own (Keras's step logs only the running mean).
-    """
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    before = snapshot(model) if guard else None
-    with tf.GradientTape() as tape:
-        y_pred = model(x, training=True)
-        loss = _keras_loss(model, x, y, y_pred, sample_weight, signals, training=True, split=split)
-        scaled = model.optimizer.scale_loss(loss)
-    variables = model.trainable_weights
-    gradients = tape.gradient(scaled, variables) if variables else []
-    if guard:
-        # Keras updates the metrics after the weights (they do not depend on each other):
-        # here before, so that a withheld step restores them with the rest.
-        model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        applied = apply_if_finite(model, loss, gradients, before)
-        with tf.control_dependencies([applied]):  # the logs after a restore
-            logs = model.get_metrics_result()
-        non_finite = tf.logical_not(applied)
-    else:
-        if variables:  # As Keras's step: nothing to apply (`Engine.fit` warned).
-            model.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        non_finite = tf.constant(False)
-    extras = host_call_values(host_calls or {}, StepTensors(model, data, logs, gradients))
-    return logs, tf.cast(loss, tf.float32), tf.constant(0.0), extras, non_finite
-
-
-def keras_test_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
-    """Keras's own `test_step` at true size, each replica's loss counted by its share of rows."""
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    y_pred = model(x, training=False)
-    loss = _keras_loss(model, x, y, y_pred, sample_weight, signals, training=False, split=True)
-    logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-    extras = host_call_values(host_calls or {}, StepTensors(model, data, logs, None))
-    return logs, tf.cast(loss, tf.float32), tf.constant(0.0), extras, tf.constant(False)
 
 
 def padded_test_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
@@ -473,51 +299,6 @@ def replica_step_for(
     if mode == Mode.EVAL:
         return test_step_for(model, layout, host_calls), programs.reduce_logs
     return predict_step_for(model), programs.gather_predictions
-
-
-def has_call(model: keras.Model) -> bool:
-    """Whether `model` can be called: a keras.io GAN defines only `compile` and `train_step`."""
-    return type(model).call is not keras.Model.call
-
-
-def build_symbolically(model: keras.Model, data_spec, *, build_model: bool, build_compiled: bool):
-    """Creates `model`'s lazily built state from the specs of a batch, as Keras's trainer does.
-
-    The model (and, with `build_compiled`, its compiled loss and metrics) runs
-    on symbolic tensors in a scratch graph: layers, metrics and loss trackers
-    get their variables, and nothing runs on data, so no state changes (a
-    layer counting its calls in a variable counts none). `model` is the
-    replicas' copy; call this under the strategy's scope.
-
-    Args:
-        model: The model, callable (see `has_call`).
-        data_spec: The `tf.TensorSpec` structure of one element `(x, y, sample_weight)`.
-        build_model: Whether layers still wait to be built.
-        build_compiled: Whether to build the compiled loss and metrics.
-    """
-    if not (build_model or build_compiled):
-        return
-    # An optional input left out is None in the data, as Keras passes it to the model.
-    data_spec = tf.nest.map_structure(
-        lambda spec: None if isinstance(spec, tf.NoneTensorSpec) else spec, data_spec
-    )
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data_spec)
-    y_pred = _keras_shim.compute_output_spec(model, x, training=False)
-    if build_compiled:
-        # As Keras's steps call them: a row mask as the weight would not broadcast
-        # against per-timestep losses or per-batch metrics.
-        _keras_shim.compute_output_spec(
-            model.compute_metrics, x, y, y_pred, sample_weight=sample_weight
-        )
-        if not _keras_shim.has_compiled_loss(model):
-            return
-        _keras_shim.compute_output_spec(
-            lambda *args: call_compute_loss(model, *args, training=False),
-            x,
-            y,
-            y_pred,
-            sample_weight,
-        )
 
 
 def predict_step_for(model: keras.Model) -> Callable:

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from tpufit import _keras_shim, errors
-from tpufit.device import steps as step_fns
+from tpufit.device import symbolic
 
 _TPU_HINTS = ("TPU_NAME", "COLAB_TPU_ADDR", "TPU_ACCELERATOR_TYPE")
 
@@ -138,8 +138,8 @@ def build_state(
         build_optimizer: Whether to build the optimizer's slots.
     """
     with strategy.scope():
-        if step_fns.has_call(model):
-            step_fns.build_symbolically(
+        if symbolic.has_call(model):
+            symbolic.build_symbolically(
                 model,
                 data_spec,
                 build_model=_keras_shim.unbuilt_layers(model),

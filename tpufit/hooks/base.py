@@ -32,7 +32,7 @@ import tensorflow as tf
 from tpufit import errors
 from tpufit.config import Mode
 from tpufit.device.programs import NonFiniteStep
-from tpufit.device.steps import StepTensors
+from tpufit.device.step_parts import StepTensors
 
 if TYPE_CHECKING:
     from tpufit.model import TPUModel
