@@ -21,6 +21,7 @@ from tpufit.errors import is_int
 
 JIT_CHOICES = ("auto", True, False)
 PARTIAL_BATCH_CHOICES = ("auto", "pad", "true_size")
+INFEED_CHOICES = ("auto", "resident", "stream")
 AUTO = "auto"
 # A duration: a positive decimal number and a unit, e.g. "2s", "0.5s", "500ms", "1m".
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)\s*$")
@@ -200,6 +201,13 @@ class RunConfig:
             `keras.callbacks.TerminateOnNaN` among `fit`'s callbacks also
             turns the guard off for that `fit`, for Keras's meaning (the run
             stops at the end of the loop, without an error). See docs/hooks.md.
+        infeed: How array inputs (numpy, pandas) reach the loop. `"stream"`
+            streams their batches through `tf.data`; `"resident"` copies the
+            arrays to the device once (reused while unchanged) and gathers
+            each step's batch inside the loop, with the same batches in the
+            same order; `"auto"` (the default) is resident for arrays up to
+            an eighth of the free memory (on a CPU; 1 GiB on an
+            accelerator). Other inputs always stream. See docs/inputs.md.
 
     Example:
         >>> config = RunConfig(iterations_per_loop=50)
@@ -218,6 +226,7 @@ class RunConfig:
     warm_start_from: str | os.PathLike | WarmStartSettings | tuple | None = None
     partial_batch: str = "auto"
     nan_guard: bool = True
+    infeed: str = "auto"
 
     def __post_init__(self) -> None:
         for name in (
@@ -254,6 +263,8 @@ class RunConfig:
             )
         if not isinstance(self.nan_guard, bool):
             raise errors.invalid_type("nan_guard", self.nan_guard, "True or False")
+        if not isinstance(self.infeed, str) or self.infeed not in INFEED_CHOICES:
+            raise errors.invalid_argument("infeed", self.infeed, '"auto", "resident" or "stream"')
         self._check_checkpointing()
 
     def _check_checkpointing(self) -> None:

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tpufit import cluster, data, errors
 from tpufit.config import Layout, Mode
-from tpufit.data import checks, kinds
+from tpufit.data import checks, kinds, resident
 from tpufit.data.expected import Expected
 from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
@@ -318,9 +318,11 @@ class Engine:
             hooks.host_calls(feed.mode),
             nan_guard=any(isinstance(hook, NanGuardHook) for hook in hooks.hooks),
         )
+        strategy = self._replicas.strategy
+        iterator = resident.iterator_for(source, self._config.infeed, strategy)
         return Plan(
             program,
-            self._replicas.distribute(source),
+            iterator or self._replicas.distribute(source),
             data_passes,
             self._loop_lengths.get(feed.mode, feed.batch_size),
             self._replicas.distribute(source.tail) if data_passes.tail else None,
