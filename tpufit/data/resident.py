@@ -70,7 +70,6 @@ class Static(NamedTuple):
 
     batch_size: int
     endless: bool
-    shuffled: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,8 +123,9 @@ class Resident:
             "positions": tf.constant(self.positions, tf.int64),
             "signals": {k: tf.constant(v) for k, v in self.signals.items()},
             "seed": tf.constant(self.seed or 0, tf.int64),
+            "shuffled": tf.constant(self.seed is not None),
         }
-        static = Static(self.batch_size, self.endless, self.seed is not None)
+        static = Static(self.batch_size, self.endless)
         return ResidentIterator(inputs, static, strategy, self.start)
 
 
@@ -179,7 +179,7 @@ class ResidentIterator:
     program, or a training program's first step).
 
     Attributes:
-        inputs: The device tensors: `data`, `positions`, `signals`, `seed`.
+        inputs: The device tensors: `data`, `positions`, `signals`, `seed`, `shuffled`.
         static: What the loop's trace depends on besides shapes.
         position: Batches read so far (from the first pass's start).
     """
@@ -211,6 +211,7 @@ class ResidentIterator:
             "positions": open_rows(self.inputs["positions"]),
             "signals": tf.nest.map_structure(open_rows, self.inputs["signals"]),
             "seed": tf.TensorSpec([], tf.int64),
+            "shuffled": tf.TensorSpec([], tf.bool),
         }
 
     def cursor(self, start: tf.Tensor, inputs: dict | None = None) -> Cursor:
@@ -237,7 +238,7 @@ class Cursor:
     Args:
         inputs: `ResidentIterator.inputs` (tensors of the trace).
         start: The first batch to read (an int64 tensor).
-        static: Batch size, endless, shuffled.
+        static: Batch size, endless.
         strategy: The strategy whose replicas get the shares of each batch.
     """
 
@@ -251,8 +252,7 @@ class Cursor:
 
     def start(self) -> tuple:
         """The loop state before the first read: the batch, the pass's order, its pass."""
-        size = self._rows if self._static.shuffled else 0
-        return self._start, tf.zeros([size], tf.int64), tf.constant(-1, tf.int64)
+        return self._start, tf.zeros([self._rows], tf.int64), tf.constant(-1, tf.int64)
 
     def _permutation(self, pass_index: tf.Tensor) -> tf.Tensor:
         # As infeed._permutation, so both infeeds give the same rows for the same seed.
@@ -268,15 +268,16 @@ class Cursor:
         else:
             index = tf.minimum(batch, self._steps - 1)
         rows = tf.gather(self._inputs["positions"], index)
-        if self._static.shuffled:
-            pass_index = batch // self._steps
-            order = tf.cond(
-                tf.equal(pass_index, order_pass),
-                lambda: order,
-                lambda: self._permutation(pass_index),
-            )
-            order_pass = pass_index
-            rows = tf.gather(order, rows)
+        # Shuffling is a tensor, not part of the trace: a fit with and one without share it.
+        shuffled = self._inputs["shuffled"]
+        pass_index = batch // self._steps
+        order = tf.cond(
+            shuffled & tf.not_equal(pass_index, order_pass),
+            lambda: self._permutation(pass_index),
+            lambda: order,
+        )
+        order_pass = pass_index
+        rows = tf.cond(shuffled, lambda: tf.gather(order, rows), lambda: rows)
         signals = {name: tf.gather(value, index) for name, value in self._inputs["signals"].items()}
         if not self._static.endless:
             past = batch >= self._steps  # after the one pass: a stop batch
