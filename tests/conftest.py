@@ -72,7 +72,7 @@ def _strategy_over(num_replicas: int) -> tf.distribute.Strategy:
 def _infeed_forced_by_environment(monkeypatch):
     """`infeed="auto"` as `TPUFIT_TEST_INFEED` says: always resident, always streamed, or as is."""
     if _INFEED == "resident":
-        monkeypatch.setattr(resident, "budget_bytes", lambda: sys.maxsize)
+        monkeypatch.setattr(resident, "budget_bytes", lambda one_pass=False: sys.maxsize)
     elif _INFEED == "stream":
         auto = resident.iterator_for
         monkeypatch.setattr(

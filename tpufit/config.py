@@ -206,8 +206,9 @@ class RunConfig:
             arrays to the device once (reused while unchanged) and gathers
             each step's batch inside the loop, with the same batches in the
             same order; `"auto"` (the default) is resident for arrays up to
-            an eighth of the free memory (on a CPU; 1 GiB on an
-            accelerator). Other inputs always stream. See docs/inputs.md.
+            1 GiB on an accelerator; on a CPU, up to an eighth of the free
+            RAM for `fit` and 64 MiB for `evaluate` / `predict` (one pass).
+            Other inputs always stream. See docs/inputs.md.
 
     Example:
         >>> config = RunConfig(iterations_per_loop=50)

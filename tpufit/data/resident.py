@@ -14,7 +14,8 @@ partial last batch stays a stream (`Infeed.tail`): one batch per pass.
 
 `RunConfig(infeed=...)` chooses: `"stream"` never, `"resident"` wherever it
 can (numeric arrays, one worker, not a TPU, at least one full or padded
-batch), `"auto"` where it can and the arrays take at most `budget_bytes()`.
+batch), `"auto"` where it can and the arrays take at most `budget_bytes()`
+(a share of the free memory; less on a CPU for data read once).
 
 Device copies are cached (`_CACHE`): a `predict` on the same, unchanged array
 pays no copy. An entry is found by the array's memory (address, shape,
@@ -44,25 +45,31 @@ STREAM, RESIDENT, AUTO = "stream", "resident", "auto"
 CHOICES = (AUTO, RESIDENT, STREAM)
 # "auto": resident when the arrays take at most this share of the free memory.
 FREE_MEMORY_SHARE = 8
+# ... and, on a CPU, for one pass (evaluate, predict) at most this: the device copy sits
+# in host memory beside the user's array, and a large predict's peak memory stays near
+# its output only if the input is not copied whole.
+CPU_ONE_PASS_BUDGET = 64 * 2**20
 # An accelerator's free memory is not known before it is used: this is its budget.
 ACCELERATOR_BUDGET = 2**30
 _SAMPLED_ROWS = 256
 _CACHE_ENTRIES = 8
 
 
-def budget_bytes() -> int:
+def budget_bytes(one_pass: bool = False) -> int:
     """The size up to which `infeed="auto"` keeps arrays resident.
 
-    On a CPU, an eighth of the free RAM (`os.sysconf`); with a GPU or TPU,
-    `ACCELERATOR_BUDGET` (1 GiB).
+    With a GPU or TPU, `ACCELERATOR_BUDGET` (1 GiB). On a CPU, an eighth of
+    the free RAM (`os.sysconf`), and at most `CPU_ONE_PASS_BUDGET` (64 MiB)
+    for data read once (`one_pass`: evaluate, predict).
     """
     if any(d.device_type != "CPU" for d in tf.config.list_physical_devices()):
         return ACCELERATOR_BUDGET
     try:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return ACCELERATOR_BUDGET
-    return free // FREE_MEMORY_SHARE
+        free = ACCELERATOR_BUDGET * FREE_MEMORY_SHARE
+    budget = free // FREE_MEMORY_SHARE
+    return min(budget, CPU_ONE_PASS_BUDGET) if one_pass else budget
 
 
 class Static(NamedTuple):
@@ -165,7 +172,7 @@ def iterator_for(feed: Any, choice: str, strategy: tf.distribute.Strategy):
     resident = getattr(feed, "resident", None)
     if choice == STREAM or resident is None or not resident.usable(strategy):
         return None
-    if choice == AUTO and resident.nbytes > budget_bytes():
+    if choice == AUTO and resident.nbytes > budget_bytes(one_pass=not resident.endless):
         return None
     return resident.iterator(strategy)
 
@@ -320,7 +327,11 @@ def fingerprint(array: np.ndarray) -> int:
 
 
 class _DeviceCache:
-    """The device copies of recently used arrays, kept while the arrays live and are unchanged."""
+    """The device copies of recently used arrays, kept while the arrays live and are unchanged.
+
+    At most `_CACHE_ENTRIES` copies of at most `budget_bytes()` in all; the
+    least recently used go first.
+    """
 
     def __init__(self) -> None:
         self._entries: collections.OrderedDict = collections.OrderedDict()
@@ -346,7 +357,12 @@ class _DeviceCache:
         self._entries[key] = (owner, mark, tensor)
         self._entries.move_to_end(key)
         weakref.finalize(owner(), self._entries.pop, key, None)
-        while len(self._entries) > _CACHE_ENTRIES:
+        budget = budget_bytes()
+        while len(self._entries) > 1 and (
+            len(self._entries) > _CACHE_ENTRIES
+            or sum(e[2].shape.num_elements() * e[2].dtype.size for e in self._entries.values())
+            > budget
+        ):
             self._entries.popitem(last=False)
         return tensor
 
