@@ -40,6 +40,7 @@ import tensorflow as tf
 from tpufit import cluster
 from tpufit.config import Layout, Mode
 from tpufit.data import padding
+from tpufit.data.infeed import Infeed
 
 STREAM, RESIDENT, AUTO = "stream", "resident", "auto"
 CHOICES = (AUTO, RESIDENT, STREAM)
@@ -136,8 +137,15 @@ class Resident:
         return ResidentIterator(inputs, static, strategy, self.start)
 
 
-def offer(feed: Any, data: Any, *, mode: Mode, layout: Layout, seed: int | None,
-          drop_remainder: bool) -> Any:  # fmt: skip
+def offer(
+    feed: Infeed,
+    data: Any,
+    *,
+    mode: Mode,
+    layout: Layout,
+    seed: int | None,
+    drop_remainder: bool,
+) -> Infeed:
     """Returns `feed` (an array infeed) with its arrays offered for a resident run.
 
     Nothing is copied here: the run decides (`iterator_for`).
@@ -161,7 +169,9 @@ def offer(feed: Any, data: Any, *, mode: Mode, layout: Layout, seed: int | None,
     return dataclasses.replace(feed, resident=resident)
 
 
-def iterator_for(feed: Any, choice: str, strategy: tf.distribute.Strategy):
+def iterator_for(
+    feed: Infeed, choice: str, strategy: tf.distribute.Strategy
+) -> ResidentIterator | None:
     """Returns the resident iterator of `feed` if the run takes it, else `None` (stream).
 
     Args:
@@ -169,7 +179,7 @@ def iterator_for(feed: Any, choice: str, strategy: tf.distribute.Strategy):
         choice: `RunConfig.infeed`: `"auto"`, `"resident"` or `"stream"`.
         strategy: The run's strategy.
     """
-    resident = getattr(feed, "resident", None)
+    resident = feed.resident
     if choice == STREAM or resident is None or not resident.usable(strategy):
         return None
     if choice == AUTO and resident.nbytes > budget_bytes(one_pass=not resident.endless):

@@ -9,6 +9,13 @@ traced once and called from the loop. Each step's outputs are written to
 per-step losses and logs in train and eval, per-step predictions and masks in
 predict.
 
+Over resident arrays (`tpufit.data.resident`) there is no iterator: the loop
+reads each step's batch through a `resident.Cursor`, gathering it from the
+device tensors at a position the loop carries, and the run's
+`ResidentIterator` moves on by the batches read. That loop is traced once per
+element spec, with the arrays' row count left open, so new arrays of the same
+kind do not retrace.
+
 The loop also times itself with `tf.timestamp`: how long each step's
 `get_next` on the infeed took to hand it its batch, and how long the step ran.
 `run_stats.py` turns these into the input-bound / compute-bound analysis; the

@@ -4,7 +4,9 @@ A run is built in the order the design gives: the infeed for the mode and
 its layout (decided once, by `device/layout.py`), the hooks (the user's,
 the Keras callbacks' adapter, the `model_dir`'s, the progress bar), the
 model's lazily built state and what the `model_dir` restores into it, the
-loop program, and the `Plan` the mode's loop walks. The loops themselves are
+loop program, and the `Plan` the mode's loop walks (over arrays held on the
+device where `RunConfig.infeed` and `data/resident.py` say so, else the
+distributed stream). The loops themselves are
 in `loops.py`; the front door (`tpufit.model`) only checks arguments and
 shapes the results.
 
