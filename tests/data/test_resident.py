@@ -28,6 +28,8 @@ from tpufit.config import Layout, Mode
 from tpufit.data import arrays, infeed, resident
 from tpufit.data.request import InfeedRequest
 
+one_replica = pytest.mark.skipif(replicas() > 1, reason="checked once, with one replica")
+
 
 def _feed(data, batch: int, mode: Mode, layout: Layout, seed: int | None = None):
     feed = infeed.from_arrays(data, batch, mode=mode, layout=layout, shuffle_seed=seed)
@@ -38,6 +40,7 @@ def _numpy(element):
     return tf.nest.map_structure(lambda t: t.numpy(), element)
 
 
+@one_replica
 @pytest.mark.parametrize(
     ("mode", "layout", "rows", "batch", "seed"),
     [
@@ -49,8 +52,6 @@ def _numpy(element):
     ],
 )
 def test_resident_batches_are_the_streams_in_the_same_order(mode, layout, rows, batch, seed):
-    if replicas() > 1:
-        pytest.skip("reads one replica's elements")
     feed = _feed(row_id_data(rows), batch, mode, layout, seed)
     steps = len(feed.resident.positions)
     iterator = feed.resident.iterator(tf.distribute.get_strategy())
@@ -61,9 +62,8 @@ def test_resident_batches_are_the_streams_in_the_same_order(mode, layout, rows, 
         tf.nest.map_structure(np.testing.assert_array_equal, element, streamed)
 
 
+@one_replica
 def test_a_resumed_resident_infeed_starts_where_the_skipped_stream_does():
-    if replicas() > 1:
-        pytest.skip("reads one replica's elements")
     feed = _feed(row_id_data(30), 4, Mode.TRAIN, Layout.PADDED, seed=7).skipping(11, 0)
     iterator = feed.resident.iterator(tf.distribute.get_strategy())
     for streamed in take_numpy(feed.dataset, 4):
@@ -107,6 +107,7 @@ def test_resident_runs_give_the_streams_results_bit_for_bit(model_fn, partial_ba
     assert on_device[4].traces == streamed[4].traces
 
 
+@one_replica
 def test_class_weights_reach_the_resident_infeed_as_sample_weights():
     def weighted(choice):
         model = tiny_model()
@@ -120,6 +121,7 @@ def test_class_weights_reach_the_resident_infeed_as_sample_weights():
         np.testing.assert_array_equal(a, b)
 
 
+@one_replica
 def test_the_run_chooses_its_infeed_from_the_config_and_the_size(monkeypatch):
     request = InfeedRequest(Mode.PREDICT, Layout.PADDED, 8)
     x, _ = tiny_data(20)
@@ -134,6 +136,7 @@ def test_the_run_chooses_its_infeed_from_the_config_and_the_size(monkeypatch):
     assert resident.iterator_for(feed, "auto", strategy) is not None
 
 
+@one_replica
 def test_strings_and_a_dataset_stream_whatever_the_config():
     request = InfeedRequest(Mode.PREDICT, Layout.PADDED, 4)
     strategy = tf.distribute.get_strategy()
@@ -147,6 +150,7 @@ def test_strings_and_a_dataset_stream_whatever_the_config():
     )
 
 
+@one_replica
 def test_the_device_copy_is_reused_while_the_array_is_unchanged():
     x, _ = tiny_data(40)
     first = resident._CACHE.tensor(x)
@@ -157,6 +161,7 @@ def test_the_device_copy_is_reused_while_the_array_is_unchanged():
     assert changed is not first and changed.numpy()[0, 0] == x[0, 0]
 
 
+@one_replica
 def test_predict_again_on_the_same_array_copies_nothing_and_agrees():
     tm = tpufit.TPUModel(tiny_model(), config=tpufit.RunConfig(infeed="resident"))
     tm.compile(**compile_args())
@@ -167,6 +172,7 @@ def test_predict_again_on_the_same_array_copies_nothing_and_agrees():
     assert len(resident._CACHE._entries) == before
 
 
+@one_replica
 def test_run_config_rejects_an_unknown_infeed():
     with pytest.raises(tpufit.InvalidArgumentError, match="infeed"):
         tpufit.RunConfig(infeed="device")
@@ -176,5 +182,5 @@ def test_run_config_rejects_an_unknown_infeed():
 @pytest.mark.subprocess
 @pytest.mark.skipif(replicas() > 1, reason="this is the child process")
 def test_four_replicas_gather_their_own_shares_in_a_child_process():
-    summary = run_pytest_with_replicas("data/test_resident.py", 4)
+    summary = run_pytest_with_replicas("data/test_resident.py", 4, timeout=1200)
     assert "passed" in summary and "failed" not in summary, summary
