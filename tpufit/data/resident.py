@@ -267,6 +267,7 @@ class Cursor:
         self._rows = tf.shape(tf.nest.flatten(inputs["data"])[0], out_type=tf.int64)[0]
         self._steps = tf.shape(inputs["positions"], out_type=tf.int64)[0]
 
+    @tf.autograph.experimental.do_not_convert  # explicit `tf.cond`s: nothing to convert
     def start(self) -> tuple:
         """The loop state before the first read: the batch, the pass's order, its pass."""
         return self._start, tf.zeros([self._rows], tf.int64), tf.constant(-1, tf.int64)
@@ -277,6 +278,7 @@ class Cursor:
         order = tf.range(self._rows, dtype=tf.int64)
         return tf.random.experimental.stateless_shuffle(order, seed=seed)
 
+    @tf.autograph.experimental.do_not_convert
     def next_element(self, state: tuple) -> tuple[Any, tuple]:
         """Returns the batch at `state` as `(data, signals)` and the state after it."""
         batch, order, order_pass = state

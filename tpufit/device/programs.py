@@ -209,6 +209,9 @@ class LoopProgram:
         self._jit.prepare(self._strategy, self._one_step, element_spec)
         return bool(self.jit_compile)
 
+    # As Keras's own step functions: the step is traced as written, not converted by
+    # AutoGraph, whose conversion of the step and all it calls was most of a first call.
+    @tf.autograph.experimental.do_not_convert
     def _one_step(self, element):
         data, signals = element
         outputs = self._strategy.run(self._replica_step, args=(data, signals))
