@@ -237,18 +237,20 @@ class LoopProgram:
         step_fn = next(iter(self._jit.steps.values()))
         return self._steps(_Stream(iterator), num_steps, step_fn, *specs)
 
-    def _resident_loop(self, iterator: resident.ResidentIterator, inputs, start, num_steps):
+    def _resident_loop(self, spec_key: str, static: resident.Static, inputs, start, num_steps):
         """The loop over resident data, each step's batch gathered inside it (`resident.Cursor`)."""
         self.traces += 1
-        specs = self._output_specs[_spec_key(iterator.element_spec)]
-        cursor = iterator.cursor(start, inputs)
+        specs = self._output_specs[spec_key]
+        cursor = resident.Cursor(inputs, start, static, self._strategy)
         return self._steps(cursor, num_steps, next(iter(self._jit.steps.values())), *specs)
 
     def _resident_call(self, iterator: resident.ResidentIterator, num_steps: tf.Tensor):
         """Runs the resident loop, traced once per element spec for data of any row count."""
-        key = (_spec_key(iterator.element_spec), iterator.static)
+        spec_key = _spec_key(iterator.element_spec)
+        key = (spec_key, iterator.static)
         if key not in self._resident_fns:
-            loop = functools.partial(self._resident_loop, iterator)
+            # The trace keeps no run's iterator: its tensors are arguments, not captures.
+            loop = functools.partial(self._resident_loop, spec_key, iterator.static)
             self._resident_fns[key] = tf.function(loop).get_concrete_function(
                 iterator.input_specs(),
                 tf.TensorSpec([], tf.int64),
