@@ -37,6 +37,7 @@ CASES = {
     "predict-large": "bench.inference:predict_large",
     "predict-10": "bench.inference:predict_small",
     "evaluate": "bench.inference:evaluate",
+    "first-call": "bench.first_call:first_call",
 }
 RESULT_PREFIX = "BENCH-RESULT "
 

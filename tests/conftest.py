@@ -3,6 +3,10 @@
 Setting `TPUFIT_TEST_REPLICAS=N` before TensorFlow starts splits the CPU into
 N logical devices, so multi-replica tests run under a real `MirroredStrategy`;
 `run_pytest_with_replicas` starts such a child run.
+
+Setting `TPUFIT_TEST_INFEED=resident` or `=stream` makes `RunConfig(infeed="auto")`
+(the default) serve every array input that way, so a selection of tests runs
+under either infeed (`_infeed_forced_by_environment`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _REPLICAS = int(os.environ.get("TPUFIT_TEST_REPLICAS", "1"))
+_INFEED = os.environ.get("TPUFIT_TEST_INFEED", "auto")
 if _REPLICAS > 1:
     _cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
@@ -31,6 +36,8 @@ if _REPLICAS > 1:
     )
 
 import keras  # noqa: E402
+
+from tpufit.data import resident  # noqa: E402
 
 TESTS = Path(__file__).parent
 FEATURES = 6
@@ -59,6 +66,22 @@ def _strategy_over(num_replicas: int) -> tf.distribute.Strategy:
     if num_replicas == 1:
         return tf.distribute.get_strategy()
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_replicas)])
+
+
+@pytest.fixture(autouse=True)
+def _infeed_forced_by_environment(monkeypatch):
+    """`infeed="auto"` as `TPUFIT_TEST_INFEED` says: always resident, always streamed, or as is."""
+    if _INFEED == "resident":
+        monkeypatch.setattr(resident, "budget_bytes", lambda one_pass=False: sys.maxsize)
+    elif _INFEED == "stream":
+        auto = resident.iterator_for
+        monkeypatch.setattr(
+            resident,
+            "iterator_for",
+            lambda feed, choice, strategy: (
+                None if choice == resident.AUTO else auto(feed, choice, strategy)
+            ),
+        )
 
 
 def tiny_model(seed: int = 0) -> keras.Model:

@@ -21,6 +21,7 @@ from tpufit.errors import is_int
 
 JIT_CHOICES = ("auto", True, False)
 PARTIAL_BATCH_CHOICES = ("auto", "pad", "true_size")
+INFEED_CHOICES = ("auto", "resident", "stream")
 AUTO = "auto"
 # A duration: a positive decimal number and a unit, e.g. "2s", "0.5s", "500ms", "1m".
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)\s*$")
@@ -217,6 +218,14 @@ class RunConfig:
             (`logging.getLogger("tpufit")`, not stdout) at the first loop
             boundary at least this many steps after the last line; `None`
             logs nothing.
+        infeed: How array inputs (numpy, pandas) reach the loop. `"stream"`
+            streams their batches through `tf.data`; `"resident"` copies the
+            arrays to the device once (reused while unchanged) and gathers
+            each step's batch inside the loop, with the same batches in the
+            same order; `"auto"` (the default) is resident for arrays up to
+            1 GiB on an accelerator; on a CPU, up to an eighth of the free
+            RAM for `fit` and 64 MiB for `evaluate` / `predict` (one pass).
+            Other inputs always stream. See docs/inputs.md.
 
     Example:
         >>> config = RunConfig(iterations_per_loop=50)
@@ -238,6 +247,7 @@ class RunConfig:
     cluster_connect_timeout_secs: float = 300
     save_summary_steps: int | None = 100
     log_step_count_steps: int | None = 100
+    infeed: str = "auto"
 
     def __post_init__(self) -> None:
         for name in (
@@ -285,6 +295,8 @@ class RunConfig:
         errors.check_positive_int(
             "log_step_count_steps", self.log_step_count_steps, allow_none=True
         )
+        if not isinstance(self.infeed, str) or self.infeed not in INFEED_CHOICES:
+            raise errors.invalid_argument("infeed", self.infeed, '"auto", "resident" or "stream"')
         self._check_checkpointing()
 
     def _check_checkpointing(self) -> None:

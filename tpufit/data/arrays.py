@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from tpufit import errors
-from tpufit.data import checks, composite, infeed, tables, weighting
+from tpufit.data import checks, composite, infeed, resident, tables, weighting
 from tpufit.data.request import InfeedRequest
 
 
@@ -60,12 +60,21 @@ def build(
         sample_weight = weighting.sample_weights_for(y, request.class_weight)
     size = infeed.DEFAULT_BATCH_SIZE if request.batch_size is None else request.batch_size
     checks.check_batch_size(size, strategy.num_replicas_in_sync)
-    return infeed.from_arrays(
-        infeed.pack_arrays(x, y, sample_weight),
+    packed = infeed.pack_arrays(x, y, sample_weight)
+    feed = infeed.from_arrays(
+        packed,
         size,
         mode=request.mode,
         layout=request.layout,
         shuffle_seed=request.shuffle_seed,
+        drop_remainder=request.drop_remainder,
+    )
+    return resident.offer(
+        feed,
+        packed,
+        mode=request.mode,
+        layout=request.layout,
+        seed=request.shuffle_seed,
         drop_remainder=request.drop_remainder,
     )
 

@@ -83,6 +83,8 @@ class Infeed:
             wraps them in an `OpError`, and the run re-raises the one whose
             first line the `OpError`'s message holds. The source's own list,
             so errors raised while the run reads the stream show up here.
+        resident: Arrays the run may serve from the device instead of
+            `dataset` (`resident.Resident`), or `None`.
     """
 
     dataset: tf.data.Dataset
@@ -95,6 +97,7 @@ class Infeed:
     rows: int | None = None
     lookahead: Lookahead | None = None
     pipeline_errors: list = dataclasses.field(default_factory=list)
+    resident: Any = None
 
     def skipping(self, batches: int, tail_batches: int) -> Infeed:
         """Returns this infeed resumed mid-epoch: its first batches already trained, skipped.
@@ -108,7 +111,8 @@ class Infeed:
         """
         dataset = self.dataset.skip(batches) if batches else self.dataset
         tail = self.tail.skip(tail_batches) if self.tail is not None else None
-        return dataclasses.replace(self, dataset=dataset, tail=tail)
+        resident = self.resident.skipping(batches) if self.resident is not None else None
+        return dataclasses.replace(self, dataset=dataset, tail=tail, resident=resident)
 
 
 def as_input_array(value: Any) -> np.ndarray:

@@ -9,6 +9,13 @@ traced once and called from the loop. Each step's outputs are written to
 per-step losses and logs in train and eval, per-step predictions and masks in
 predict.
 
+Over resident arrays (`tpufit.data.resident`) there is no iterator: the loop
+reads each step's batch through a `resident.Cursor`, gathering it from the
+device tensors at a position the loop carries, and the run's
+`ResidentIterator` moves on by the batches read. That loop is traced once per
+element spec, with the arrays' row count left open, so new arrays of the same
+kind do not retrace.
+
 The loop also times itself with `tf.timestamp`: how long each step's
 `get_next` on the infeed took to hand it its batch, and how long the step ran.
 `run_stats.py` turns these into the input-bound / compute-bound analysis; the
@@ -41,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from tpufit.config import Mode
+from tpufit.data import resident
 from tpufit.device import native_logs
 from tpufit.device.jit_choice import JitChoice
 
@@ -179,6 +187,7 @@ class LoopProgram:
         # A partial, not the bound method: TensorFlow counts retracing per code object, so
         # all programs would share one count and warn on a few traces of different programs.
         self._loop_fn = tf.function(functools.partial(LoopProgram._loop, self))
+        self._resident_fns: dict[Any, Any] = {}
 
     @property
     def jit_compile(self) -> bool | None:
@@ -202,6 +211,9 @@ class LoopProgram:
         self._jit.prepare(self._strategy, self._one_step, element_spec)
         return bool(self.jit_compile)
 
+    # As Keras's own step functions: the step is traced as written, not converted by
+    # AutoGraph, whose conversion of the step and all it calls was most of a first call.
+    @tf.autograph.experimental.do_not_convert
     def _one_step(self, element):
         data, signals = element
         outputs = self._strategy.run(self._replica_step, args=(data, signals))
@@ -224,15 +236,39 @@ class LoopProgram:
     def _loop(self, iterator, num_steps):
         self.traces += 1
         specs = self._output_specs[_spec_key(iterator.element_spec)]
-        return self._steps(iterator, num_steps, next(iter(self._jit.steps.values())), *specs)
+        step_fn = next(iter(self._jit.steps.values()))
+        return self._steps(_Stream(iterator), num_steps, step_fn, *specs)
 
-    def _steps(self, iterator, num_steps, step_fn, per_step_spec, latest_spec):
+    def _resident_loop(self, spec_key: str, static: resident.Static, inputs, start, num_steps):
+        """The loop over resident data, each step's batch gathered inside it (`resident.Cursor`)."""
+        self.traces += 1
+        specs = self._output_specs[spec_key]
+        cursor = resident.Cursor(inputs, start, static, self._strategy)
+        return self._steps(cursor, num_steps, next(iter(self._jit.steps.values())), *specs)
+
+    def _resident_call(self, iterator: resident.ResidentIterator, num_steps: tf.Tensor):
+        """Runs the resident loop, traced once per element spec for data of any row count."""
+        spec_key = _spec_key(iterator.element_spec)
+        key = (spec_key, iterator.static)
+        if key not in self._resident_fns:
+            # The trace keeps no run's iterator: its tensors are arguments, not captures.
+            loop = functools.partial(self._resident_loop, spec_key, iterator.static)
+            self._resident_fns[key] = tf.function(loop).get_concrete_function(
+                iterator.input_specs(),
+                tf.TensorSpec([], tf.int64),
+                tf.TensorSpec([], tf.int32),
+            )
+        start = tf.constant(iterator.position, tf.int64)
+        return self._resident_fns[key](iterator.inputs, start, num_steps)
+
+    def _steps(self, source, num_steps, step_fn, per_step_spec, latest_spec):
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=0, dynamic_size=True, element_shape=s.shape),
             per_step_spec,
         )
         latest = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), latest_spec)
         clock = tf.timestamp()  # when the previous step ended
+        position = source.start()  # the resident infeed's place, carried by the loop
         waited = tf.constant(0.0, tf.float64)
         computed = tf.constant(0.0, tf.float64)
         if not self._stops:
@@ -241,7 +277,7 @@ class LoopProgram:
             steps = tf.constant(0)
             halted = tf.constant(False)
             while steps < num_steps and not halted:
-                element, ready, waited = _next_timed(iterator, clock, waited)
+                element, position, ready, waited = _next_timed(source, position, clock, waited)
                 with tf.control_dependencies([ready]):  # else `ready` may be read mid-step
                     per_step, latest = step_fn(element)
                 arrays = tf.nest.map_structure(
@@ -257,7 +293,7 @@ class LoopProgram:
         steps = tf.constant(0)
         stopped = tf.constant(False)
         for i in tf.range(num_steps):
-            element, ready, waited = _next_timed(iterator, clock, waited)
+            element, position, ready, waited = _next_timed(source, position, clock, waited)
             if self._stop_requested(element):
                 stopped = tf.constant(True)
                 break
@@ -309,10 +345,13 @@ class LoopProgram:
                 self._prepare(iterator.element_spec)
                 self._prepared_iterator = weakref.ref(iterator)
             traces = self.traces
-            outfeed, latest, steps, stopped, halted, waited, computed = self._loop_fn(
+            loop = self._resident_call if _is_resident(iterator) else self._loop_fn
+            outfeed, latest, steps, stopped, halted, waited, computed = loop(
                 iterator, tf.constant(num_steps, tf.int32)
             )
         steps = int(steps)
+        if _is_resident(iterator):
+            iterator.advance(steps + int(bool(stopped)))  # a stop batch was read too
         outfeed = tf.nest.map_structure(lambda t: t.numpy()[:steps], outfeed)
         latest = tf.nest.map_structure(lambda t: t.numpy(), latest)
         return LoopResult(
@@ -358,6 +397,10 @@ class LoopProgram:
         )
 
 
+def _is_resident(iterator) -> bool:
+    return isinstance(iterator, resident.ResidentIterator)
+
+
 def _joined(first: LoopResult, rest: LoopResult) -> LoopResult:
     """The result of one loop run as its `first` steps, then the `rest` (which may have none)."""
     if not rest.steps:
@@ -389,19 +432,36 @@ def _tensors(*values) -> list:
     return [v for v in tf.nest.flatten(values, expand_composites=True) if v is not None]
 
 
-def _next_timed(iterator, clock: tf.Tensor, waited: tf.Tensor):
-    """Pulls the next element after `clock`; returns it, when it came, and `waited` plus the wait.
+class _Stream:
+    """A distributed iterator read as a `resident.Cursor` is: its position is its own."""
 
-    The wait is the `get_next` call alone: from asking (after the previous
-    step and the loop's own bookkeeping) until the batch is there.
+    def __init__(self, iterator) -> None:
+        self._iterator = iterator
+
+    def start(self) -> tf.Tensor:
+        return tf.constant(0)
+
+    def next_element(self, position):
+        return next(self._iterator), position
+
+
+def _next_timed(source, position, clock: tf.Tensor, waited: tf.Tensor):
+    """Reads the next element after `clock`.
+
+    The wait is the `get_next` call (or the resident gather) alone: from
+    asking (after the previous step and the loop's own bookkeeping) until
+    the batch is there.
+
+    Returns:
+        The element, the position after it, when it came, and `waited` plus the wait.
     """
     with tf.control_dependencies([clock]):
         asked = tf.timestamp()
     with tf.control_dependencies([asked]):
-        element = next(iterator)
+        element, position = source.next_element(position)
     with tf.control_dependencies(_tensors(element)):
         ready = tf.timestamp()
-    return element, ready, waited + (ready - asked)
+    return element, position, ready, waited + (ready - asked)
 
 
 def _timed(computed, ready, *step_outputs):

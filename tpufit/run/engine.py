@@ -4,7 +4,9 @@ A run is built in the order the design gives: the infeed for the mode and
 its layout (decided once, by `device/layout.py`), the hooks (the user's,
 the Keras callbacks' adapter, the `model_dir`'s, the progress bar), the
 model's lazily built state and what the `model_dir` restores into it, the
-loop program, and the `Plan` the mode's loop walks. The loops themselves are
+loop program, and the `Plan` the mode's loop walks (over arrays held on the
+device where `RunConfig.infeed` and `data/resident.py` say so, else the
+distributed stream). The loops themselves are
 in `loops.py`; the front door (`tpufit.model`) only checks arguments and
 shapes the results.
 
@@ -27,7 +29,7 @@ import tensorflow as tf
 
 from tpufit import cluster, data, errors
 from tpufit.config import Layout, Mode
-from tpufit.data import checks, kinds
+from tpufit.data import checks, kinds, resident
 from tpufit.data.expected import Expected
 from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
@@ -361,9 +363,11 @@ class Engine:
             hooks.host_calls(feed.mode),
             nan_guard=any(isinstance(hook, NanGuardHook) for hook in hooks.hooks),
         )
+        strategy = self._replicas.strategy
+        iterator = resident.iterator_for(source, self._config.infeed, strategy)
         return Plan(
             program,
-            self._replicas.distribute(source),
+            iterator or self._replicas.distribute(source),
             data_passes,
             self._loop_lengths.get(feed.mode, feed.batch_size),
             self._replicas.distribute(source.tail) if data_passes.tail else None,

@@ -1,0 +1,136 @@
+"""Time to the first result: a new model's first `fit`, `evaluate` or `predict`, in a fresh process.
+
+A notebook pays this for every new model: tracing, XLA compiles, building
+the infeed. Each (contender, call) runs in a Python of its own
+(``python -m bench.first_call --contender NAME --call CALL``), which builds
+and compiles the 784-256-256-10 MLP untimed, then times the one call:
+
+- fit: 50 steps (6,400 rows at batch 128, one epoch);
+- evaluate and predict: the same 6,400 rows at batch 128.
+
+In ``--smoke`` (640 rows, 5 steps) the stream contender is left out.
+Contenders: tpufit as it comes (``jit_compile="auto"``, ``infeed="auto"``);
+tpufit with ``jit_compile=False`` (its step without XLA, so the difference
+is the cost of XLA's compile and of deciding on it) and with
+``infeed="stream"``; Keras with ``jit_compile=True``,
+``steps_per_execution=100``. Nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS, BATCH = 6400, 128
+SMOKE_ROWS = 640  # 5 steps
+CONTENDERS = ("tpufit", "tpufit jit=False", "tpufit infeed=stream", "keras spe=100 jit=True")
+SMOKE_CONTENDERS = ("tpufit", "tpufit jit=False", "keras spe=100 jit=True")
+CALLS = ("fit", "evaluate", "predict")
+_PREFIX = "FIRST-CALL "
+
+
+def _first_call(contender: str, call: str, rows: int) -> float:
+    """Builds the model untimed, then returns the seconds its first `call` takes."""
+    sys.path.insert(0, str(ROOT))
+    from bench.common import build_mlp, compile_kwargs, synthetic_classification
+
+    x, y = synthetic_classification(rows, 784, 10)
+    model = build_mlp()
+    if contender.startswith("tpufit"):
+        import tpufit
+
+        config = tpufit.RunConfig(infeed="stream" if "stream" in contender else "auto")
+        runner = tpufit.TPUModel(model, config=config)
+        runner.compile(**compile_kwargs(), jit_compile=False if "jit=False" in contender else None)
+    else:
+        runner = model
+        runner.compile(**compile_kwargs(), jit_compile=True, steps_per_execution=100)
+    start = time.perf_counter()
+    if call == "fit":
+        runner.fit(x, y, batch_size=BATCH, epochs=1, shuffle=True, verbose=0)
+    elif call == "evaluate":
+        runner.evaluate(x, y, batch_size=BATCH, verbose=0)
+    else:
+        runner.predict(x, batch_size=BATCH, verbose=0)
+    return time.perf_counter() - start
+
+
+def _in_child(contender: str, call: str, smoke: bool) -> float:
+    command = [sys.executable, "-m", "bench.first_call", "--contender", contender, "--call", call]
+    if smoke:
+        command.append("--smoke")
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith(_PREFIX):
+            return json.loads(line[len(_PREFIX) :])["seconds"]
+    raise RuntimeError(f"{contender} {call} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+
+
+def first_call(smoke: bool, repeats: int) -> list:
+    """The `first-call` case: one `CaseResult` per call, seconds to the first result."""
+    from bench.report import CaseResult
+
+    rows = SMOKE_ROWS if smoke else ROWS
+    contenders = SMOKE_CONTENDERS if smoke else CONTENDERS
+    results = []
+    for call in CALLS:
+        seconds: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(repeats):  # round-robin: a noisy spell slows every contender alike
+            for name in contenders:
+                seconds[name].append(_in_child(name, call, smoke))
+        costs = {name: statistics.median(values) for name, values in seconds.items()}
+        plain = costs.pop("tpufit jit=False")
+        notes = [
+            f"tpufit with jit_compile=False: {plain:.3f} s (XLA's compile and deciding "
+            f"on it cost {costs['tpufit'] - plain:+.3f} s)"
+        ]
+        if "tpufit infeed=stream" in costs:
+            stream = costs.pop("tpufit infeed=stream")
+            notes.append(
+                f"tpufit with infeed='stream': {stream:.3f} s "
+                f"({stream - costs['tpufit']:+.3f} s against resident)"
+            )
+        results.append(
+            CaseResult(
+                f"first-{call}",
+                f"a new MLP's first {call} on {rows:,} rows, batch {BATCH} "
+                f"({rows // BATCH} steps), fresh process each",
+                "s",
+                costs,
+                "tpufit",
+                [("keras best", 1.0)],
+                notes,
+            )
+        )
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contender", choices=CONTENDERS, required=True)
+    parser.add_argument("--call", choices=CALLS, required=True)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args(argv)
+    seconds = _first_call(args.contender, args.call, SMOKE_ROWS if args.smoke else ROWS)
+    print(_PREFIX + json.dumps({"seconds": seconds}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
