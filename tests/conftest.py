@@ -190,6 +190,16 @@ def take_numpy(dataset: tf.data.Dataset, count: int) -> list:
     return [tf.nest.map_structure(lambda t: t.numpy(), element) for element in dataset.take(count)]
 
 
+def scalar_events(directory) -> dict[str, dict[int, float]]:
+    """Every scalar in the TensorBoard event files of `directory`: tag -> {step: value}."""
+    values: dict[str, dict[int, float]] = {}
+    for path in tf.io.gfile.glob(str(directory / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                values.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
 def tiny_data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`rows` rows of float32 features and int labels for `tiny_model`."""
     rng = np.random.default_rng(seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compiled, tiny_data
+from conftest import compiled, scalar_events, tiny_data
 
 import tpufit
 from tpufit.hooks import LoggingHook, ProfilerHook, StopAtStepHook, SummaryHook
@@ -60,15 +60,6 @@ def test_logging_hook_writes_loss_and_speed_every_n_steps():
     assert all("loss=" in line and "steps/s" in line and "examples/s" in line for line in lines)
 
 
-def _summaries(directory) -> dict[str, dict[int, float]]:
-    values: dict[str, dict[int, float]] = {}
-    for path in tf.io.gfile.glob(str(directory / "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                values.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
-
-
 def test_summary_hook_writes_every_steps_loss_from_the_outfeed(tmp_path):
     x, y = tiny_data(80)
     losses = []
@@ -80,7 +71,7 @@ def test_summary_hook_writes_every_steps_loss_from_the_outfeed(tmp_path):
     tm = compiled(iterations_per_loop=4)
     tm.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y),
            hooks=[SummaryHook(str(tmp_path)), Losses()], verbose=0)  # fmt: skip
-    train = _summaries(tmp_path / "train")
+    train = scalar_events(tmp_path / "train")
     assert sorted(train["loss"]) == list(range(1, 21))
     np.testing.assert_allclose([train["loss"][s] for s in range(1, 21)], losses, rtol=1e-6)
     assert sorted(train["batch_accuracy"]) == [4, 8, 10, 14, 18, 20]

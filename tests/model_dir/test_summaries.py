@@ -8,22 +8,12 @@ import logging
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compile_args, tiny_data, tiny_model
+from conftest import compile_args, scalar_events, tiny_data, tiny_model
 
 import tpufit
 from tpufit.model_dir.summaries import write_eval_summaries
 
 ROWS, BATCH, LOOP = 80, 8, 4  # 10 steps an epoch; loops end at steps 4, 8, 10, 14, 18, 20
-
-
-def events(directory) -> dict[str, dict[int, float]]:
-    """Every scalar in the event files of `directory`: tag -> {step: value}."""
-    values: dict[str, dict[int, float]] = {}
-    for path in tf.io.gfile.glob(str(directory / "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                values.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
 
 
 class Losses(tpufit.Hook):
@@ -52,7 +42,7 @@ def test_fit_writes_every_steps_loss_and_the_metrics_every_save_summary_steps(tm
     tm = model_in(tmp_path, save_summary_steps=6)
     history = tm.fit(x, y, batch_size=BATCH, epochs=2, validation_data=(x[:24], y[:24]),
                      hooks=[losses], verbose=0)  # fmt: skip
-    train = events(tmp_path / "train")
+    train = scalar_events(tmp_path / "train")
     assert sorted(train["loss"]) == list(range(1, 21))
     np.testing.assert_allclose([train["loss"][s] for s in range(1, 21)], losses.losses, rtol=1e-6)
     # Written at the first loop boundary at least 6 steps after the last write.
@@ -61,7 +51,7 @@ def test_fit_writes_every_steps_loss_and_the_metrics_every_save_summary_steps(tm
     assert all(value > 0 for value in train["examples/sec"].values())
     np.testing.assert_allclose([train["epoch_loss"][s] for s in (10, 20)],
                                history.history["loss"], rtol=1e-6)  # fmt: skip
-    evaluated = events(tmp_path / "eval")
+    evaluated = scalar_events(tmp_path / "eval")
     for name in ("loss", "accuracy"):
         assert sorted(evaluated[name]) == [10, 20]
         np.testing.assert_allclose([evaluated[name][s] for s in (10, 20)],
@@ -73,7 +63,9 @@ def test_evaluate_writes_its_metrics_at_the_global_step_it_evaluated(tmp_path):
     tm = model_in(tmp_path)
     tm.fit(x, y, batch_size=BATCH, verbose=0)
     scores = tm.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
-    assert events(tmp_path / "eval") == {name: {10: pytest.approx(v)} for name, v in scores.items()}
+    assert scalar_events(tmp_path / "eval") == {
+        name: {10: pytest.approx(v)} for name, v in scores.items()
+    }
 
 
 def test_save_summary_steps_none_writes_no_events(tmp_path):
@@ -104,7 +96,7 @@ def test_log_step_count_steps_logs_loss_step_and_speed_to_the_tpufit_logger(capl
 def test_write_eval_summaries_writes_each_scalar_at_the_step(tmp_path):
     write_eval_summaries(str(tmp_path), 7, {"loss": 0.5, "accuracy": 0.25})
     write_eval_summaries(str(tmp_path), 9, {"loss": 0.25, "accuracy": 0.5})
-    assert events(tmp_path / "eval") == {
+    assert scalar_events(tmp_path / "eval") == {
         "loss": {7: 0.5, 9: 0.25},
         "accuracy": {7: 0.25, 9: 0.5},
     }
@@ -130,7 +122,7 @@ def test_long_loops_write_the_same_per_step_losses(tmp_path):
     tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=70, model_dir=str(tmp_path))
     tm.compile(**compile_args())
     tm.fit(x, y, batch_size=1, hooks=[losses], verbose=0)  # loops of 70 and 10 steps
-    train = events(tmp_path / "train")
+    train = scalar_events(tmp_path / "train")
     assert sorted(train["loss"]) == list(range(1, ROWS + 1))
     np.testing.assert_array_equal([train["loss"][s] for s in range(1, ROWS + 1)],
                                   np.float32(losses.losses))  # fmt: skip

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compile_args, compiled, tiny_data, tiny_model
+from conftest import compile_args, compiled, scalar_events, tiny_data, tiny_model
 
 import tpufit
 
@@ -108,19 +108,10 @@ def test_resumes_from_model_dir_and_writes_eval_summaries(tmp_path):
     again = Recorder()
     assert run(second, again, max_steps=16) == result  # nothing to train: evaluates once
     assert [step for step, _, _ in again.seen] == [16]
-    summaries = eval_summaries(tmp_path / "run" / "eval")
+    summaries = scalar_events(tmp_path / "run" / "eval")
     assert sorted(summaries["loss"]) == [6, 8, 12, 16]
     assert summaries["loss"][16] == pytest.approx(result["loss"])
     assert summaries["accuracy"][16] == pytest.approx(result["accuracy"])
-
-
-def eval_summaries(directory) -> dict[str, dict[int, float]]:
-    values: dict[str, dict[int, float]] = {}
-    for path in tf.io.gfile.glob(str(directory / "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                values.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-    return values
 
 
 def test_a_dataset_trains_and_evaluates():

@@ -42,6 +42,7 @@ class LoggingHook(Hook):
         self.every_n_steps = every_n_steps
         self.log_fn = log_fn or tqdm.write
         self.lines: list[str] = []
+        self.modes = (Mode.TRAIN, Mode.EVAL)
         self._since = 0.0
         self._steps = 0
 
@@ -56,17 +57,22 @@ class LoggingHook(Hook):
             due = self._steps >= self.every_n_steps
         else:
             due = elapsed >= self.every_n_secs
-        if not due or ctx.mode == Mode.PREDICT:
+        if not due or ctx.mode not in self.modes:
             return
-        step = ctx.global_step + ctx.steps if ctx.mode == Mode.TRAIN else ctx.last_step + 1
-        entries = " ".join(
-            f"{name}={value:.4g}" for name, value in values.logs.items() if isinstance(value, float)
-        )
         speed = self._steps / elapsed if elapsed > 0 else float("inf")
-        examples = f", {speed * ctx.run.batch_size:.0f} examples/s" if ctx.run.batch_size else ""
-        label = "global step" if ctx.mode == Mode.TRAIN else "step"
-        line = f"{ctx.mode}: {label} {step}: {entries} ({speed:.1f} steps/s{examples})"
+        line = self.line(ctx, values, speed)
         self.lines.append(line)
         self.log_fn(line)
         self._since = time.perf_counter()
         self._steps = 0
+
+    def line(self, ctx: RunContext, values: RunValues, steps_per_sec: float) -> str:
+        """The line logged after the loop `ctx` describes, at `steps_per_sec` since the last."""
+        step = ctx.global_step + ctx.steps if ctx.mode == Mode.TRAIN else ctx.last_step + 1
+        entries = " ".join(
+            f"{name}={value:.4g}" for name, value in values.logs.items() if isinstance(value, float)
+        )
+        batch = ctx.run.batch_size
+        examples = f", {steps_per_sec * batch:.0f} examples/s" if batch else ""
+        label = "global step" if ctx.mode == Mode.TRAIN else "step"
+        return f"{ctx.mode}: {label} {step}: {entries} ({steps_per_sec:.1f} steps/s{examples})"

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 
 from tpufit import errors
 from tpufit.config import Mode
-from tpufit.hooks.base import Hook, Run, RunContext, RunValues
+from tpufit.hooks.base import RunContext, RunValues
+from tpufit.hooks.logger import LoggingHook
 
 logger = logging.getLogger("tpufit")
 
 
-class StepLogHook(Hook):
+class StepLogHook(LoggingHook):
     """Logs the latest step's loss, the global step and the speed while training.
 
     At the first loop boundary at least `every_n_steps` steps after the last
@@ -29,24 +29,10 @@ class StepLogHook(Hook):
 
     def __init__(self, every_n_steps: int) -> None:
         errors.check_positive_int("every_n_steps", every_n_steps)
-        self.every_n_steps = every_n_steps
-        self._since = 0.0
-        self._steps = 0
+        super().__init__(every_n_secs=None, every_n_steps=every_n_steps, log_fn=logger.info)
+        self.modes = (Mode.TRAIN,)
 
-    def after_create_session(self, run: Run) -> None:  # noqa: D102 - see Hook.
-        self._since = time.perf_counter()
-        self._steps = 0
-
-    def after_run(self, ctx: RunContext, values: RunValues) -> None:  # noqa: D102
-        if ctx.mode != Mode.TRAIN:
-            return
-        self._steps += ctx.steps
-        if self._steps < self.every_n_steps:
-            return
-        elapsed = time.perf_counter() - self._since
-        speed = self._steps / elapsed if elapsed > 0 else float("inf")
+    def line(self, ctx: RunContext, values: RunValues, steps_per_sec: float) -> str:  # noqa: D102
         loss = float(np.asarray(values.outfeed["loss"])[-1])
         step = ctx.global_step + ctx.steps
-        logger.info("loss = %.7g, step = %d, global_step/sec = %.4g", loss, step, speed)
-        self._since = time.perf_counter()
-        self._steps = 0
+        return f"loss = {loss:.7g}, step = {step}, global_step/sec = {steps_per_sec:.4g}"
