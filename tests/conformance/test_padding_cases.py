@@ -23,9 +23,10 @@ plain Keras on one device. Two kinds of case differ there:
   its rows, not its timesteps (no collective can run inside the evaluation loop's
   stop `cond`), so such cases leave out `evaluate` there.
 - BatchNormalization's moving statistics are a `MirroredVariable` whose copies each
-  replica assigns from its own batch (in Keras too): the copies drift apart, and
-  `evaluate` / `predict` then depend on which replica gets which rows:
-  `ON_REPLICAS_BN_COPIES_DRIFT` marks those cases.
+  replica assigns from its own share of a batch (in Keras too): the copies drift
+  apart, so `evaluate` / `predict` depend on which replica gets which rows. tpufit
+  gives each replica the real rows a distributed dataset gives it
+  (`padding.replica_order`), so they match Keras under the same strategy.
 """
 
 from __future__ import annotations
@@ -45,14 +46,6 @@ ROWS = 103
 BATCH = 32
 RTOL = 1e-5
 ATOL = 1e-6
-
-# A known difference on several replicas (issue 11 leaves it open): skipped there, not run
-# as expected failures, to keep the 4-replica child within the suite's time budget.
-ON_REPLICAS_BN_COPIES_DRIFT = pytest.mark.skipif(
-    replicas() > 1,
-    reason="several replicas: each replica assigns its own batch's moving statistics to its "
-    "copy of BatchNormalization's MirroredVariable; evaluate/predict depend on row placement",
-)
 
 
 def features(rows: int = ROWS, shape=(FEATURES,)) -> np.ndarray:
@@ -181,7 +174,6 @@ def assert_like_keras(
     return tm
 
 
-@ON_REPLICAS_BN_COPIES_DRIFT
 def test_batch_normalization_trains_as_keras_with_its_moving_statistics():
     tm = assert_like_keras(
         mlp(keras.layers.BatchNormalization(momentum=0.5)),

@@ -316,3 +316,25 @@ def test_row_collector_of_a_run_stopped_early_returns_the_rows_it_has():
     collector = padding.RowCollector(5)
     collector.add(np.arange(6.0).reshape(3, 2), np.ones(3))
     np.testing.assert_array_equal(collector.result(complete=False), np.arange(6.0).reshape(3, 2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(replicas=st.sampled_from([1, 2, 3, 4, 8]), share=st.integers(1, 6), data=st.data())
+def test_replica_order_gives_each_replica_the_real_rows_a_distributed_dataset_gives_it(
+    replicas, share, data
+):
+    batch_size = replicas * share
+    real = data.draw(st.integers(0, batch_size))
+    order = padding.replica_order(real, batch_size, replicas).numpy().tolist()
+    assert sorted(order) == list(range(batch_size))
+    # As tf.data splits `real` rows: ceil(real / replicas) to each replica in turn.
+    per_replica = -(-real // replicas)
+    for replica in range(replicas):
+        mine = order[replica * share : (replica + 1) * share]
+        expected = list(range(replica * per_replica, min(real, (replica + 1) * per_replica)))
+        assert mine[: len(expected)] == expected
+        assert all(row >= real for row in mine[len(expected) :])
+
+
+def test_a_full_batch_of_any_size_keeps_its_order():
+    assert padding.replica_order(7, 7, 4).numpy().tolist() == list(range(7))

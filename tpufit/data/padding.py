@@ -67,6 +67,54 @@ def fill_positions(real_rows: tf.Tensor, batch_size: int) -> tf.Tensor:
     return tf.range(batch_size, dtype=tf.int32) % tf.cast(real_rows, tf.int32)
 
 
+def replica_order(real_rows: tf.Tensor, batch_size: int, replicas: int) -> tf.Tensor:
+    """The order of a padded batch's rows that gives each replica the real rows TF would.
+
+    A distributed dataset splits a batch of `n` rows over the replicas in
+    contiguous shares of `ceil(n / replicas)` rows, replica 0 first (7 rows
+    on 4 replicas: 2, 2, 2, 1). A padded batch holds its `n` real rows first,
+    so split as it is, replica 0 would get them all. Taken in this order,
+    each replica's share of the padded batch starts with the real rows TF
+    gives that replica, then padding: state each replica keeps for itself
+    (BatchNormalization's moving statistics in Keras) sees the rows it sees
+    in Keras. A full batch keeps its order.
+
+    Args:
+        real_rows: The real rows `n` at the front of the batch.
+        batch_size: The padded batch's rows, a multiple of `replicas`.
+        replicas: The replicas the batch is split over.
+
+    Returns:
+        A permutation of `range(batch_size)`: row `j` of the reordered batch
+        is row `order[j]` of the padded one.
+
+    Example:
+        >>> replica_order(7, 16, 4).numpy().tolist()
+        [0, 1, 7, 8, 2, 3, 9, 10, 4, 5, 11, 12, 6, 13, 14, 15]
+    """
+    slot = tf.range(batch_size, dtype=tf.int32)
+    share = batch_size // replicas
+    replica, offset = slot // share, slot % share
+    real_rows = tf.cast(real_rows, tf.int32)
+    per_replica = (real_rows + replicas - 1) // replicas
+    first = replica * per_replica
+    mine = tf.clip_by_value(real_rows - first, 0, per_replica)
+    real_before = tf.minimum(first, real_rows) + tf.minimum(offset, mine)
+    order = tf.where(offset < mine, first + offset, real_rows + slot - real_before)
+    # A full batch (of any size: a dataset's own may not divide by the replicas) as it is.
+    return tf.where(real_rows < batch_size, order, slot)
+
+
+def in_replica_order(data, signals: Signals, replicas: int):
+    """`(data, signals)` of one padded batch, rows reordered by `replica_order`."""
+    mask = signals["mask"]
+    size = int(mask.shape[0]) if mask.shape[0] is not None else tf.shape(mask)[0]
+    order = replica_order(tf.cast(tf.reduce_sum(mask), tf.int32), size, replicas)
+    return tf.nest.map_structure(
+        lambda t: None if t is None else composite.gather_rows(t, order), (data, signals)
+    )
+
+
 def pad_batch(batch, batch_size: int):
     """Pads a nested batch of up to `batch_size` rows to exactly `batch_size` rows.
 

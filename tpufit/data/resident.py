@@ -311,9 +311,14 @@ class Cursor:
         if replicas == 1:
             return tf.nest.map_structure(lambda t: tf.gather(t, rows), data), signals
         share = self._static.batch_size // replicas
+        order = padding.replica_order(
+            tf.cast(tf.reduce_sum(signals["mask"]), tf.int32), self._static.batch_size, replicas
+        )
+        rows = tf.gather(rows, order)
+        signals = {name: tf.gather(value, order) for name, value in signals.items()}
 
         def replica_share(context: tf.distribute.experimental.ValueContext):
-            # Contiguous shares, replica 0 first: as a distributed dataset splits a batch.
+            # Contiguous shares, replica 0 first, real rows as a distributed dataset splits them.
             begin = context.replica_id_in_sync_group * share
             mine = rows[begin : begin + share]
             return (

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tpufit import cluster
 from tpufit.config import Mode
-from tpufit.data import infeed, kinds
+from tpufit.data import infeed, kinds, padding
 from tpufit.data.request import InfeedRequest
 
 _POLICY = tf.data.experimental.AutoShardPolicy
@@ -76,9 +76,17 @@ def with_known_steps(
 
 
 def distribute(strategy: tf.distribute.Strategy, source: infeed.Infeed | tf.data.Dataset):
-    """Returns the distributed dataset of an infeed (or of a plain stream such as a tail)."""
+    """Returns the distributed dataset of an infeed (or of a plain stream such as a tail).
+
+    On several replicas of one worker, a padded batch's rows are first put in
+    `padding.replica_order`, so each replica gets the real rows a distributed
+    dataset would give it.
+    """
     if isinstance(source, infeed.Infeed):
         if source.dataset_fn is not None:
             return strategy.distribute_datasets_from_function(source.dataset_fn)
         source = source.dataset
+    replicas = strategy.num_replicas_in_sync
+    if replicas > 1 and cluster.worker_count(strategy) == 1:
+        source = source.map(lambda data, signals: padding.in_replica_order(data, signals, replicas))
     return strategy.experimental_distribute_dataset(source)
