@@ -106,13 +106,21 @@ def replica_order(real_rows: tf.Tensor, batch_size: int, replicas: int) -> tf.Te
 
 
 def in_replica_order(data, signals: Signals, replicas: int):
-    """`(data, signals)` of one padded batch, rows reordered by `replica_order`."""
+    """`(data, signals)` of one padded batch, rows reordered by `replica_order`.
+
+    A full batch is passed through as it is, without copying its rows.
+    """
     mask = signals["mask"]
     size = int(mask.shape[0]) if mask.shape[0] is not None else tf.shape(mask)[0]
-    order = replica_order(tf.cast(tf.reduce_sum(mask), tf.int32), size, replicas)
-    return tf.nest.map_structure(
-        lambda t: None if t is None else composite.gather_rows(t, order), (data, signals)
-    )
+    real_rows = tf.cast(tf.reduce_sum(mask), tf.int32)
+
+    def reordered():
+        order = replica_order(real_rows, size, replicas)
+        return tf.nest.map_structure(
+            lambda t: None if t is None else composite.gather_rows(t, order), (data, signals)
+        )
+
+    return tf.cond(real_rows < size, reordered, lambda: (data, signals))
 
 
 def pad_batch(batch, batch_size: int):
