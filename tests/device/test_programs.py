@@ -11,7 +11,7 @@ from conftest import compile_args, tiny_data, tiny_model
 import tpufit
 from tpufit.config import Layout, Mode
 from tpufit.data import infeed
-from tpufit.device import programs, steps
+from tpufit.device import outfeed, programs, steps
 
 STRATEGY = tf.distribute.get_strategy()
 
@@ -30,7 +30,7 @@ def counting_program(stops: bool) -> programs.LoopProgram:
     return programs.LoopProgram(
         STRATEGY,
         counting_step,
-        programs.gather_predictions,
+        outfeed.gather_predictions,
         stops=stops,
         jit_compile=False,
         mode=Mode.PREDICT if stops else Mode.TRAIN,
@@ -64,7 +64,7 @@ def test_the_stop_signal_ends_the_loop_at_the_end_of_the_data():
     iterator = iter(one_pass(rows=10, batch_size=4).dataset)
     result = program.run(iterator, 100)
     assert result.stopped and result.steps == 3
-    values, mask = programs.stack_rows(result.outfeed)
+    values, mask = outfeed.stack_rows(result.outfeed)
     np.testing.assert_array_equal(values[mask > 0], np.arange(10))
     again = program.run(iterator, 5)
     assert again.stopped and again.steps == 0
@@ -87,7 +87,7 @@ def per_step_losses(iterations_per_loop: int, total: int) -> np.ndarray:
     program = programs.LoopProgram(
         STRATEGY,
         steps.train_step_for(model, Layout.PADDED),
-        programs.reduce_logs,
+        outfeed.reduce_logs,
         stops=False,
         jit_compile=True,
         mode=Mode.TRAIN,
@@ -108,8 +108,8 @@ def test_the_outfeed_holds_every_steps_loss_equal_to_one_step_loops():
 
 
 def test_stack_rows_merges_steps_into_rows():
-    outfeed = {"a": np.arange(12).reshape(2, 3, 2)}
-    assert programs.stack_rows(outfeed)["a"].shape == (6, 2)
+    per_step = {"a": np.arange(12).reshape(2, 3, 2)}
+    assert outfeed.stack_rows(per_step)["a"].shape == (6, 2)
 
 
 class EagerProbe(keras.Model):

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpufit.device.programs import LoopResult
+from tpufit.device.outfeed import LoopResult
 from tpufit.run.epochs import EpochIterator
 from tpufit.run.loop_length import GROWTH, LoopLength
 from tpufit.run.stats import RunStats

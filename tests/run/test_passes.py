@@ -20,7 +20,7 @@ import tpufit
 from tpufit.attach import attached
 from tpufit.config import Layout, Mode
 from tpufit.data import infeed
-from tpufit.device.programs import LoopResult
+from tpufit.device.outfeed import LoopResult
 from tpufit.run import passes
 from tpufit.run.epochs import EpochIterator
 from tpufit.run.loop_length import LoopLength

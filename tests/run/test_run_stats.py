@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import compile_args, sleepy_model, tiny_data, tiny_model
 
 import tpufit
-from tpufit.device.programs import LoopResult
+from tpufit.device.outfeed import LoopResult
 from tpufit.run import stats as run_stats
 from tpufit.run.stats import RunStats
 
@@ -186,6 +186,7 @@ def test_a_heavy_step_counts_as_compute_whether_inlined_or_xla(jit_compile):
     for _ in range(2):
         tm.predict(x, batch_size=256, verbose=0)
     stats = tm.last_run_stats
-    # Two 256x2048 and 2048x2048 matmuls a step take milliseconds; taking a
-    # prefetched batch of 256x256 takes microseconds.
-    assert stats.compute_seconds > 5 * stats.input_seconds
+    # Two 256x2048 and 2048x2048 matmuls a step take milliseconds; taking a batch of
+    # 256x256 (prefetched, or gathered from resident arrays) far less. A margin of 2, not
+    # 5: under `pytest -n 2` on two cores the gather once took a quarter of the compute.
+    assert stats.compute_seconds > 2 * stats.input_seconds

@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from tpufit import _keras_shim
 from tpufit.config import Layout, Mode
-from tpufit.device import finite, programs
+from tpufit.device import finite, outfeed
 from tpufit.device.finite import apply_if_finite, snapshot
 from tpufit.device.keras_steps import keras_test_step, keras_train_step
 from tpufit.device.programs import NanGuard
@@ -295,10 +295,10 @@ def replica_step_for(
         nan_guard: The training program's guard (see `train_step_for`).
     """
     if mode == Mode.TRAIN:
-        return train_step_for(model, layout, host_calls, nan_guard), programs.reduce_logs
+        return train_step_for(model, layout, host_calls, nan_guard), outfeed.reduce_logs
     if mode == Mode.EVAL:
-        return test_step_for(model, layout, host_calls), programs.reduce_logs
-    return predict_step_for(model), programs.gather_predictions
+        return test_step_for(model, layout, host_calls), outfeed.reduce_logs
+    return predict_step_for(model), outfeed.gather_predictions
 
 
 def predict_step_for(model: keras.Model) -> Callable:

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from tpufit import errors
 from tpufit.config import Mode
-from tpufit.device.programs import NonFiniteStep
+from tpufit.device.outfeed import NonFiniteStep
 from tpufit.device.step_parts import StepTensors
 
 if TYPE_CHECKING:

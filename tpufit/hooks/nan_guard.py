@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from tpufit.config import Mode
-from tpufit.device.programs import NonFiniteStep
+from tpufit.device.outfeed import NonFiniteStep
 from tpufit.errors import NonFiniteLossError
 from tpufit.hooks.base import Hook, RunContext, RunValues
 

@@ -28,7 +28,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 
-from tpufit.device.programs import LoopResult
+from tpufit.device.outfeed import LoopResult
 from tpufit.run.loop_length import CappedLoopLength, LoopLength
 from tpufit.run.stats import RunStats
 

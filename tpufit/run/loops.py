@@ -19,7 +19,7 @@ import keras
 from tpufit import errors
 from tpufit.data import padding
 from tpufit.data.infeed import Lookahead
-from tpufit.device import programs
+from tpufit.device import outfeed, programs
 from tpufit.hooks.base import HookList, Run, RunContext, RunValues
 from tpufit.run import logs as logs_module
 from tpufit.run.epochs import EpochIterator
@@ -85,7 +85,7 @@ def _loop_values(
     hooks: HookList,
     plan: Plan,
     epoch: int,
-    values_of: Callable[[programs.LoopResult], RunValues],
+    values_of: Callable[[outfeed.LoopResult], RunValues],
     loops: EpochIterator,
 ) -> Iterator[RunValues]:
     """Runs the loops of an epoch with their hooks; yields each loop's values after `after_run`."""
@@ -111,7 +111,7 @@ def _run_epoch(
     hooks: HookList,
     plan: Plan,
     epoch: int,
-    values_of: Callable[[programs.LoopResult], RunValues],
+    values_of: Callable[[outfeed.LoopResult], RunValues],
     span: Span,
     first_step: int = 0,
     available: Callable[[int], int] | None = None,
@@ -124,7 +124,7 @@ def _run_epoch(
     return loops
 
 
-def loss_values(result: programs.LoopResult) -> RunValues:
+def loss_values(result: outfeed.LoopResult) -> RunValues:
     """A train/eval loop's `RunValues`: every step's loss and host_call values, the latest logs."""
     hidden = ("padding_rows", "non_finite")
     outfeed = {name: value for name, value in result.outfeed.items() if name not in hidden}
@@ -242,8 +242,8 @@ def prediction_batches(
             rows first, the step axis merged into them).
     """
 
-    def values_of(result: programs.LoopResult) -> RunValues:
-        return RunValues(outfeed={"outputs": take_rows(*programs.stack_rows(result.outfeed))},
+    def values_of(result: outfeed.LoopResult) -> RunValues:
+        return RunValues(outfeed={"outputs": take_rows(*outfeed.stack_rows(result.outfeed))},
                          logs={})  # fmt: skip
 
     with hooks.running(run):
