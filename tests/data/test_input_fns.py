@@ -118,7 +118,8 @@ def test_tpuestimator_params_input_fn_and_class_weight():
         np.testing.assert_allclose(mine, keras_weight, rtol=1e-4, atol=1e-5)
 
 
-def test_input_fn_with_steps_per_epoch_over_an_endless_dataset():
+def fit_on_an_endless_input_fn(**budget) -> tpufit.TPUModel:
+    """Fits the tiny model on an `input_fn` that repeats its data forever, within `budget`."""
     x, y = tiny_data(64)
     tm = compiled()
     tm.fit(
@@ -126,24 +127,19 @@ def test_input_fn_with_steps_per_epoch_over_an_endless_dataset():
             tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(ctx.per_replica_batch_size)
         ),
         batch_size=BATCH,
-        steps_per_epoch=5,
-        epochs=2,
         verbose=0,
+        **budget,
     )
+    return tm
+
+
+def test_input_fn_with_steps_per_epoch_over_an_endless_dataset():
+    tm = fit_on_an_endless_input_fn(steps_per_epoch=5, epochs=2)
     assert tm.global_step == 10
 
 
 def test_input_fn_over_an_endless_dataset_trains_to_max_steps():
-    x, y = tiny_data(64)
-    tm = compiled()
-    tm.fit(
-        lambda ctx: (
-            tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(ctx.per_replica_batch_size)
-        ),
-        batch_size=BATCH,
-        max_steps=7,
-        verbose=0,
-    )
+    tm = fit_on_an_endless_input_fn(max_steps=7)
     assert tm.global_step == 7
 
 
