@@ -419,3 +419,26 @@ def run_pytest_with_replicas(test_file: str, replicas_: int, timeout: int = 600)
     summary = result.stdout.strip().splitlines()[-1]
     assert " passed" in summary, summary
     return summary
+
+
+def check_static_batch(element, batch: int) -> None:
+    data, signals = element
+    for value in tf.nest.flatten(data) + list(signals.values()):
+        assert value.shape[0] == batch
+
+
+def real_ids(elements: list) -> np.ndarray:
+    """Row ids of the mask-1 rows of `(x, y=ids)` batches, in stream order."""
+    ids = [data[1][signals["mask"] > 0.5] for data, signals in elements]
+    return np.concatenate(ids) if ids else np.zeros([0], np.int64)
+
+
+def check_rows_match_ids(elements: list, x: np.ndarray) -> None:
+    """Every row (real or padding) carries the features of the row its id names."""
+    for (bx, by), _ in elements:
+        np.testing.assert_array_equal(bx, x[by])
+
+
+def id_dataset(rows: int, batch: int) -> tf.data.Dataset:
+    x, _ = tiny_data(rows)
+    return tf.data.Dataset.from_tensor_slices((x, np.arange(rows))).batch(batch)

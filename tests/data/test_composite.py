@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import tpufit
 from tpufit.config import Layout, Mode
-from tpufit.data import composite, infeed, padding
+from tpufit.data import composite, dataset_stream, padding
 
 
 def ragged_rows(lengths: list[int]) -> tf.RaggedTensor:
@@ -76,7 +76,9 @@ def test_scipy_sparse_becomes_a_sparse_tensor_in_floatx():
 )
 def test_stop_batches_of_ragged_or_sparse_specs_fit_the_stream(spec):
     stream = tf.data.Dataset.from_tensors(composite.zeros(spec, 3))
-    feed = infeed.from_dataset(stream, mode=Mode.PREDICT, layout=Layout.PADDED, batch_size=3)
+    feed = dataset_stream.from_dataset(
+        stream, mode=Mode.PREDICT, layout=Layout.PADDED, batch_size=3
+    )
     elements = list(feed.dataset.take(3))
     assert [bool(signals["stop"][0]) for _, signals in elements] == [False, True, True]
     assert all(composite.rows_of(data) == 3 for data, _ in elements)

@@ -12,34 +12,25 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import FEATURES, row_id_data, take_numpy, tiny_data
+from conftest import (
+    FEATURES,
+    check_rows_match_ids,
+    check_static_batch,
+    id_dataset,
+    real_ids,
+    row_id_data,
+    take_numpy,
+    tiny_data,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tpufit
 from tpufit.config import Layout, Mode
-from tpufit.data import infeed
+from tpufit.data import dataset_stream, infeed
 
 PIPELINES = settings(max_examples=25, deadline=None)
 ROWS_AND_BATCH = dict(rows=st.integers(1, 300), batch=st.integers(1, 64))
-
-
-def _check_static_batch(element, batch: int) -> None:
-    data, signals = element
-    for value in tf.nest.flatten(data) + list(signals.values()):
-        assert value.shape[0] == batch
-
-
-def _real_ids(elements: list) -> np.ndarray:
-    """Row ids of the mask-1 rows of `(x, y=ids)` batches, in stream order."""
-    ids = [data[1][signals["mask"] > 0.5] for data, signals in elements]
-    return np.concatenate(ids) if ids else np.zeros([0], np.int64)
-
-
-def _check_rows_match_ids(elements: list, x: np.ndarray) -> None:
-    """Every row (real or padding) carries the features of the row its id names."""
-    for (bx, by), _ in elements:
-        np.testing.assert_array_equal(bx, x[by])
 
 
 # --- pack_arrays -----------------------------------------------------------------
@@ -116,10 +107,10 @@ def test_padded_pass_yields_every_row_once_in_order_then_stops(rows, batch):
     elements = take_numpy(feed.dataset, steps + 3)
     assert len(elements) == steps + 3
     for element in elements:
-        _check_static_batch(element, batch)
+        check_static_batch(element, batch)
     real, stops = elements[:steps], elements[steps:]
-    np.testing.assert_array_equal(_real_ids(real), np.arange(rows))
-    _check_rows_match_ids(real, data[0])
+    np.testing.assert_array_equal(real_ids(real), np.arange(rows))
+    check_rows_match_ids(real, data[0])
     for (_, ids), signals in real:
         assert not signals["stop"].any()
         real_count = int(signals["mask"].sum())
@@ -172,11 +163,11 @@ def test_endless_padded_stream_has_every_row_once_per_pass(rows, batch, seed):
     feed = infeed.from_arrays(data, batch, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=seed)
     assert feed.steps_per_pass == math.ceil(rows / batch)
     for elements in _passes(feed, 2):
-        ids = _real_ids(elements)
+        ids = real_ids(elements)
         np.testing.assert_array_equal(np.sort(ids), np.arange(rows))
-        _check_rows_match_ids(elements, data[0])
+        check_rows_match_ids(elements, data[0])
         for element in elements:
-            _check_static_batch(element, batch)
+            check_static_batch(element, batch)
             assert not element[1]["stop"].any()
         # Only the last batch of a pass may be short.
         masks = [signals["mask"].sum() for _, signals in elements]
@@ -187,7 +178,7 @@ def test_endless_stream_reshuffles_each_pass_with_a_seed():
     feed = infeed.from_arrays(
         row_id_data(100), 16, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=3
     )
-    orders = [_real_ids(elements) for elements in _passes(feed, 3)]
+    orders = [real_ids(elements) for elements in _passes(feed, 3)]
     for order in orders:
         np.testing.assert_array_equal(np.sort(order), np.arange(100))
         assert not np.array_equal(order, np.arange(100))
@@ -200,7 +191,7 @@ def test_endless_stream_order_depends_only_on_the_seed():
         feed = infeed.from_arrays(
             row_id_data(50), 8, mode=Mode.TRAIN, layout=Layout.PADDED, shuffle_seed=seed
         )
-        return [_real_ids(elements) for elements in _passes(feed, 2)]
+        return [real_ids(elements) for elements in _passes(feed, 2)]
 
     first, again, other = orders(11), orders(11), orders(12)
     for a, b in zip(first, again, strict=True):
@@ -212,7 +203,7 @@ def test_endless_stream_without_seed_keeps_input_order_every_pass():
     feed = infeed.from_arrays(row_id_data(10), 4, mode=Mode.TRAIN, layout=Layout.PADDED)
     assert feed.steps_per_pass == 3
     for elements in _passes(feed, 3):
-        np.testing.assert_array_equal(_real_ids(elements), np.arange(10))
+        np.testing.assert_array_equal(real_ids(elements), np.arange(10))
 
 
 # --- from_arrays: drop_remainder --------------------------------------------------
@@ -234,7 +225,7 @@ def test_drop_remainder_yields_only_full_batches(rows, batch, seed):
     if rows < batch:
         return
     for elements in _passes(feed, 2):
-        ids = _real_ids(elements)
+        ids = real_ids(elements)
         assert len(ids) == len(set(ids)) == (rows // batch) * batch
         for _, signals in elements:
             assert signals["mask"].all()
@@ -254,14 +245,14 @@ def test_unpadded_stream_gives_full_batches_and_the_remainder_as_tail():
     orders = []
     for elements, tail in zip(main, tails, strict=True):
         for element in elements:
-            _check_static_batch(element, 4)
+            check_static_batch(element, 4)
             assert element[1]["mask"].all()
         (tail_x, tail_ids), tail_signals = tail
         assert tail_ids.shape == (2,)
         assert tail_signals["mask"].tolist() == [1.0, 1.0]
         np.testing.assert_array_equal(tail_x, data[0][tail_ids])
         # The pass's full batches and its tail hold every row exactly once.
-        all_ids = np.concatenate([_real_ids(elements), tail_ids])
+        all_ids = np.concatenate([real_ids(elements), tail_ids])
         np.testing.assert_array_equal(np.sort(all_ids), np.arange(10))
         orders.append(all_ids)
     # Reshuffled each pass, the tail included.
@@ -279,7 +270,7 @@ def test_unpadded_full_batches_have_a_static_batch_dimension(mode):
 def test_unpadded_one_pass_gives_full_batches_then_stops_and_one_tail():
     feed = infeed.from_arrays(row_id_data(10), 4, mode=Mode.EVAL, layout=Layout.TRUE_SIZE)
     elements = take_numpy(feed.dataset, 4)
-    np.testing.assert_array_equal(_real_ids(elements[:2]), np.arange(8))
+    np.testing.assert_array_equal(real_ids(elements[:2]), np.arange(8))
     assert [bool(s["stop"].all()) for _, s in elements] == [False, False, True, True]
     tails = take_numpy(feed.tail, 5)
     assert len(tails) == 1
@@ -290,7 +281,7 @@ def test_unpadded_stream_of_a_multiple_of_the_batch_has_no_tail():
     feed = infeed.from_arrays(row_id_data(8), 4, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
     assert feed.tail is None
     assert feed.steps_per_pass == 2
-    np.testing.assert_array_equal(_real_ids(take_numpy(feed.dataset, 2)), np.arange(8))
+    np.testing.assert_array_equal(real_ids(take_numpy(feed.dataset, 2)), np.arange(8))
 
 
 @pytest.mark.parametrize("mode", [Mode.TRAIN, Mode.EVAL])
@@ -306,190 +297,6 @@ def test_unpadded_stream_with_fewer_rows_than_the_batch_is_all_tail(mode):
         assert signals["mask"].tolist() == [1.0] * 3
 
 
-# --- from_dataset ------------------------------------------------------------------
-
-
-def _id_dataset(rows: int, batch: int) -> tf.data.Dataset:
-    x, _ = tiny_data(rows)
-    return tf.data.Dataset.from_tensor_slices((x, np.arange(rows))).batch(batch)
-
-
-@PIPELINES
-@given(**ROWS_AND_BATCH)
-def test_dataset_with_a_partial_last_batch_is_padded_to_static_batches(rows, batch):
-    x, _ = tiny_data(rows)
-    feed = infeed.from_dataset(_id_dataset(rows, batch), mode=Mode.EVAL, layout=Layout.PADDED)
-    steps = math.ceil(rows / batch)
-    # The static size is the dataset's first batch: `batch`, or every row when
-    # the only batch is the short one.
-    batch = min(batch, rows)
-    assert feed.batch_size == batch
-    for spec in tf.nest.flatten(feed.dataset.element_spec):
-        assert spec.shape[0] == batch
-    elements = take_numpy(feed.dataset, steps + 2)
-    real, stops = elements[:steps], elements[steps:]
-    np.testing.assert_array_equal(_real_ids(real), np.arange(rows))
-    _check_rows_match_ids(real, x)
-    for (_, ids), signals in real:
-        assert not signals["stop"].any()
-        real_count = int(signals["mask"].sum())
-        assert set(ids[real_count:]) <= set(ids[:real_count])
-    for _, signals in stops:
-        assert signals["stop"].all() and not signals["mask"].any()
-
-
-def test_dataset_shorter_than_the_given_batch_size_is_padded_to_it():
-    x, _ = tiny_data(3)
-    feed = infeed.from_dataset(
-        _id_dataset(3, 8), mode=Mode.EVAL, layout=Layout.PADDED, batch_size=8
-    )
-    assert feed.batch_size == 8
-    elements = take_numpy(feed.dataset, 2)
-    _check_static_batch(elements[0], 8)
-    assert elements[0][1]["mask"].tolist() == [1.0] * 3 + [0.0] * 5
-    _check_rows_match_ids(elements[:1], x)
-    assert elements[1][1]["stop"].all()
-
-
-def test_dataset_with_static_batches_keeps_its_known_length():
-    x, _ = tiny_data(12)
-    dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(12))).batch(4, drop_remainder=True)
-    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
-    assert feed.steps_per_pass == 3
-    np.testing.assert_array_equal(_real_ids(take_numpy(feed.dataset, 3)), np.arange(12))
-
-
-def test_one_pass_dataset_of_known_length_with_partial_batch_reports_its_steps():
-    dataset = _id_dataset(10, 4)
-    assert int(dataset.cardinality()) == 3
-    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
-    assert feed.steps_per_pass == 3
-
-
-def test_dataset_of_unknown_length_has_no_step_count_in_one_pass_mode():
-    dataset = _id_dataset(20, 1).unbatch().filter(lambda x, i: i % 2 == 0).batch(4)
-    assert int(dataset.cardinality()) == tf.data.UNKNOWN_CARDINALITY
-    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
-    assert feed.steps_per_pass is None
-    elements = take_numpy(feed.dataset, 5)
-    np.testing.assert_array_equal(_real_ids(elements[:3]), np.arange(0, 20, 2))
-    assert [bool(s["stop"].all()) for _, s in elements] == [False] * 3 + [True] * 2
-
-
-def test_dataset_of_unknown_length_is_counted_in_endless_mode():
-    dataset = _id_dataset(20, 1).unbatch().filter(lambda x, i: i % 2 == 0).batch(4)
-    feed = infeed.from_dataset(dataset, mode=Mode.TRAIN, layout=Layout.PADDED)
-    assert feed.steps_per_pass == 3  # 10 rows at 4: 4, 4, 2 (padded)
-    elements = take_numpy(feed.dataset, 6)
-    for epoch in (elements[:3], elements[3:]):
-        np.testing.assert_array_equal(_real_ids(epoch), np.arange(0, 20, 2))
-    assert not any(s["stop"].any() for _, s in elements)
-
-
-def test_endless_dataset_re_cut_to_a_batch_size_stays_endless_and_is_not_counted():
-    # `rebatch` alone reports an unknown length, which training would count forever.
-    dataset = _id_dataset(10, 3).repeat()
-    feed = infeed.from_dataset(dataset, mode=Mode.TRAIN, layout=Layout.PADDED, batch_size=4)
-    assert feed.steps_per_pass is None
-    elements = take_numpy(feed.dataset, 3)
-    np.testing.assert_array_equal(_real_ids(elements), [*range(10), 0, 1])
-
-
-def test_variable_size_batches_are_rebatched_to_the_static_size():
-    x, _ = tiny_data(10)
-    ids = np.arange(10)
-    sizes = [(0, 3), (3, 8), (8, 10)]  # batches of 3, 5 and 2 rows
-    dataset = None
-    for start, stop in sizes:
-        part = tf.data.Dataset.from_tensors((x[start:stop], ids[start:stop]))
-        dataset = part if dataset is None else dataset.concatenate(part)
-    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED, batch_size=4)
-    assert feed.batch_size == 4
-    elements = take_numpy(feed.dataset, 4)
-    for element in elements:
-        _check_static_batch(element, 4)
-    assert [int(s["mask"].sum()) for _, s in elements] == [4, 4, 2, 0]
-    np.testing.assert_array_equal(_real_ids(elements[:3]), ids)
-    _check_rows_match_ids(elements[:3], x)
-    assert elements[3][1]["stop"].all()
-
-
-def test_dataset_of_dicts_keeps_its_structure_when_padded():
-    x, _ = tiny_data(5)
-    dataset = tf.data.Dataset.from_tensor_slices(({"features": x}, np.arange(5))).batch(2)
-    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
-    elements = take_numpy(feed.dataset, 3)
-    (last_x, last_ids), signals = elements[2]
-    assert set(last_x) == {"features"}
-    assert last_x["features"].shape == (2, FEATURES)
-    assert signals["mask"].tolist() == [1.0, 0.0]
-    np.testing.assert_array_equal(last_ids, [4, 4])
-
-
-def test_unpadded_dataset_passes_batches_through_as_they_are():
-    x, _ = tiny_data(10)
-    feed = infeed.from_dataset(_id_dataset(10, 4), mode=Mode.EVAL, layout=Layout.TRUE_SIZE)
-    elements = take_numpy(feed.dataset, 5)
-    sizes = [len(ids) for (_, ids), _ in elements[:3]]
-    assert sizes == [4, 4, 2]
-    for (bx, ids), signals in elements[:3]:
-        assert signals["mask"].tolist() == [1.0] * len(ids)
-        assert not signals["stop"].any()
-        np.testing.assert_array_equal(bx, x[ids])
-    np.testing.assert_array_equal(_real_ids(elements[:3]), np.arange(10))
-    for _, signals in elements[3:]:
-        assert signals["stop"].all()
-
-
-def test_unpadded_endless_dataset_repeats_with_its_length():
-    feed = infeed.from_dataset(_id_dataset(10, 4), mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
-    assert feed.steps_per_pass == 3
-    elements = take_numpy(feed.dataset, 6)
-    assert [len(ids) for (_, ids), _ in elements] == [4, 4, 2] * 2
-
-
-def test_unpadded_dataset_keeps_one_element_tuples():
-    x, _ = tiny_data(6)
-    dataset = tf.data.Dataset.from_tensor_slices((x,)).batch(3)
-    assert isinstance(dataset.element_spec, tuple)
-    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.TRUE_SIZE)
-    data_spec = feed.dataset.element_spec[0]
-    assert isinstance(data_spec, tuple) and len(data_spec) == 1
-
-
-# --- dataset helpers -----------------------------------------------------------------
-
-
-def test_dataset_batch_size_reads_static_or_first_batch():
-    assert infeed.dataset_batch_size(tf.data.Dataset.range(10).batch(4, True)) == 4
-    assert infeed.dataset_batch_size(tf.data.Dataset.range(10).batch(3)) == 3
-
-
-def test_empty_dataset_is_a_tpufit_error():
-    empty = tf.data.Dataset.range(0).batch(4)
-    with pytest.raises(tpufit.InvalidArgumentError, match="x"):
-        infeed.dataset_batch_size(empty)
-
-
-def test_count_batches_counts_unknown_and_gives_none_for_endless():
-    assert infeed.count_batches(tf.data.Dataset.range(10).batch(4)) == 3
-    filtered = tf.data.Dataset.range(10).filter(lambda v: v < 5).batch(2)
-    assert infeed.count_batches(filtered) == 3
-    assert infeed.count_batches(tf.data.Dataset.range(3).repeat()) is None
-
-
-def test_a_batch_larger_than_the_first_fails_with_a_message_naming_batch_size():
-    sizes = tf.data.Dataset.from_tensor_slices(np.array([2, 5], np.int64))
-    dataset = sizes.map(lambda n: tf.zeros([n, 3]))
-    feed = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED)
-    assert feed.batch_size == 2
-    with pytest.raises(tf.errors.InvalidArgumentError, match="batch_size="):
-        take_numpy(feed.dataset, 2)
-    recut = infeed.from_dataset(dataset, mode=Mode.EVAL, layout=Layout.PADDED, batch_size=4)
-    elements = take_numpy(recut.dataset, 2)
-    assert [float(np.sum(signals["mask"])) for _, signals in elements] == [4.0, 3.0]
-
-
 # --- what an infeed carries -----------------------------------------------------------
 
 
@@ -497,7 +304,7 @@ def test_a_batch_larger_than_the_first_fails_with_a_message_naming_batch_size():
 @pytest.mark.parametrize("layout", list(Layout))
 def test_an_infeed_carries_the_mode_and_layout_it_was_built_for(mode, layout):
     arrays = infeed.from_arrays(row_id_data(10), 4, mode=mode, layout=layout)
-    dataset = infeed.from_dataset(_id_dataset(10, 4), mode=mode, layout=layout)
+    dataset = dataset_stream.from_dataset(id_dataset(10, 4), mode=mode, layout=layout)
     for feed in (arrays, dataset):
         assert (feed.mode, feed.layout) == (mode, layout)
         assert feed.pipeline_errors == []

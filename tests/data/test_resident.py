@@ -25,7 +25,7 @@ from conftest import (
 
 import tpufit
 from tpufit.config import Layout, Mode
-from tpufit.data import arrays, infeed, resident
+from tpufit.data import arrays, dataset_stream, infeed, resident
 from tpufit.data.request import InfeedRequest
 
 one_replica = pytest.mark.skipif(replicas() > 1, reason="checked once, with one replica")
@@ -143,7 +143,7 @@ def test_strings_and_a_dataset_stream_whatever_the_config():
     words = arrays.build(np.array(["a", "b", "c"]), None, None, request, strategy)
     assert resident.iterator_for(words, "resident", strategy) is None
     assert (
-        infeed.from_dataset(
+        dataset_stream.from_dataset(
             tf.data.Dataset.range(4).batch(2), mode=Mode.PREDICT, layout=Layout.PADDED
         ).resident
         is None

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import tpufit
 from tpufit.attach import attached
 from tpufit.config import Layout, Mode
-from tpufit.data import infeed
+from tpufit.data import dataset_stream, infeed
 from tpufit.device.outfeed import LoopResult
 from tpufit.run import passes
 from tpufit.run.epochs import EpochIterator
@@ -111,7 +111,7 @@ def test_an_infeeds_passes_count_its_tail_and_a_pass_with_no_step_is_a_tpufit_er
     true_size = infeed.from_arrays(data, 8, mode=Mode.TRAIN, layout=Layout.TRUE_SIZE)
     assert passes.of_feed(padded, None) == Passes(10, False, None)
     assert passes.of_feed(true_size, 4) == Passes(10, True, 4)
-    endless = infeed.from_dataset(
+    endless = dataset_stream.from_dataset(
         tf.data.Dataset.from_tensors((x, y)).repeat(), mode=Mode.TRAIN, layout=Layout.PADDED
     )
     assert passes.of_feed(endless, 3) == Passes(None, False, 3)

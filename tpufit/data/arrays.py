@@ -18,7 +18,16 @@ import keras
 import tensorflow as tf
 
 from tpufit import errors
-from tpufit.data import checks, composite, infeed, resident, tables, weighting
+from tpufit.data import (
+    checks,
+    composite,
+    dataset_stream,
+    infeed,
+    kinds,
+    resident,
+    tables,
+    weighting,
+)
 from tpufit.data.request import InfeedRequest
 
 
@@ -108,7 +117,7 @@ def _with_composite(
         rows = int(dataset.cardinality())
         dataset = dataset.shuffle(rows, seed=request.shuffle_seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(size, drop_remainder=request.drop_remainder)
-    return infeed.from_dataset(
+    return dataset_stream.from_dataset(
         dataset, mode=request.mode, layout=request.layout, batch_size=size, rebatch=False
     )
 
@@ -133,3 +142,16 @@ def _check_rows(data: Any) -> None:
             f"The data arrays have different lengths: {listed}. Expected the same "
             f"number of rows in x, y and sample_weight. Received: {listed}"
         )
+
+
+def batch_size_for_steps(x: Any, batch_size: int | None, steps: int | None) -> int | None:
+    """Returns the batch size of a run: for arrays given `steps` but no size, as Keras's adapter.
+
+    Keras then cuts the rows into `steps` batches: `ceil(rows / steps)` rows each.
+    """
+    if batch_size is not None or steps is None or x is None:
+        return batch_size
+    if kinds.kind_of(x) != kinds.ARRAYS:
+        return batch_size
+    first = tf.nest.flatten(x)[0]
+    return -(-len(first) // steps)

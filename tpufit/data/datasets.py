@@ -19,7 +19,7 @@ from typing import Any
 import tensorflow as tf
 
 from tpufit import errors
-from tpufit.data import checks, infeed, weighting
+from tpufit.data import checks, dataset_stream, infeed, weighting
 from tpufit.data.request import InfeedRequest
 
 
@@ -48,9 +48,9 @@ def build(
     dataset = weighting.with_class_weight(x, request.class_weight)
     size = request.batch_size
     if size is None:
-        size = infeed.dataset_batch_size(dataset)
+        size = dataset_stream.dataset_batch_size(dataset)
     checks.check_batch_size(size, strategy.num_replicas_in_sync)
-    return infeed.from_dataset(
+    return dataset_stream.from_dataset(
         dataset,
         mode=request.mode,
         layout=request.layout,

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from tpufit import cluster, errors
 from tpufit.config import Mode
-from tpufit.data import arrays, checks, composite, infeed, python_data, weighting
+from tpufit.data import arrays, checks, composite, dataset_stream, infeed, python_data, weighting
 from tpufit.data.request import InfeedRequest
 
 
@@ -232,7 +232,7 @@ def build(
     stream = weighting.with_class_weight(
         source.dataset(batch_size=size, keep=keep), request.class_weight
     )
-    feed = infeed.from_dataset(
+    feed = dataset_stream.from_dataset(
         stream, mode=request.mode, layout=request.layout, batch_size=size, count=False
     )
     feed = source.left_out.restore(feed)

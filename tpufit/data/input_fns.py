@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tpufit import cluster, errors
 from tpufit.config import Layout, Mode
-from tpufit.data import checks, infeed, weighting
+from tpufit.data import checks, dataset_stream, infeed, weighting
 from tpufit.data.context import TPUContext
 from tpufit.data.request import InfeedRequest
 
@@ -93,13 +93,15 @@ def _pipeline(
     dataset = weighting.with_class_weight(dataset, request.class_weight)
     if request.layout is Layout.TRUE_SIZE:
         # A model's own step sees the batches as the input_fn made them, one per replica.
-        feed = infeed.from_dataset(dataset, mode=request.mode, layout=request.layout, count=count)
+        feed = dataset_stream.from_dataset(
+            dataset, mode=request.mode, layout=request.layout, count=count
+        )
         if feed.steps_per_pass is not None:
             steps = -(-feed.steps_per_pass // ctx.replicas_per_pipeline)
             feed = dataclasses.replace(feed, steps_per_pass=steps)
         return feed, feed.dataset
     step_rows = ctx.per_replica_batch_size * ctx.replicas_per_pipeline
-    feed = infeed.from_dataset(
+    feed = dataset_stream.from_dataset(
         dataset, mode=request.mode, layout=request.layout, batch_size=step_rows, count=count
     )
     return feed, feed.dataset.rebatch(ctx.per_replica_batch_size, drop_remainder=True)

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tpufit import _keras_shim, errors
 from tpufit.config import Mode
-from tpufit.data import checks, infeed, python_data, weighting
+from tpufit.data import checks, dataset_stream, infeed, python_data, weighting
 from tpufit.data.request import InfeedRequest
 
 
@@ -109,7 +109,7 @@ def build(
             "batches are padded up to batch_size, never cut",
         )
     stream = weighting.with_class_weight(source.dataset(), request.class_weight)
-    feed = infeed.from_dataset(
+    feed = dataset_stream.from_dataset(
         stream,
         mode=request.mode,
         layout=request.layout,

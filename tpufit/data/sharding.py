@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tpufit import cluster
 from tpufit.config import Mode
-from tpufit.data import infeed, kinds, padding
+from tpufit.data import dataset_stream, infeed, kinds, padding
 from tpufit.data.request import InfeedRequest
 
 _POLICY = tf.data.experimental.AutoShardPolicy
@@ -66,7 +66,7 @@ def with_known_steps(
         return feed
     stream = feed.dataset.take_while(lambda data, signals: not signals["stop"][0])
     try:
-        steps = infeed.count_batches(stream)
+        steps = dataset_stream.count_batches(stream)
     except tf.errors.OpError as error:
         # Read here, not by the run: the source's own error is the clearer one.
         if not feed.pipeline_errors:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from tpufit import _keras_shim
+from tpufit import _keras_shim, errors
 from tpufit.config import Layout, Mode
 from tpufit.device import finite, outfeed
 from tpufit.device.finite import apply_if_finite, snapshot
@@ -312,3 +312,19 @@ def predict_step_for(model: keras.Model) -> Callable:
         return model.predict_step(data), signals["mask"]
 
     return step
+
+
+def warn_if_nothing_trains(model: keras.Model) -> None:
+    """Warns, as Keras does, when a model on Keras's steps has no trainable weights."""
+    # Keras's own train_step warns so (and applies nothing); tpufit's copies of it do the same.
+    if uses_keras_steps(model, Mode.TRAIN) and not model.trainable_weights:
+        errors.warn("The model does not have any trainable weights.")
+
+
+def needs_metric_state(model: keras.Model, mode: Mode, layout: Layout) -> bool:
+    """Whether the compiled metrics' state must exist before `mode`'s step is traced.
+
+    Keras's steps (tpufit's masked copies, or Keras's own at true size)
+    update the compiled metrics; a model's own steps build what they use.
+    """
+    return mode is not Mode.PREDICT and (layout is Layout.PADDED or uses_keras_steps(model, mode))

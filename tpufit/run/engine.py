@@ -25,16 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tpufit import cluster, data, errors
-from tpufit.config import Layout, Mode
-from tpufit.data import checks, kinds, resident
+from tpufit import cluster, data
+from tpufit.config import Mode
+from tpufit.data import arrays, checks, resident
 from tpufit.data.expected import Expected
 from tpufit.data.infeed import Infeed
 from tpufit.data.request import InfeedRequest
 from tpufit.device.replicas import Replicas
-from tpufit.device.steps import uses_keras_steps
+from tpufit.device.steps import needs_metric_state, warn_if_nothing_trains
 from tpufit.hooks import NanGuardHook, StepLogHook, StopAtStepHook
 from tpufit.hooks.base import HookList, Run
 from tpufit.hooks.keras_callbacks import KerasCallbackHook
@@ -95,7 +94,7 @@ class Engine:
 
     def fit(self, call: FitCall) -> keras.callbacks.History:
         """Trains as `call` asks; returns Keras's `History`."""
-        call = _limited(call)
+        call = limits.fit_call(call, stacklevel=_USER_CALL + 1)
         feed = self._train_feed(call)
         validation_feed = self._validation_feed(call)
         data_passes, start = self._fit_start(call, feed)
@@ -111,7 +110,7 @@ class Engine:
             last=[*self._default_guard(call), *self._model_dir.fit_hooks(), *self._step_log()],
         )
         self._prepare_state(feed)
-        _warn_if_nothing_trains(self._replicas.replica_model)
+        warn_if_nothing_trains(self._replicas.replica_model)
         self._model_dir.training_starts()
         stats = RunStats(Mode.TRAIN, self._config.iterations_per_loop, checks.is_dataset(call.x))
         skipped = feed.skipping(start.skip_batches, start.skip_tail_batches)
@@ -162,7 +161,7 @@ class Engine:
         request = InfeedRequest(
             Mode.TRAIN,
             self._replicas.layout_for(Mode.TRAIN),
-            _batch_size(call.x, call.batch_size, call.steps_per_epoch),
+            arrays.batch_size_for_steps(call.x, call.batch_size, call.steps_per_epoch),
             class_weight=call.class_weight,
             shuffle=call.shuffle,
             seed=self._shuffle_seed(call.shuffle),
@@ -190,7 +189,7 @@ class Engine:
     def evaluate(self, call: EvaluateCall) -> dict[str, Any]:
         """Evaluates exactly as `call` asks; returns the logs."""
         steps = limits.steps(call.steps, stacklevel=_USER_CALL)
-        batch_size = _batch_size(call.x, call.batch_size, steps)
+        batch_size = arrays.batch_size_for_steps(call.x, call.batch_size, steps)
         layout = self._replicas.layout_for(Mode.EVAL)
         request = InfeedRequest(Mode.EVAL, layout, batch_size, steps=steps)
         feed = self._infeed(call.x, call.y, call.sample_weight, request)
@@ -215,7 +214,9 @@ class Engine:
         """Runs one exact evaluation of `feed` (the model's state is built); returns its logs."""
         eval_passes = passes.of_feed(feed, steps)
         model = self._replicas.replica_model
-        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed, model))
+        self._replicas.prepare_state(
+            feed, build_metrics=needs_metric_state(model, feed.mode, feed.layout)
+        )
         self.last_run_stats = RunStats(Mode.EVAL, self._config.iterations_per_loop)
         plan = self._plan(feed, feed, eval_passes, hooks, self.last_run_stats)
         run = Run(
@@ -252,7 +253,10 @@ class Engine:
         steps = limits.steps(call.steps, stacklevel=_USER_CALL + 1)
         layout = self._replicas.layout_for(Mode.PREDICT)
         request = InfeedRequest(
-            Mode.PREDICT, layout, _batch_size(call.x, call.batch_size, steps), steps=steps
+            Mode.PREDICT,
+            layout,
+            arrays.batch_size_for_steps(call.x, call.batch_size, steps),
+            steps=steps,
         )
         feed = self._infeed(call.x, None, None, request)
         predict_passes = passes.of_feed(feed, steps)
@@ -309,7 +313,7 @@ class Engine:
         request = InfeedRequest(
             Mode.EVAL,
             self._replicas.layout_for(Mode.EVAL),
-            _batch_size(x, batch_size, steps),
+            arrays.batch_size_for_steps(x, batch_size, steps),
             steps=steps,
             reread=True,
         )
@@ -350,7 +354,9 @@ class Engine:
         """Builds the model's lazy state and restores what `model_dir` still holds for it."""
         self._replicas.copy_weights(into_replicas=True)
         model = self._replicas.replica_model
-        self._replicas.prepare_state(feed, build_metrics=_builds_metrics(feed, model))
+        self._replicas.prepare_state(
+            feed, build_metrics=needs_metric_state(model, feed.mode, feed.layout)
+        )
         self._model_dir.restore()
 
     def _plan(
@@ -376,40 +382,6 @@ class Engine:
         )
 
 
-def _limited(call: FitCall) -> FitCall:
-    """`call` with its epochs and steps lowered to the `keras.config` caps, as in Keras's `fit`."""
-    stacklevel = _USER_CALL + 1
-    call = dataclasses.replace(
-        call,
-        epochs=limits.epochs(call.epochs, stacklevel=stacklevel),
-        steps_per_epoch=limits.steps(call.steps_per_epoch, stacklevel=stacklevel),
-    )
-    if call.validation_data is None:
-        return call
-    return dataclasses.replace(
-        call, validation_steps=limits.steps(call.validation_steps, stacklevel=stacklevel)
-    )
-
-
-def _batch_size(x: Any, batch_size: int | None, steps: int | None) -> int | None:
-    """Returns the batch size of a run: for arrays given `steps` but no size, as Keras's adapter.
-
-    Keras then cuts the rows into `steps` batches: `ceil(rows / steps)` rows each.
-    """
-    if batch_size is not None or steps is None or x is None or kinds.kind_of(x) != kinds.ARRAYS:
-        return batch_size
-    first = tf.nest.flatten(x)[0]
-    return -(-len(first) // steps)
-
-
-def _builds_metrics(feed: Infeed, model: keras.Model) -> bool:
-    # Keras's steps (tpufit's masked copies, or Keras's own at true size) update the compiled
-    # metrics: their state must exist before tracing.
-    return feed.mode is not Mode.PREDICT and (
-        feed.layout is Layout.PADDED or uses_keras_steps(model, feed.mode)
-    )
-
-
 @dataclasses.dataclass
 class _Validation:
     """Evaluates `fit`'s validation data after every `validation_freq`-th epoch."""
@@ -424,9 +396,3 @@ class _Validation:
 
     def evaluate(self, parent: Run) -> dict[str, Any]:  # noqa: D102
         return self.engine.evaluation(self.feed, self.call.validation_steps, self.hooks, parent)
-
-
-def _warn_if_nothing_trains(model: keras.Model) -> None:
-    # Keras's own train_step warns so (and applies nothing); tpufit's copies of it do the same.
-    if uses_keras_steps(model, Mode.TRAIN) and not model.trainable_weights:
-        errors.warn("The model does not have any trainable weights.")

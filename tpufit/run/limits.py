@@ -7,9 +7,14 @@ these caps, with a warning each; tpufit does the same, with Keras's words.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from typing import TYPE_CHECKING
 
 import keras
+
+if TYPE_CHECKING:
+    from tpufit.run.calls import FitCall
 
 
 def epochs(epochs: int, *, stacklevel: int) -> int:
@@ -32,3 +37,17 @@ def steps(steps: int | None, *, stacklevel: int) -> int | None:
         warnings.warn(f"Limiting steps_per_epoch to {cap}", stacklevel=stacklevel + 1)
         return cap
     return steps
+
+
+def fit_call(call: FitCall, *, stacklevel: int) -> FitCall:
+    """`call` with its epochs and steps lowered to the `keras.config` caps, as in Keras's `fit`."""
+    call = dataclasses.replace(
+        call,
+        epochs=epochs(call.epochs, stacklevel=stacklevel),
+        steps_per_epoch=steps(call.steps_per_epoch, stacklevel=stacklevel),
+    )
+    if call.validation_data is None:
+        return call
+    return dataclasses.replace(
+        call, validation_steps=steps(call.validation_steps, stacklevel=stacklevel)
+    )
