@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compile_args, compiled, scalar_events, tiny_data, tiny_model
+from conftest import compile_args, compiled, keras_twin, scalar_events, tiny_data, tiny_model
 
 import tpufit
 
@@ -166,3 +166,38 @@ def test_exporters_get_the_evaluated_weights_when_the_strategy_runs_a_clone():
     other = compiled()
     for _, logs, weights in recorder.seen:
         assert logs == evaluate_on(other, weights)
+
+
+class Events(keras.callbacks.Callback):
+    """Records every callback event: its name, its batch or epoch, and its logs' names."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        for name in dir(keras.callbacks.Callback):
+            if name.startswith("on_") and not name.startswith(("on_predict", "on_batch")):
+                setattr(self, name, self._recorder(name))
+
+    def _recorder(self, name):
+        def record(*args, logs=None):
+            if args and isinstance(args[-1], dict):
+                *args, logs = args
+            self.seen.append((name, *args, *([sorted(logs)] if logs else [])))
+
+        return record
+
+
+@pytest.mark.parametrize("steps_per_loop", [1, 3])
+def test_callbacks_get_the_test_events_keras_fit_gives_its_validation(steps_per_loop):
+    # A loop of tpufit makes one batch event, as one execution of Keras's steps_per_execution.
+    tm = compiled(iterations_per_loop=steps_per_loop)
+    twin = keras_twin(tm.model, **compile_args(), steps_per_execution=steps_per_loop)
+    ours, theirs = Events(), Events()
+    result = run(tm, max_steps=12, eval_every_steps=6, callbacks=[ours])  # an epoch is 6 steps
+    history = twin.fit(X, Y, batch_size=16, epochs=2, validation_data=(XV, YV), shuffle=False,
+                       verbose=0, callbacks=[theirs])  # fmt: skip
+    assert [event[0] for event in ours.seen] == [event[0] for event in theirs.seen]
+    if steps_per_loop == 1:  # Keras numbers a short last execution's end as if it were whole.
+        assert ours.seen == theirs.seen
+    assert ours.seen.count(("on_test_begin",)) == 2
+    assert result["loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)

@@ -21,28 +21,50 @@ from tpufit.hooks.summary import SummaryHook, write_scalars
 EVAL_DIR = "eval"
 
 
-def write_eval_summaries(model_dir: str, global_step: int, logs: Mapping[str, float]) -> None:
-    """Writes an evaluation's metrics to `<model_dir>/eval` at `global_step`.
+class EvalSummaryWriter:
+    """Writes a run of evaluations to `<model_dir>/eval`, all into one event file.
 
-    Each scalar of `logs` becomes a TensorBoard scalar named as in `logs`
-    (`loss`, `accuracy`, ...), so every evaluation of one `model_dir` draws
-    one curve per metric over the global steps. Only the chief writes
-    (`tpufit.cluster.is_chief`, from `TF_CONFIG`); elsewhere this does nothing.
+    Each scalar of an evaluation's logs becomes a TensorBoard scalar named as
+    in the logs (`loss`, `accuracy`, ...) at the global step evaluated, so
+    every evaluation of one `model_dir` draws one curve per metric over the
+    global steps, as TPUEstimator's eval directory did. The file is opened at
+    the first write and flushed after each, so TensorBoard sees every
+    evaluation at once. Another process (a separate evaluator) writes its own
+    file beside this one: TensorFlow names each file after its host, process
+    and writer, and TensorBoard reads them all. Only the chief writes
+    (`tpufit.cluster.is_chief`); elsewhere this writes nothing.
 
     Args:
         model_dir: The run's directory.
-        global_step: The global step of the weights that were evaluated.
-        logs: The evaluation's logs (`evaluate(..., return_dict=True)`).
+        strategy: The strategy the evaluations run under (who the chief is),
+            or `None` to read it from `TF_CONFIG`.
     """
-    if not cluster.is_chief():
-        return
-    writer = tf.summary.create_file_writer(os.path.join(os.fspath(model_dir), EVAL_DIR))
-    try:
-        with writer.as_default():
+
+    def __init__(self, model_dir: str, strategy: tf.distribute.Strategy | None = None) -> None:
+        self.directory = os.path.join(os.fspath(model_dir), EVAL_DIR)
+        self._chief = cluster.is_chief(strategy)
+        self._writer: tf.summary.SummaryWriter | None = None
+
+    def write(self, global_step: int, logs: Mapping[str, float]) -> None:
+        """Writes an evaluation's scalars at `global_step` and flushes the file.
+
+        Args:
+            global_step: The global step of the weights that were evaluated.
+            logs: The evaluation's logs (`evaluate(..., return_dict=True)`).
+        """
+        if not self._chief:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.directory)
+        with self._writer.as_default():
             write_scalars(logs, int(global_step))
-        writer.flush()
-    finally:
-        writer.close()
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Closes the event file; a later `write` opens a new one."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def summary_hooks(config: RunConfig, path: str | None) -> list[Hook]:

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from tpufit import cluster, errors
+from tpufit import errors
 from tpufit.data import kinds
 from tpufit.hooks.base import HookList, Run
 from tpufit.model_dir.exporters import Exporter
-from tpufit.model_dir.summaries import write_eval_summaries
+from tpufit.model_dir.summaries import EvalSummaryWriter
 from tpufit.run import failures
 
 if TYPE_CHECKING:
@@ -94,7 +94,9 @@ class Evaluations:
         self._replicas = tm._replicas
         self._steps = steps
         self._exporters = exporters
-        self._summary_dir = summary_dir
+        self._summaries = None
+        if summary_dir is not None:
+            self._summaries = EvalSummaryWriter(summary_dir, tm.strategy)
         self.feed = self._engine.evaluation_feed(eval_data, batch_size, steps, prepare=prepare)
         self.last: dict[str, Any] | None = None
         self.last_step: int | None = None
@@ -103,16 +105,20 @@ class Evaluations:
         """Evaluates exactly, writes the eval summaries, calls the exporters; returns the logs.
 
         Inside a `fit` (`parent`), the training metrics' running state is
-        kept: the epoch's training logs stay those of all its steps.
+        kept (the epoch's training logs stay those of all its steps), and the
+        fit's Keras callbacks get the evaluation's `on_test_*` events, as in
+        `fit`'s validation.
         """
         strategy = self._tm.strategy
         keeping = _metric_state_kept(self._replicas.replica_model) if parent else None
+        callbacks = parent.callback_hook if parent is not None else None
+        hooks = HookList([callbacks] if callbacks is not None else [])
         with keeping or contextlib.nullcontext():
             with failures.translating(strategy, "evaluate", [self.feed]):
-                logs = self._engine.evaluation(self.feed, self._steps, HookList([]), parent)
+                logs = self._engine.evaluation(self.feed, self._steps, hooks, parent)
         scalars = {n: v for n, v in logs.items() if isinstance(v, numbers.Real)}
-        if self._summary_dir is not None and cluster.is_chief(strategy):
-            write_eval_summaries(self._summary_dir, global_step, scalars)
+        if self._summaries is not None:
+            self._summaries.write(global_step, scalars)
         if self._exporters:
             # Exports are of the user's model, which a clone's fit updates only at its end.
             with self._replicas.user_weights():
@@ -120,6 +126,11 @@ class Evaluations:
                     exporter.export(self._tm, global_step, logs)
         self.last, self.last_step = logs, global_step
         return logs
+
+    def close(self) -> None:
+        """Closes the eval summaries' event file (the evaluations are over)."""
+        if self._summaries is not None:
+            self._summaries.close()
 
 
 @contextlib.contextmanager
