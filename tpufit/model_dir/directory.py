@@ -86,14 +86,25 @@ class ModelDir:
         config: The model's `RunConfig`.
         progress: The model's `tpufit.run.progress.Progress` (saved and restored with the weights).
         replicas: The model as the strategy runs it.
+        restore_from: The checkpoint (prefix) to restore, instead of the
+            newest in `model_dir` (an evaluator's workers restore the one they agreed on).
     """
 
-    def __init__(self, config: RunConfig, progress: Any, replicas: Replicas) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        progress: Any,
+        replicas: Replicas,
+        *,
+        restore_from: str | None = None,
+    ) -> None:
         self.path = None if config.model_dir is None else check_model_dir(config.model_dir)
         self._config = config
         self._progress = progress
         self._replicas = replicas
-        self.restored_from = checkpoint.latest(self.path) if self.path else None
+        self.restored_from = restore_from
+        if restore_from is None and self.path is not None:
+            self.restored_from = checkpoint.latest(self.path)
         self._reader: checkpoint.Reader | None = None
         self._pending: set[str] = set()
         self._warm: warm_start.WarmStartSettings | None = None

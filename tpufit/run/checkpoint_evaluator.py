@@ -1,26 +1,35 @@
 """`tpufit.evaluate_checkpoints`: the evaluator job beside a training job (TPUEstimator's).
 
-It waits for each new checkpoint in a `model_dir` with TensorFlow's own
-`tf.train.checkpoints_iterator`, which reads the `checkpoint` state file:
-that file names a checkpoint only once its files are complete (see
+It looks for a new checkpoint in a `model_dir` every half second, in the
+`checkpoint` state file, as `tf.train.checkpoints_iterator` does: that file
+names a checkpoint only once its files are complete (see
 `tpufit.model_dir.checkpoint`), so a half-written one is never read. Each
 checkpoint is restored as a `TPUModel` on that directory restores it
 (`ModelDir`, with its shape checks and `IncompatibleCheckpointError`), then
 evaluated exactly (`Evaluations`). An evaluator slower than the training
 evaluates the newest checkpoint each time, skipping those in between.
+
+Under a `MultiWorkerMirroredStrategy` the evaluator is several workers, each
+running this same generator: at every look, the first worker's answer (which
+checkpoint, or that the time is up) is broadcast to all, so every worker
+restores the same checkpoint, evaluates its share of the data in the same
+collective evaluation, and stops at the same point. Only the chief writes the
+eval summaries and exports.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
 
-from tpufit import errors
+from tpufit import cluster, errors
+from tpufit.model_dir import checkpoint
 from tpufit.model_dir.directory import ModelDir
 from tpufit.model_dir.exporters import Exporter
 from tpufit.run.evaluations import (
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tpufit")
 
 DEFAULT_TIMEOUT_SECS = 600.0
+_POLL_SECS = 0.5  # between two looks at the directory's checkpoint state file
 
 
 def evaluate_checkpoints(
@@ -107,17 +117,23 @@ def _each_checkpoint(
     until_step: int | None,
     timeout_secs: float | None,
 ) -> Iterator[dict[str, Any]]:
-    for _ in tf.train.checkpoints_iterator(directory, timeout=timeout_secs):
-        try:
-            step = _restore_latest(tm, directory)
-        except tf.errors.NotFoundError:
-            continue  # Deleted (keep_checkpoint_max) while read: a newer one is listed.
-        if step == evaluations.last_step:
-            continue  # Restored already: it was the newest when the one before was read.
-        logs = evaluations.evaluate(step)
-        yield {"global_step": step, **logs}
-        if until_step is not None and step >= until_step:
-            return
+    strategy = tm.strategy
+    seen = None  # the newest step evaluated or found gone
+    try:
+        while True:
+            step = _next_checkpoint(strategy, directory, seen, timeout_secs)
+            if step is None:
+                break
+            seen = step
+            path = checkpoint.at_step(directory, step)
+            if cluster.on_any_worker(strategy, not _restored(tm, directory, path)):
+                continue  # Deleted (keep_checkpoint_max) while read: a newer one is listed.
+            logs = evaluations.evaluate(step)
+            yield {"global_step": step, **logs}
+            if until_step is not None and step >= until_step:
+                return
+    finally:
+        evaluations.close()
     if evaluations.last_step is None:
         errors.warn(
             f"tpufit: no checkpoint appeared in {directory} within timeout_secs="
@@ -132,8 +148,38 @@ def _each_checkpoint(
         )
 
 
-def _restore_latest(tm: TPUModel, directory: str) -> int:
-    """Restores the newest checkpoint of `directory` into `tm`; returns its global step."""
+def _next_checkpoint(
+    strategy: tf.distribute.Strategy,
+    directory: str,
+    last_step: int | None,
+    timeout_secs: float | None,
+) -> int | None:
+    """Waits for a checkpoint newer than `last_step`; returns its step, or `None` at the timeout.
+
+    Under several workers, the first one's view of the directory and of its
+    clock decides for all (`cluster.from_first_worker`, once per look): every
+    worker then restores the same checkpoint, and all stop together.
+    """
+    deadline = None if timeout_secs is None else time.monotonic() + timeout_secs
+    while True:
+        newest = checkpoint.latest(directory)
+        step = -1 if newest is None else checkpoint.step_of(newest)
+        if last_step is not None and step <= last_step:
+            step = -1
+        late = step < 0 and deadline is not None and time.monotonic() >= deadline
+        step, late = cluster.from_first_worker(strategy, [step, int(late)])
+        if step >= 0:
+            return step
+        if late:
+            return None
+        time.sleep(_POLL_SECS)
+
+
+def _restored(tm: TPUModel, directory: str, path: str) -> bool:
+    """Restores the checkpoint at `path` into `tm`; whether it was still there to read."""
     config = tm.config.replace(model_dir=directory, warm_start_from=None)
-    ModelDir(config, tm._progress, tm._replicas).restore()
-    return tm.global_step
+    try:
+        ModelDir(config, tm._progress, tm._replicas, restore_from=path).restore()
+    except tf.errors.NotFoundError:
+        return False
+    return True
