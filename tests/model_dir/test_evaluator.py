@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -10,7 +11,15 @@ import warnings
 import keras
 import pytest
 import tensorflow as tf
-from conftest import TESTS, compile_args, compiled, tiny_data, tiny_model
+from conftest import (
+    TESTS,
+    compile_args,
+    compiled,
+    replicas,
+    scalar_events,
+    tiny_data,
+    tiny_model,
+)
 
 import tpufit
 
@@ -116,3 +125,49 @@ def test_an_evaluator_process_beside_a_training_process(tmp_path):
 def test_a_keras_model_is_refused_naming_the_argument(tmp_path):
     with pytest.raises(tpufit.InvalidTypeError, match="TPUModel"):
         tpufit.evaluate_checkpoints(tiny_model(), tmp_path, (XV, YV))
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.skipif(replicas() > 1, reason="runs in the one-device parent process")
+def test_an_evaluator_of_two_workers_beside_a_training_process(tmp_path):
+    sys.path.insert(0, str(TESTS))
+    import evaluator_child
+    from test_multi_worker import finish, free_ports
+
+    model_dir = tmp_path / "run"
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    child = [sys.executable, str(TESTS / "evaluator_child.py")]
+    evaluators = []
+    for index in range(2):
+        config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(config))
+        env.pop("TPUFIT_TEST_REPLICAS", None)
+        out = tmp_path / f"worker{index}.json"
+        evaluators.append(
+            subprocess.Popen([*child, "evaluate-worker", str(model_dir), str(out)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )  # fmt: skip
+    training = subprocess.Popen([*child, "train", str(model_dir)])
+    assert training.wait(timeout=120) == 0
+    outputs = finish(evaluators, timeout=120)  # they end by themselves, after the last step
+    assert [e.returncode for e in evaluators] == [0, 0], [o[-3000:] for o in outputs]
+    reports = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
+    assert [report["is_chief"] for report in reports] == [True, False]
+    # Both workers evaluated the same checkpoints together, and got the global metrics.
+    assert reports[0]["seen"] == reports[1]["seen"]
+    seen = reports[0]["seen"]
+    steps = [result.pop("global_step") for result in seen]
+    assert steps[-1] == evaluator_child.LAST_STEP
+    assert steps == sorted(set(steps))
+    tm = compiled(tiny_model(seed=2))
+    for step, metrics in zip(steps, seen, strict=True):
+        reader = tf.train.load_checkpoint(str(model_dir / f"ckpt-{step}"))
+        count = len(tm.model.weights)
+        tm.model.set_weights([reader.get_tensor(f"weights/{i}/{VALUE}") for i in range(count)])
+        afterwards = tm.evaluate(XV, YV, verbose=0, return_dict=True)
+        assert metrics == pytest.approx(afterwards, rel=1e-6), step
+    # Only the chief wrote: one eval event file, one export per evaluation.
+    assert len(tf.io.gfile.glob(str(model_dir / "eval" / "events.out.tfevents.*"))) == 1
+    assert sorted(scalar_events(model_dir / "eval")["loss"]) == steps
+    assert sorted(int(p.name) for p in (model_dir / "latest").iterdir()) == steps
