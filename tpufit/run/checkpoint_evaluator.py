@@ -69,6 +69,11 @@ def evaluate_checkpoints(
     found any checkpoint, it warns. The arguments are checked at the call;
     the waiting starts at the first `next`.
 
+    Under a `MultiWorkerMirroredStrategy`, run it on every worker of the
+    evaluator and iterate to the end on each: the first worker decides
+    which checkpoint all evaluate and when all stop; every worker yields the
+    same global metrics; only the chief writes summaries and exports.
+
     Args:
         tm: A compiled `tpufit.TPUModel` of the model being trained.
         model_dir: The training job's `model_dir`.
