@@ -51,7 +51,12 @@ def test_evaluates_the_newest_checkpoint_then_each_new_one_exactly(tmp_path):
     assert second == {"global_step": 16, **training.evaluate(XV, YV, verbose=0, return_dict=True)}
     assert list(results) == []  # no new checkpoint within timeout_secs: it ends
     assert sorted(p.name for p in (tmp_path / "latest").iterdir()) == ["16", "8"]
-    assert (tmp_path / "eval").is_dir()
+    # One event file for the evaluator's evaluations, one for the training model's evaluates.
+    assert len(tf.io.gfile.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))) == 2
+    assert scalar_events(tmp_path / "eval")["loss"] == {
+        8: pytest.approx(first["loss"]),
+        16: pytest.approx(second["loss"]),
+    }
 
 
 def test_until_step_ends_it_after_that_checkpoint(tmp_path):
@@ -90,6 +95,23 @@ def test_a_checkpoint_of_another_model_is_incompatible(tmp_path):
 def test_bad_arguments_fail_at_the_call(tmp_path, kwargs, named):
     with pytest.raises(tpufit.TPUFitError, match=named):
         tpufit.evaluate_checkpoints(compiled(), tmp_path, (XV, YV), **kwargs)
+
+
+def test_a_model_dir_that_is_not_a_path_is_refused_naming_it():
+    with pytest.raises(tpufit.InvalidTypeError, match="model_dir"):
+        tpufit.evaluate_checkpoints(compiled(), 3, (XV, YV))
+
+
+def test_an_exporter_metric_the_evaluation_lacks_fails_at_the_first_evaluation(tmp_path):
+    trainer(tmp_path).fit(X, Y, batch_size=16, max_steps=4, verbose=0)
+    exporter = tpufit.BestExporter(tmp_path / "best", metric="val_acc")
+    results = tpufit.evaluate_checkpoints(
+        compiled(), tmp_path, (XV, YV), timeout_secs=0, exporters=[exporter]
+    )
+    with pytest.raises(tpufit.InvalidArgumentError, match="'accuracy', 'loss'") as raised:
+        next(results)
+    assert "val_acc" in str(raised.value)
+    assert not (tmp_path / "best").exists()
 
 
 def test_arrays_must_come_as_a_pair(tmp_path):

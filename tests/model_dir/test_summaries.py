@@ -104,6 +104,23 @@ def test_eval_summaries_write_each_scalar_at_its_step_into_one_event_file(tmp_pa
     assert scalar_events(tmp_path / "eval") == expected
 
 
+def test_every_evaluation_of_one_model_goes_into_one_eval_event_file(tmp_path):
+    x, y = tiny_data(ROWS)
+    tm = model_in(tmp_path)
+    history = tm.fit(x, y, batch_size=BATCH, epochs=2, validation_data=(x[:24], y[:24]),
+                     verbose=0)  # fmt: skip
+    logs = tm.evaluate(x[24:], y[24:], batch_size=BATCH, verbose=0, return_dict=True)
+    assert len(tf.io.gfile.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))) == 1
+    events = tf.compat.v1.train.summary_iterator(
+        tf.io.gfile.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))[0]
+    )
+    losses = [(e.step, float(tf.make_ndarray(v.tensor))) for e in events for v in e.summary.value
+              if v.tag == "loss"]  # fmt: skip
+    expected = [(10, history.history["val_loss"][0]), (20, history.history["val_loss"][1]),
+                (20, logs["loss"])]  # fmt: skip
+    assert losses == [(step, pytest.approx(value, rel=1e-6)) for step, value in expected]
+
+
 def test_only_the_chief_writes_eval_summaries(tmp_path, monkeypatch):
     cluster = {"worker": ["localhost:1", "localhost:2"]}
     task = {"type": "worker", "index": 1}

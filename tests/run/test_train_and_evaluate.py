@@ -114,6 +114,26 @@ def test_resumes_from_model_dir_and_writes_eval_summaries(tmp_path):
     assert summaries["accuracy"][16] == pytest.approx(result["accuracy"])
 
 
+def test_its_evaluations_append_to_one_eval_event_file(tmp_path):
+    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=4, model_dir=str(tmp_path))
+    tm.compile(**compile_args())
+    recorder = Recorder()
+    run(tm, recorder, max_steps=12, eval_every_steps=4)  # loops end at 4, 6, 10, 12
+    assert len(tf.io.gfile.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))) == 1
+    losses = scalar_events(tmp_path / "eval")["loss"]
+    assert losses == {step: pytest.approx(logs["loss"]) for step, logs, _ in recorder.seen}
+    assert sorted(losses) == [4, 10, 12]
+
+
+def test_save_summary_steps_none_writes_no_eval_summaries(tmp_path):
+    config = tpufit.RunConfig(save_summary_steps=None)
+    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=4, model_dir=str(tmp_path),
+                         config=config)  # fmt: skip
+    tm.compile(**compile_args())
+    run(tm, max_steps=8, eval_every_steps=4)
+    assert not (tmp_path / "eval").exists()
+
+
 def test_a_dataset_trains_and_evaluates():
     train = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16).repeat()
     evaluation = tf.data.Dataset.from_tensor_slices((XV, YV)).batch(16)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import tensorflow as tf
 
 from tpufit import cluster
-from tpufit.config import RunConfig
-from tpufit.hooks.base import Hook
+from tpufit.config import Mode, RunConfig
+from tpufit.hooks.base import Hook, Run
 from tpufit.hooks.summary import SummaryHook, write_scalars
 
 EVAL_DIR = "eval"
@@ -67,11 +68,28 @@ class EvalSummaryWriter:
             self._writer = None
 
 
-def summary_hooks(config: RunConfig, path: str | None) -> list[Hook]:
-    """The summary hook a run gets from its `model_dir`: none without one, or when turned off.
+class EvalSummaryHook(Hook):
+    """Writes each evaluation's logs (`evaluate`, `fit`'s validation) at the global step.
 
-    One hook serves `fit` (writing to `train`) and `evaluate` or `fit`'s
-    validation (writing to `eval`): its files follow the run's mode.
+    Every evaluation of one `TPUModel` goes through the model's one
+    `EvalSummaryWriter`, so they share an event file.
+
+    Args:
+        writer: The model's writer of `<model_dir>/eval`.
+    """
+
+    def __init__(self, writer: EvalSummaryWriter) -> None:
+        self.writer = writer
+
+    def epoch_end(self, run: Run, epoch: int, logs: dict[str, Any]) -> None:  # noqa: D102 - see Hook.
+        if run.mode is Mode.EVAL:
+            self.writer.write(run.global_step, logs)
+
+
+def summary_hooks(config: RunConfig, path: str | None) -> list[Hook]:
+    """The summary hook a `fit` gets from its `model_dir`: none without one, or when turned off.
+
+    It writes to `<model_dir>/train`; evaluations get an `EvalSummaryHook`.
 
     Args:
         config: The model's `RunConfig` (`save_summary_steps`).

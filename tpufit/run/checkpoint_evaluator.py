@@ -32,6 +32,7 @@ from tpufit import cluster, errors
 from tpufit.model_dir import checkpoint
 from tpufit.model_dir.directory import ModelDir
 from tpufit.model_dir.exporters import Exporter
+from tpufit.model_dir.summaries import EvalSummaryWriter
 from tpufit.run.evaluations import (
     Evaluations,
     check_data_pair,
@@ -103,22 +104,24 @@ def evaluate_checkpoints(
     exporters = check_exporters(exporters)
     check_data_pair("data", data)
     directory = os.path.abspath(os.fspath(model_dir))
+    summaries = EvalSummaryWriter(directory, tm.strategy)  # opened at the first evaluation
     evaluations = Evaluations(
         tm,
         data,
         steps=steps,
         batch_size=None,
         exporters=exporters,
-        summary_dir=directory,
+        summaries=summaries,
         prepare=True,
     )
-    return _each_checkpoint(tm, directory, evaluations, until_step, timeout_secs)
+    return _each_checkpoint(tm, directory, evaluations, summaries, until_step, timeout_secs)
 
 
 def _each_checkpoint(
     tm: TPUModel,
     directory: str,
     evaluations: Evaluations,
+    summaries: EvalSummaryWriter,
     until_step: int | None,
     timeout_secs: float | None,
 ) -> Iterator[dict[str, Any]]:
@@ -138,7 +141,7 @@ def _each_checkpoint(
             if until_step is not None and step >= until_step:
                 return
     finally:
-        evaluations.close()
+        summaries.close()
     if evaluations.last_step is None:
         errors.warn(
             f"tpufit: no checkpoint appeared in {directory} within timeout_secs="

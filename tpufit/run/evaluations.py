@@ -72,7 +72,7 @@ class Evaluations:
         steps: Steps of each evaluation, or `None` for the whole data.
         batch_size: The batch size of arrays.
         exporters: Handed every evaluation.
-        summary_dir: The `model_dir` whose `eval` summaries get every
+        summaries: The writer of `<model_dir>/eval` that gets every
             evaluation, or `None`.
         prepare: Whether to build the model's state now (outside a `fit`).
     """
@@ -85,7 +85,7 @@ class Evaluations:
         steps: int | None,
         batch_size: int | None,
         exporters: tuple[Exporter, ...],
-        summary_dir: str | None,
+        summaries: EvalSummaryWriter | None,
         prepare: bool,
     ) -> None:
         self._tm = tm
@@ -94,9 +94,7 @@ class Evaluations:
         self._replicas = tm._replicas
         self._steps = steps
         self._exporters = exporters
-        self._summaries = None
-        if summary_dir is not None:
-            self._summaries = EvalSummaryWriter(summary_dir, tm.strategy)
+        self._summaries = summaries
         self.feed = self._engine.evaluation_feed(eval_data, batch_size, steps, prepare=prepare)
         self.last: dict[str, Any] | None = None
         self.last_step: int | None = None
@@ -126,12 +124,6 @@ class Evaluations:
                     exporter.export(self._tm, global_step, logs)
         self.last, self.last_step = logs, global_step
         return logs
-
-    def close(self) -> None:
-        """Closes the eval summaries' event file (the evaluations are over)."""
-        if self._summaries is not None:
-            self._summaries.close()
-
 
 @contextlib.contextmanager
 def _metric_state_kept(model: keras.Model) -> Iterator[None]:

@@ -104,7 +104,7 @@ def train_and_evaluate(
         steps=eval_steps,
         batch_size=batch_size,
         exporters=exporters,
-        summary_dir=tm.config.model_dir,
+        summaries=tm._model_dir.eval_summaries,  # the model's eval event file
         prepare=False,
     )
     hook = _EvaluationHook(evaluations, max_steps, eval_every_steps, eval_every_secs)
@@ -113,10 +113,7 @@ def train_and_evaluate(
     if kinds.kind_of(train_data) == kinds.ARRAYS:
         x, y, *rest = train_data
         sample_weight = rest[0] if rest else None
-    try:
-        tm.fit(x, y, sample_weight=sample_weight, max_steps=max_steps, hooks=hooks, **fit_kwargs)
-    finally:
-        evaluations.close()
+    tm.fit(x, y, sample_weight=sample_weight, max_steps=max_steps, hooks=hooks, **fit_kwargs)
     return evaluations.last
 
 
