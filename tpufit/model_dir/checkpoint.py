@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -51,8 +52,13 @@ def latest(directory: str) -> str | None:
 
 
 def step_of(path: str) -> int:
-    """Returns the global step a checkpoint's prefix (`<model_dir>/ckpt-<step>`) is named after."""
-    return int(path.rsplit("-", 1)[1])
+    """Returns the number a checkpoint's prefix ends with (`<model_dir>/ckpt-<step>`), or -1.
+
+    TensorFlow numbers every checkpoint its state file lists; tpufit numbers
+    them after the global step.
+    """
+    number = re.search(r"-(\d+)$", path)
+    return int(number[1]) if number else -1
 
 
 def at_step(directory: str, step: int) -> str:

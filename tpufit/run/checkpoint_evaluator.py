@@ -126,16 +126,16 @@ def _each_checkpoint(
     timeout_secs: float | None,
 ) -> Iterator[dict[str, Any]]:
     strategy = tm.strategy
-    seen = None  # the newest step evaluated or found gone
+    seen = None  # the number of the newest checkpoint evaluated or found gone
     try:
         while True:
-            step = _next_checkpoint(strategy, directory, seen, timeout_secs)
-            if step is None:
+            path = _next_checkpoint(strategy, directory, seen, timeout_secs)
+            if path is None:
                 break
-            seen = step
-            path = checkpoint.at_step(directory, step)
+            seen = checkpoint.step_of(path)
             if cluster.on_any_worker(strategy, not _restored(tm, directory, path)):
                 continue  # Deleted (keep_checkpoint_max) while read: a newer one is listed.
+            step = tm.global_step
             logs = evaluations.evaluate(step)
             yield {"global_step": step, **logs}
             if until_step is not None and step >= until_step:
@@ -159,25 +159,27 @@ def _each_checkpoint(
 def _next_checkpoint(
     strategy: tf.distribute.Strategy,
     directory: str,
-    last_step: int | None,
+    last: int | None,
     timeout_secs: float | None,
-) -> int | None:
-    """Waits for a checkpoint newer than `last_step`; returns its step, or `None` at the timeout.
+) -> str | None:
+    """Waits for a checkpoint numbered above `last`; returns its prefix, or `None` at the timeout.
 
     Under several workers, the first one's view of the directory and of its
     clock decides for all (`cluster.from_first_worker`, once per look): every
-    worker then restores the same checkpoint, and all stop together.
+    worker then restores the checkpoint of that number, and all stop together.
     """
     deadline = None if timeout_secs is None else time.monotonic() + timeout_secs
     while True:
         newest = checkpoint.latest(directory)
-        step = -1 if newest is None else checkpoint.step_of(newest)
-        if last_step is not None and step <= last_step:
-            step = -1
-        late = step < 0 and deadline is not None and time.monotonic() >= deadline
-        step, late = cluster.from_first_worker(strategy, [step, int(late)])
-        if step >= 0:
-            return step
+        number = -1 if newest is None else checkpoint.step_of(newest)
+        if last is not None and number <= last:
+            number = -1
+        late = number < 0 and deadline is not None and time.monotonic() >= deadline
+        number, late = cluster.from_first_worker(strategy, [number, int(late)])
+        if number >= 0:
+            if newest is not None and checkpoint.step_of(newest) == number:
+                return newest
+            return checkpoint.at_step(directory, number)  # newer here: the first worker's one
         if late:
             return None
         time.sleep(_POLL_SECS)
