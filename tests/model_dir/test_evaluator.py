@@ -83,6 +83,14 @@ def test_a_checkpoint_of_another_model_is_incompatible(tmp_path):
         next(results)
 
 
+def test_a_checkpoint_tpufit_did_not_write_is_incompatible_whatever_its_name(tmp_path):
+    estimator_style = tf.train.Checkpoint(step=tf.Variable(100))
+    tf.train.CheckpointManager(estimator_style, tmp_path, 3, checkpoint_name="model.ckpt").save(100)
+    results = tpufit.evaluate_checkpoints(compiled(), tmp_path, (XV, YV), timeout_secs=0)
+    with pytest.raises(tpufit.IncompatibleCheckpointError, match="not written by tpufit"):
+        next(results)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
