@@ -33,6 +33,7 @@ from tpufit.model_dir import checkpoint
 from tpufit.model_dir.directory import ModelDir
 from tpufit.model_dir.exporters import Exporter
 from tpufit.model_dir.summaries import EvalSummaryWriter
+from tpufit.run import failures
 from tpufit.run.evaluations import (
     Evaluations,
     check_data_pair,
@@ -133,8 +134,10 @@ def _each_checkpoint(
             if path is None:
                 break
             seen = checkpoint.step_of(path)
-            if cluster.on_any_worker(strategy, not _restored(tm, directory, path)):
-                continue  # Deleted (keep_checkpoint_max) while read: a newer one is listed.
+            restored = _restored(tm, directory, path)
+            with failures.translating(strategy, "evaluate_checkpoints"):  # a lost worker
+                if cluster.on_any_worker(strategy, not restored):
+                    continue  # Deleted (keep_checkpoint_max) while read: a newer one is listed.
             step = tm.global_step
             logs = evaluations.evaluate(step)
             yield {"global_step": step, **logs}
@@ -175,7 +178,8 @@ def _next_checkpoint(
         if last is not None and number <= last:
             number = -1
         late = number < 0 and deadline is not None and time.monotonic() >= deadline
-        number, late = cluster.from_first_worker(strategy, [number, int(late)])
+        with failures.translating(strategy, "evaluate_checkpoints"):  # a lost worker
+            number, late = cluster.from_first_worker(strategy, [number, int(late)])
         if number >= 0:
             if newest is not None and checkpoint.step_of(newest) == number:
                 return newest

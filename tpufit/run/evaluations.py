@@ -125,6 +125,7 @@ class Evaluations:
         self.last, self.last_step = logs, global_step
         return logs
 
+
 @contextlib.contextmanager
 def _metric_state_kept(model: keras.Model) -> Iterator[None]:
     # Keras's compiled metrics serve training and evaluation alike, and an evaluation resets
