@@ -157,15 +157,10 @@ def test_a_keras_model_is_refused_naming_the_argument(tmp_path):
         tpufit.evaluate_checkpoints(tiny_model(), tmp_path, (XV, YV))
 
 
-@pytest.mark.slow
-@pytest.mark.subprocess
-@pytest.mark.skipif(replicas() > 1, reason="runs in the one-device parent process")
-def test_an_evaluator_of_two_workers_beside_a_training_process(tmp_path):
-    sys.path.insert(0, str(TESTS))
-    import evaluator_child
+def evaluator_workers(tmp_path, mode: str) -> tuple[list[int], list[str]]:
+    """Runs a training process and a two-worker evaluator (`evaluator_child.py MODE`) to the end."""
     from test_multi_worker import finish, free_ports
 
-    model_dir = tmp_path / "run"
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
     child = [sys.executable, str(TESTS / "evaluator_child.py")]
     evaluators = []
@@ -175,13 +170,25 @@ def test_an_evaluator_of_two_workers_beside_a_training_process(tmp_path):
         env.pop("TPUFIT_TEST_REPLICAS", None)
         out = tmp_path / f"worker{index}.json"
         evaluators.append(
-            subprocess.Popen([*child, "evaluate-worker", str(model_dir), str(out)], env=env,
+            subprocess.Popen([*child, mode, str(tmp_path / "run"), str(out)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         )  # fmt: skip
-    training = subprocess.Popen([*child, "train", str(model_dir)])
+    training = subprocess.Popen([*child, "train", str(tmp_path / "run")])
     assert training.wait(timeout=120) == 0
-    outputs = finish(evaluators, timeout=120)  # they end by themselves, after the last step
-    assert [e.returncode for e in evaluators] == [0, 0], [o[-3000:] for o in outputs]
+    outputs = finish(evaluators, timeout=120)  # they end by themselves, never hang
+    return [e.returncode for e in evaluators], outputs
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.skipif(replicas() > 1, reason="runs in the one-device parent process")
+def test_an_evaluator_of_two_workers_beside_a_training_process(tmp_path):
+    sys.path.insert(0, str(TESTS))
+    import evaluator_child
+
+    model_dir = tmp_path / "run"
+    codes, outputs = evaluator_workers(tmp_path, "evaluate-worker")
+    assert codes == [0, 0], [o[-3000:] for o in outputs]
     reports = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
     assert [report["is_chief"] for report in reports] == [True, False]
     # Both workers evaluated the same checkpoints together, and got the global metrics.
@@ -201,3 +208,15 @@ def test_an_evaluator_of_two_workers_beside_a_training_process(tmp_path):
     assert len(tf.io.gfile.glob(str(model_dir / "eval" / "events.out.tfevents.*"))) == 1
     assert sorted(scalar_events(model_dir / "eval")["loss"]) == steps
     assert sorted(int(p.name) for p in (model_dir / "latest").iterdir()) == steps
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.skipif(replicas() > 1, reason="runs in the one-device parent process")
+def test_a_lost_evaluator_worker_is_named_by_the_other_not_a_hang(tmp_path):
+    codes, outputs = evaluator_workers(tmp_path, "evaluate-worker-dies")
+    assert codes == [0, 3], [o[-3000:] for o in outputs]
+    seen = json.loads((tmp_path / "worker0.json").read_text())["seen"]
+    assert "global_step" in seen[0]
+    assert "worker 1 (127.0.0.1:" in seen[-1]["error"]
+    assert "evaluate_checkpoints" in seen[-1]["error"]
