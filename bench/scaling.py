@@ -264,13 +264,14 @@ def infeed(smoke: bool, repeats: int) -> list[Scaling]:
         f"({budget_bytes() / 2**30:.1f} GiB on this machine now).",
     ]
     model = "-".join(map(str, SCALE_SIZES))
-    common = {"x_label": "rows", "x": sizes, "log_x": True, "marks": mark, "notes": notes}
+    common = {"x_label": "rows", "x": sizes, "log_x": True, "marks": mark}
     return [
         Scaling(
             "infeed",
             f"predict seconds, resident against streamed infeed, MLP {model}, batch {BATCH:,}",
             unit="s/call",
             series=seconds,
+            notes=notes,
             log_y=True,
             **common,
         ),
@@ -279,6 +280,7 @@ def infeed(smoke: bool, repeats: int) -> list[Scaling]:
             "peak RSS growth of one predict call, resident (new array) against streamed",
             unit="MB",
             series=rss,
+            notes=["the peak resident memory (VmHWM) above the call's start, from /proc."],
             **common,
         ),
     ]

@@ -6,8 +6,10 @@ starts, so each replica count runs in a child process of its own
 as one JSON line. The contenders train the suite's MLP from the same weights
 on a cached dataset of global batch 128: tpufit (``jit_compile="auto"``,
 which takes XLA on one replica only), tpufit without XLA, and Keras ``fit``
-(``steps_per_execution=100``, no XLA), under a `MirroredStrategy` over the
-logical CPUs when there are several. The two cores are shared by all
+(no XLA), under a `MirroredStrategy` over the logical CPUs when there are
+several. Keras runs at ``steps_per_execution=1``: above 1, its ``fit`` under
+that strategy failed here (TensorFlow 2.21, Keras 3.15: "You must feed a
+value for placeholder tensor" in its multi-step loop). The two cores are shared by all
 replicas, so 4 replicas measure the cost of the replication (splitting the
 batch, all-reducing the gradients), not a speed-up. Nothing here asserts a
 time.
@@ -72,8 +74,8 @@ def _measure(replicas: int, smoke: bool, repeats: int) -> dict[str, float]:
         contenders[name] = throughput.tpufit_runner(tm, ds)
     model = make_model()
     with strategy.scope():
-        model.compile(**compile_kwargs(), steps_per_execution=loop, jit_compile=False)
-    contenders["keras spe=100"] = throughput.keras_runner(model, ds)
+        model.compile(**compile_kwargs(), jit_compile=False)
+    contenders["keras spe=1"] = throughput.keras_runner(model, ds)
     results = measure(contenders, steps, steps, repeats, log=lambda line: None)
     return {name: r.median_ms for name, r in results.items()}
 
@@ -103,9 +105,11 @@ def replicas(smoke: bool, repeats: int) -> list:
             series,
             notes=[
                 f"one process per replica count; several replicas run a MirroredStrategy "
-                f"over logical CPUs; loops of {LOOP} steps (Keras: steps_per_execution).",
+                f"over logical CPUs; tpufit in loops of {LOOP} steps.",
                 'tpufit\'s jit_compile="auto" takes XLA on one replica and not on several; '
                 "tpufit jit=False and Keras run without XLA on both.",
+                "keras spe=1: Keras fit at steps_per_execution=1; above 1 it failed under "
+                "MirroredStrategy here (placeholder error in its multi-step loop).",
                 "The logical CPUs share the machine's cores: the figure is the cost of "
                 "replication (split batch, gradient all-reduce), not a speed-up.",
             ],

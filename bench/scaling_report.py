@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from pathlib import Path
 
 PNG_DPI = 80
@@ -155,7 +156,7 @@ def plot(scaling: Scaling, path: Path) -> None:
         axes.set_xticks(scaling.x)
     axes.set_xlabel(scaling.x_label)
     axes.set_ylabel(scaling.unit)
-    axes.set_title(scaling.title, fontsize=8)
+    axes.set_title(textwrap.fill(scaling.title, 80), fontsize=8)
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(fontsize=7)
     figure.tight_layout()
