@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         return 0
     from bench.common import environment
 
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     results: list[CaseResult | Scaling] = []
     for name in args.cases:
         case_start = time.perf_counter()
@@ -126,7 +126,12 @@ def main(argv=None) -> int:
         results += run_in_child(name, args.smoke, args.repeats, args.timeout)
         print(f"   {time.perf_counter() - case_start:.0f} s", flush=True)
     mode = "smoke run" if args.smoke else f"median of {args.repeats} after a warm-up"
-    header = f"{environment()}; {mode}; {time.perf_counter() - start:.0f} s in all"
+    command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
+    header = (
+        f"`{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {environment()}; "
+        f"{mode}; {time.perf_counter() - start:.0f} s in all; load average (1 min) "
+        f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
     print(f"\n{header}\n")
     cases = [r for r in results if isinstance(r, CaseResult)]
     scalings = [r for r in results if isinstance(r, Scaling)]

@@ -87,7 +87,7 @@ def _cell(value: float | None) -> str:
 def _rows(scaling: Scaling) -> tuple[list[str], list[list[str]]]:
     header = [scaling.x_label, *scaling.series]
     rows = [
-        [f"{x:,g}", *(_cell(costs[i]) for costs in scaling.series.values())]
+        [f"{x:,}", *(_cell(costs[i]) for costs in scaling.series.values())]
         for i, x in enumerate(scaling.x)
     ]
     return header, rows
@@ -135,21 +135,28 @@ def markdown(scaling: Scaling, image: str | None = None) -> str:
 
 
 def plot(scaling: Scaling, path: Path) -> None:
-    """Draws the series against ``x`` into a small PNG at ``path``."""
+    """Draws the series against ``x`` into a small PNG at ``path`` (fitted lines dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(5.6, 3.4), dpi=PNG_DPI)
+    fits = scaling.fits() if scaling.fit_line else {}
     for name, costs in scaling.series.items():
         points = [(x, c) for x, c in zip(scaling.x, costs, strict=True) if c is not None]
         if points:
-            axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=name)
+            (line,) = axes.plot(*zip(*points, strict=True), marker="o", markersize=3, label=name)
+        if name in fits:
+            fixed, slope = fits[name]
+            xs = [points[0][0] * (points[-1][0] / points[0][0]) ** (i / 40) for i in range(41)]
+            ys = [fixed + slope / scaling.per_unit_scale * x for x in xs]
+            axes.plot(xs, ys, linestyle=":", linewidth=1, color=line.get_color())
     for x, label in scaling.marks:
         axes.axvline(x, color="grey", linestyle="--", linewidth=1)
         axes.annotate(label, (x, 0.97), xycoords=("data", "axes fraction"), fontsize=7,
-                      ha="right", va="top", rotation=90, color="grey")  # fmt: skip
+                      ha="right", va="top", rotation=90, color="dimgrey",
+                      bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})  # fmt: skip
     axes.set_xscale("log" if scaling.log_x else "linear")
     axes.set_yscale("log" if scaling.log_y else "linear")
     if not scaling.log_x:
@@ -165,13 +172,16 @@ def plot(scaling: Scaling, path: Path) -> None:
 
 
 def write(results: list[Scaling], folder: Path, header: str) -> Path:
-    """Writes each result's PNG and one ``scaling.md`` with all the tables into ``folder``."""
+    """Writes each result's PNG and one ``scaling.md`` with all the tables into ``folder``.
+
+    ``header`` opens ``scaling.md``: how and where the figures were measured.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     sections = [header]
     for scaling in results:
         image = f"scaling-{scaling.name}.png"
         plot(scaling, folder / image)
-        sections.append(markdown(scaling, f"img/{image}"))
+        sections.append(markdown(scaling, image))
     path = folder / "scaling.md"
     path.write_text("\n\n".join(sections) + "\n")
     return path

@@ -46,7 +46,7 @@ def test_scaling_smoke_writes_a_table_and_a_small_plot_per_result(tmp_path):
     ] == list(SCALING)
     tables = (tmp_path / "scaling.md").read_text()
     for name in RESULTS:
-        assert f"(img/scaling-{name}.png)" in tables
+        assert f"(scaling-{name}.png)" in tables
         image = (tmp_path / f"scaling-{name}.png").read_bytes()
         assert image.startswith(PNG_SIGNATURE) and len(image) < 60_000
     # The rows results give each contender's fitted fixed cost and cost per row.
