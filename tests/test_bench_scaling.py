@@ -1,8 +1,9 @@
-"""`python -m bench --scaling --smoke` runs every scaling case and writes its tables and plots.
+"""`python -m bench --scaling --smoke` writes a table and a small plot per scaling result.
 
-A child process runs the command as CI does, at the tiny smoke sizes; the test
-checks what it wrote (one Markdown table per scaling result, one small PNG
-each), never a time.
+A child process runs the command at the tiny smoke sizes for two of the cases
+(the rows case, with its fitted lines, and the infeed case, with its marked
+switch: about a minute); CI's `python -m bench --smoke` runs all of them. The
+test checks what the command wrote, never a time.
 """
 
 from __future__ import annotations
@@ -14,18 +15,23 @@ import sys
 import pytest
 from conftest import TESTS, replicas
 
-from bench.run import SCALING
+from bench.run import CASES as SUITE
+from bench.run import SCALING, parse_args
 
-pytestmark = [
-    pytest.mark.subprocess,
-    pytest.mark.slow,
-    pytest.mark.skipif(replicas() > 1, reason="runs in the one-device parent process"),
-]
-
-RESULTS = ("rows-predict", "rows-evaluate", "loop", "hooks", "replicas", "infeed", "infeed-rss")
+CASES = ("scale-rows", "scale-infeed")  # the two the smoke test below runs
+RESULTS = ("rows-predict", "rows-evaluate", "infeed", "infeed-rss")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_ci_smoke_run_includes_every_scaling_case_and_scaling_runs_only_them():
+    assert parse_args(["--smoke"]).cases == [*SUITE, *SCALING]
+    assert parse_args(["--scaling"]).cases == list(SCALING)
+    assert parse_args([]).cases == list(SUITE)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.skipif(replicas() > 1, reason="runs in the one-device parent process")
 def test_scaling_smoke_writes_a_table_and_a_small_plot_per_result(tmp_path):
     env = dict(
         os.environ,
@@ -33,7 +39,8 @@ def test_scaling_smoke_writes_a_table_and_a_small_plot_per_result(tmp_path):
     )
     env.pop("TPUFIT_TEST_REPLICAS", None)
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--scaling", "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", "bench", "--scaling", "--smoke", "--cases", ",".join(CASES)]
+        + ["--out", str(tmp_path)],
         cwd=TESTS.parent,
         env=env,
         capture_output=True,
@@ -43,7 +50,7 @@ def test_scaling_smoke_writes_a_table_and_a_small_plot_per_result(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert [
         line.removeprefix("== ") for line in done.stdout.splitlines() if line.startswith("== ")
-    ] == list(SCALING)
+    ] == list(CASES)
     tables = (tmp_path / "scaling.md").read_text()
     for name in RESULTS:
         assert f"(scaling-{name}.png)" in tables
