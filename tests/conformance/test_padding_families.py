@@ -133,11 +133,7 @@ ROW_WISE = ("rows", "rows_column", "regression_rows")
 def test_sample_weight_of_every_rank_keras_accepts_weighs_as_in_keras(case):
     build, compile_kwargs, x, y, sample_weight = RANKS[case]()
     layout = Layout.PADDED if case in ROW_WISE else Layout.TRUE_SIZE
-    # Sequences of two lengths: on replicas, only evaluation weights them by rows.
-    evaluate = replicas() == 1 or not case.startswith("masked")
-    assert_like_keras(
-        build, compile_kwargs, x, y, sample_weight, layout=layout, epochs=1, evaluate=evaluate
-    )
+    assert_like_keras(build, compile_kwargs, x, y, sample_weight, layout=layout, epochs=1)
 
 
 @pytest.mark.parametrize("case", ["sequence_rows_column", "masked_rows_column"])

@@ -239,19 +239,28 @@ class LoopProgram:
             self._count(steps - withheld)
             stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
             return stacked, latest, steps, tf.constant(False), halted, waited, computed
+        # Evaluation and prediction also end at a stop batch, and still no `cond` wraps the
+        # step (its collectives would fail in one): the loop's condition reads the stop signal
+        # of a batch read before it, at the end of the previous step, and only if another step
+        # may run, so no more batches are read than the steps run and the one stop batch.
         steps = tf.constant(0)
-        stopped = tf.constant(False)
-        for i in tf.range(num_steps):
-            element, position, ready, waited = _next_timed(source, position, clock, waited)
-            if self._stop_requested(element):
-                stopped = tf.constant(True)
-                break
+        first, position, ready, waited = _next_timed(source, position, clock, waited)
+        # The batch read ahead is carried as its tensors: no loop variable can be `None`
+        # (an optional input left out).
+        held = _tensors(first)
+        while tf.logical_and(
+            steps < num_steps, tf.logical_not(self._stop_requested(_element(first, held)))
+        ):
             with tf.control_dependencies([ready]):
-                per_step, latest = step_fn(element)
-            arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
+                per_step, latest = step_fn(_element(first, held))
+            arrays = tf.nest.map_structure(lambda a, v, i=steps: a.write(i, v), arrays, per_step)
             computed, clock = _timed(computed, ready, per_step, latest)
-            steps = i + 1
+            steps += 1
+            if steps < num_steps:
+                element, position, ready, waited = _next_timed(source, position, clock, waited)
+                held = _tensors(element)
         stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
+        stopped = steps < num_steps  # only a stop batch ends the loop early
         return stacked, latest, steps, stopped, tf.constant(False), waited, computed
 
     def _halts(self, per_step) -> tf.Tensor:
@@ -271,12 +280,17 @@ class LoopProgram:
 
         Args:
             iterator: An iterator over the distributed infeed.
-            num_steps: How many steps to run (a tensor inside the program, so
-                any value reuses the same trace).
+            num_steps: How many steps to run, at least 1 (a tensor inside the
+                program, so any value reuses the same trace).
 
         Returns:
             The `LoopResult`.
+
+        Raises:
+            ValueError: `num_steps` is below 1 (the loop reads its first batch unasked).
         """
+        if num_steps < 1:
+            raise ValueError(f"a loop runs at least one step; received num_steps={num_steps}")
         if self._eager:
             return self._run_eagerly(iterator, num_steps)
         if self._eager_first:
@@ -366,6 +380,14 @@ class _Stream:
 
     def next_element(self, position):
         return next(self._iterator), position
+
+
+def _element(like, held: list):
+    """The element `held` holds, structured as `like` (with its `None`s)."""
+    tensors = iter(held)
+    leaves = tf.nest.flatten(like, expand_composites=True)
+    leaves = [None if leaf is None else next(tensors) for leaf in leaves]
+    return tf.nest.pack_sequence_as(like, leaves, expand_composites=True)
 
 
 def _next_timed(source, position, clock: tf.Tensor, waited: tf.Tensor):
