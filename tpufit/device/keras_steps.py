@@ -25,6 +25,8 @@ from tpufit.device.step_parts import (
     call_compute_loss,
     global_signals,
     host_call_values,
+    summed_over_replicas,
+    timestep_mask,
     unscaled_for_distribution,
 )
 
@@ -57,12 +59,10 @@ def split_exactly(
         tf.math.divide_no_nan(tf.cast(rows, tf.float32) * replicas, total_rows), dtype
     )
     weighted = loss * row_share
-    outputs = tf.nest.flatten(y_pred)
-    mask = _keras_shim.keras_mask(outputs[0]) if len(outputs) == 1 else None
+    mask = timestep_mask(y_pred)
     if mask is not None:
-        unmasked = tf.reduce_sum(tf.cast(mask, tf.float32))
-        context = tf.distribute.get_replica_context()
-        all_unmasked = context.all_reduce(tf.distribute.ReduceOp.SUM, unmasked)
+        unmasked = tf.reduce_sum(mask)
+        all_unmasked = summed_over_replicas(unmasked)
         mask_share = tf.cast(tf.math.divide_no_nan(unmasked * replicas, all_unmasked), dtype)
         additional = additional_losses(model)
         weighted = (loss - additional) * mask_share + additional * row_share
