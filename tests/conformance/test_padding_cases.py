@@ -18,10 +18,8 @@ plain Keras on one device. Two kinds of case differ there:
 - A case whose partial last batch runs at its true size (`TRUE_SIZE`) is split
   unevenly over the replicas; tpufit counts each replica's loss by its share of
   the rows (Keras under a `MirroredStrategy` gives each `1 / replicas`), so it
-  matches one device. Evaluating a masked output whose replicas hold different
-  numbers of real timesteps is the exception: each replica's mean then counts by
-  its rows, not its timesteps (no collective can run inside the evaluation loop's
-  stop `cond`), so such cases leave out `evaluate` there.
+  matches one device; a masked output's loss counts by the replica's share of
+  the unmasked timesteps, in `fit` and `evaluate` alike.
 - BatchNormalization's moving statistics are a `MirroredVariable` whose copies each
   replica assigns from its own share of a batch (in Keras too): the copies drift
   apart, so `evaluate` / `predict` depend on which replica gets which rows. tpufit
@@ -135,12 +133,10 @@ def assert_like_keras(
     layout=Layout.TRUE_SIZE,
     epochs=2,
     keras_per_replica=False,
-    evaluate=True,
     **tpu_kwargs,
 ):
     """Runs fit / evaluate / predict through tpufit and in Keras and compares everything.
 
-    `evaluate=False` leaves out `evaluate` (a masked output on replicas: see above).
     On replicas, a `keras_per_replica` case runs on rows whose partial batch splits
     evenly (see the module docstring).
     """
@@ -163,8 +159,7 @@ def assert_like_keras(
     # `weights` holds the non-trainable ones too: BatchNormalization's moving statistics.
     for left, right in zip(ours.weights, theirs.weights, strict=True):
         np.testing.assert_allclose(left.numpy(), right.numpy(), rtol=RTOL, atol=ATOL)
-    if evaluate:
-        assert_evaluates_like_keras(ours, theirs, x, y, sample_weight)
+    assert_evaluates_like_keras(ours, theirs, x, y, sample_weight)
     np.testing.assert_allclose(
         ours.predict(x, batch_size=BATCH, verbose=0),
         theirs.predict(x, batch_size=BATCH, verbose=0),
@@ -346,10 +341,8 @@ def test_a_masked_sequence_loses_only_on_its_real_timesteps_as_keras():
     tokens = classes(shape=(6,), count=10)
     tokens[:, 4:] = 0  # Padded sequences: their tail is masked out of the loss.
     compile_kwargs = sparse_ce(jit_compile=False)
-    # Token 0 also occurs early, so lengths differ: on replicas evaluate differs (see top).
-    tm = assert_like_keras(
-        build, compile_kwargs, tokens, classes(shape=(6,)), epochs=1, evaluate=replicas() == 1
-    )
+    # Token 0 also occurs early, so lengths differ, also between the replicas' rows.
+    tm = assert_like_keras(build, compile_kwargs, tokens, classes(shape=(6,)), epochs=1)
     assert "mask" in tm.layouts["train"].reason
 
 

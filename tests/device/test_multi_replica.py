@@ -28,6 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tpufit
+from tpufit.config import Layout, Mode
+from tpufit.data import infeed, resident, sharding
+from tpufit.device import outfeed, programs
 
 inside = pytest.mark.skipif(replicas() == 1, reason="runs in the 4-replica child process")
 SIZES = dict(
@@ -44,7 +47,7 @@ EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[Healt
 @pytest.mark.skipif(replicas() > 1, reason="this is the child process")
 def test_four_replicas_in_a_child_process():
     summary = run_pytest_with_replicas("device/test_multi_replica.py", 4)
-    assert summary.startswith("18 passed"), summary
+    assert summary.startswith("20 passed"), summary
 
 
 def four_replica_model(built_inside_scope: bool, num_replicas: int = 4):
@@ -92,6 +95,41 @@ def test_evaluate_over_any_replica_count_equals_keras_in_one_batch(
     theirs = reference.evaluate(x, y, batch_size=rows, return_dict=True, verbose=0)
     for name, value in theirs.items():
         np.testing.assert_allclose(ours[name], value, rtol=1e-5, err_msg=name)
+
+
+@inside
+@pytest.mark.parametrize("kind", ["stream", "resident"])
+def test_a_stopping_loop_runs_a_step_that_sums_over_the_replicas(kind):
+    # No `cond` wraps an evaluation or prediction step: its collectives run, under the loop's
+    # stop signal. Each row outfeeds the global batch's real rows, summed by the replicas.
+    strategy = make_strategy()
+
+    def step(data, signals):
+        context = tf.distribute.get_replica_context()
+        real = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(signals["mask"]))
+        return tf.fill(tf.shape(data[0]), real), signals["mask"]
+
+    program = programs.LoopProgram(
+        strategy,
+        step,
+        outfeed.gather_predictions,
+        stops=True,
+        jit_compile=False,
+        mode=Mode.PREDICT,
+    )
+    data = (np.arange(20, dtype="float32"),)
+    feed = infeed.from_arrays(data, 8, mode=Mode.PREDICT, layout=Layout.PADDED)
+    if kind == "resident":
+        feed = resident.offer(
+            feed, data, mode=Mode.PREDICT, layout=Layout.PADDED, seed=None, drop_remainder=False
+        )
+        iterator = feed.resident.iterator(strategy)
+    else:
+        iterator = iter(sharding.distribute(strategy, feed))
+    result = program.run(iterator, 10)
+    assert (result.steps, result.stopped) == (3, True)
+    real, mask = outfeed.stack_rows(result.outfeed)
+    assert sorted(real[mask > 0]) == [4.0] * 4 + [8.0] * 16
 
 
 @inside

@@ -10,7 +10,7 @@ from conftest import compile_args, tiny_data, tiny_model
 
 import tpufit
 from tpufit.config import Layout, Mode
-from tpufit.data import infeed
+from tpufit.data import infeed, resident
 from tpufit.device import outfeed, programs, steps
 
 STRATEGY = tf.distribute.get_strategy()
@@ -68,6 +68,39 @@ def test_the_stop_signal_ends_the_loop_at_the_end_of_the_data():
     np.testing.assert_array_equal(values[mask > 0], np.arange(10))
     again = program.run(iterator, 5)
     assert again.stopped and again.steps == 0
+
+
+def iterator_over(rows: int, batch_size: int, kind: str):
+    feed = one_pass(rows, batch_size)
+    if kind == "stream":
+        return iter(feed.dataset)
+    data = (np.arange(rows, dtype="float32"),)
+    offered = resident.offer(
+        feed, data, mode=Mode.PREDICT, layout=Layout.PADDED, seed=None, drop_remainder=False
+    )
+    return offered.resident.iterator(STRATEGY)
+
+
+@pytest.mark.parametrize("kind", ["stream", "resident"])
+def test_loops_sharing_an_infeed_read_only_the_batches_they_run_and_one_stop_batch(kind):
+    # The next batch is read ahead, at the end of a step, only when another step may run.
+    program = counting_program(stops=True)
+    iterator = iterator_over(rows=20, batch_size=4, kind=kind)
+    results = [program.run(iterator, asked) for asked in (2, 1, 1, 3)]
+    assert [r.steps for r in results] == [2, 1, 1, 1]
+    assert [r.stopped for r in results] == [False, False, False, True]
+    rows = [outfeed.stack_rows(r.outfeed) for r in results]
+    values, mask = (np.concatenate(parts) for parts in zip(*rows, strict=True))
+    np.testing.assert_array_equal(values[mask > 0], np.arange(20))
+    if kind == "resident":
+        assert iterator.position == 6  # five batches and the stop batch
+    else:
+        assert next(iterator)[1]["stop"].numpy().all()  # the stream's next: a stop batch
+
+
+def test_a_loop_runs_at_least_one_step():
+    with pytest.raises(ValueError, match="at least one step"):
+        counting_program(stops=True).run(iter(one_pass(rows=4, batch_size=4).dataset), 0)
 
 
 def test_a_training_program_ignores_stop_batches_and_runs_exactly_n_steps():

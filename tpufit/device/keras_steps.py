@@ -25,25 +25,27 @@ from tpufit.device.step_parts import (
     call_compute_loss,
     global_signals,
     host_call_values,
+    summed_over_replicas,
+    timestep_mask,
     unscaled_for_distribution,
 )
 
 
 def split_exactly(
-    model: keras.Model, loss, y_pred, rows, signals, *, training: bool
+    model: keras.Model, loss, y_pred, rows, signals
 ) -> tuple[tf.Tensor, tf.Tensor, Any]:
     """Reweights a true-size step's loss so that the replicas add up to one device's batch.
 
     Keras's steps give each replica's mean loss `1 / replicas` of the step,
     however many rows it holds: a partial batch split unevenly over the
     replicas then counts some rows more than others. Here each replica's loss
-    is weighted by its share of the step's rows (counted by the infeed, so no
-    collective runs inside an evaluation loop's stop `cond`). In training, the
+    is weighted by its share of the step's rows (counted by the infeed). The
     data loss of a single masked output is weighted by the replica's share of
     the unmasked timesteps instead (Keras's denominator; summed over the
-    replicas by a collective), its additional losses (activity regularizers,
-    `add_loss`: per-row means in Keras) staying weighted by rows. Full,
-    evenly split batches keep weight 1.
+    replicas by a collective, which no loop wraps in a `cond`), its additional
+    losses (activity regularizers, `add_loss`: per-row means in Keras) staying
+    weighted by rows. Full, evenly split batches of unmasked outputs keep
+    weight 1.
 
     Returns:
         `(loss, tracked, count)`: the replica's weighted share of the step's
@@ -57,12 +59,10 @@ def split_exactly(
         tf.math.divide_no_nan(tf.cast(rows, tf.float32) * replicas, total_rows), dtype
     )
     weighted = loss * row_share
-    outputs = tf.nest.flatten(y_pred)
-    mask = _keras_shim.keras_mask(outputs[0]) if training and len(outputs) == 1 else None
+    mask = timestep_mask(y_pred)
     if mask is not None:
-        unmasked = tf.reduce_sum(tf.cast(mask, tf.float32))
-        context = tf.distribute.get_replica_context()
-        all_unmasked = context.all_reduce(tf.distribute.ReduceOp.SUM, unmasked)
+        unmasked = tf.reduce_sum(mask)
+        all_unmasked = summed_over_replicas(unmasked)
         mask_share = tf.cast(tf.math.divide_no_nan(unmasked * replicas, all_unmasked), dtype)
         additional = additional_losses(model)
         weighted = (loss - additional) * mask_share + additional * row_share
@@ -74,7 +74,7 @@ def keras_loss(model: keras.Model, x, y, y_pred, sample_weight, signals, *, trai
     loss = call_compute_loss(model, x, y, y_pred, sample_weight, training=training)
     rows = batch_rows(x)
     if split:
-        loss, tracked, count = split_exactly(model, loss, y_pred, rows, signals, training=training)
+        loss, tracked, count = split_exactly(model, loss, y_pred, rows, signals)
     else:
         tracked, count = unscaled_for_distribution(loss), rows
     _keras_shim.loss_tracker(model).update_state(tracked, sample_weight=count)

@@ -21,16 +21,21 @@ The loop also times itself with `tf.timestamp`: how long each step's
 `run_stats.py` turns these into the input-bound / compute-bound analysis; the
 host cannot see this split.
 
-There is no `tf.cond` around a training step: under `MirroredStrategy` a
-conditional step whose optimizer does a cross-replica `merge_call` fails
-(keras-team/keras#19246), so training loops run `n` steps, and the host sizes
-`n` from the known number of batches. Evaluation and prediction steps have no
-`merge_call`, so their loops also read the stopping signal and stop at the
-first stop batch.
+No loop wraps its step in a `tf.cond`: under `MirroredStrategy` a conditional
+step fails if it runs a collective — the optimizer's cross-replica
+`merge_call` (keras-team/keras#19246), or the all-reduce that weights a masked
+output's replicas by their unmasked timesteps, in training and evaluation
+alike. So training loops run `n` steps, the host sizing `n` from the known
+number of batches. Evaluation and prediction loops also end at the first stop
+batch, and still run their step unconditionally: each batch is read ahead, at
+the end of the previous step and only if another step may run, and the loop's
+own condition reads its stopping signal. They read exactly the batches their
+steps ran, and the stop batch that ended them, so loops sharing a stream lose
+no batch.
 
 A training loop with a NaN guard (`NanGuard`) also ends early, at the first
 step whose loss (or gradients) is not finite: the loop's own condition reads
-the step's flag, so no `cond` wraps the step.
+the step's flag.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from tpufit.config import Mode
 from tpufit.data import resident
 from tpufit.device import native_logs
 from tpufit.device.jit_choice import JitChoice
+from tpufit.device.loop_reads import Stream, next_timed, rebuilt, tensors, timed
 from tpufit.device.outfeed import LoopResult, NonFiniteStep, joined
 
 
@@ -186,7 +192,7 @@ class LoopProgram:
         self.traces += 1
         specs = self._output_specs[_spec_key(iterator.element_spec)]
         step_fn = next(iter(self._jit.steps.values()))
-        return self._steps(_Stream(iterator), num_steps, step_fn, *specs)
+        return self._steps(Stream(iterator), num_steps, step_fn, *specs)
 
     def _resident_loop(self, spec_key: str, static: resident.Static, inputs, start, num_steps):
         """The loop over resident data, each step's batch gathered inside it (`resident.Cursor`)."""
@@ -226,32 +232,38 @@ class LoopProgram:
             steps = tf.constant(0)
             halted = tf.constant(False)
             while steps < num_steps and not halted:
-                element, position, ready, waited = _next_timed(source, position, clock, waited)
+                element, position, ready, waited = next_timed(source, position, clock, waited)
                 with tf.control_dependencies([ready]):  # else `ready` may be read mid-step
                     per_step, latest = step_fn(element)
                 arrays = tf.nest.map_structure(
                     lambda a, v, i=steps: a.write(i, v), arrays, per_step
                 )
-                computed, clock = _timed(computed, ready, per_step, latest)
+                computed, clock = timed(computed, ready, per_step, latest)
                 halted = self._halts(per_step)
                 steps += 1
             withheld = tf.cast(halted, tf.int32) if self._guard is NanGuard.WITHHOLD else 0
             self._count(steps - withheld)
             stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
             return stacked, latest, steps, tf.constant(False), halted, waited, computed
+        # Evaluation and prediction also end at a stop batch, and still no `cond` wraps the
+        # step (its collectives would fail in one): the loop's condition reads the stop signal
+        # of a batch read ahead, at the end of the previous step and only if another step may
+        # run, so the loop reads the batches its steps ran and, if it stops, the stop batch.
+        # `run` asks for at least one step: the first batch is read unasked.
         steps = tf.constant(0)
-        stopped = tf.constant(False)
-        for i in tf.range(num_steps):
-            element, position, ready, waited = _next_timed(source, position, clock, waited)
-            if self._stop_requested(element):
-                stopped = tf.constant(True)
-                break
+        first, position, ready, waited = next_timed(source, position, clock, waited)
+        held = tensors(first)  # carried as its tensors (`rebuilt`): no loop variable is None
+        while steps < num_steps and not self._stop_requested(rebuilt(first, held)):
             with tf.control_dependencies([ready]):
-                per_step, latest = step_fn(element)
-            arrays = tf.nest.map_structure(lambda a, v, i=i: a.write(i, v), arrays, per_step)
-            computed, clock = _timed(computed, ready, per_step, latest)
-            steps = i + 1
+                per_step, latest = step_fn(rebuilt(first, held))
+            arrays = tf.nest.map_structure(lambda a, v, i=steps: a.write(i, v), arrays, per_step)
+            computed, clock = timed(computed, ready, per_step, latest)
+            steps += 1
+            if steps < num_steps:
+                element, position, ready, waited = next_timed(source, position, clock, waited)
+                held = tensors(element)
         stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
+        stopped = steps < num_steps  # only a stop batch ends the loop early
         return stacked, latest, steps, stopped, tf.constant(False), waited, computed
 
     def _halts(self, per_step) -> tf.Tensor:
@@ -271,12 +283,17 @@ class LoopProgram:
 
         Args:
             iterator: An iterator over the distributed infeed.
-            num_steps: How many steps to run (a tensor inside the program, so
-                any value reuses the same trace).
+            num_steps: How many steps to run, at least 1 (a tensor inside the
+                program, so any value reuses the same trace).
 
         Returns:
             The `LoopResult`.
+
+        Raises:
+            ValueError: `num_steps` is below 1 (the loop reads its first batch unasked).
         """
+        if num_steps < 1:
+            raise ValueError(f"a loop runs at least one step; received num_steps={num_steps}")
         if self._eager:
             return self._run_eagerly(iterator, num_steps)
         if self._eager_first:
@@ -348,50 +365,6 @@ class LoopProgram:
 
 def _is_resident(iterator) -> bool:
     return isinstance(iterator, resident.ResidentIterator)
-
-
-def _tensors(*values) -> list:
-    # None stands for an optional input left out: no tensor to wait on.
-    return [v for v in tf.nest.flatten(values, expand_composites=True) if v is not None]
-
-
-class _Stream:
-    """A distributed iterator read as a `resident.Cursor` is: its position is its own."""
-
-    def __init__(self, iterator) -> None:
-        self._iterator = iterator
-
-    def start(self) -> tf.Tensor:
-        return tf.constant(0)
-
-    def next_element(self, position):
-        return next(self._iterator), position
-
-
-def _next_timed(source, position, clock: tf.Tensor, waited: tf.Tensor):
-    """Reads the next element after `clock`.
-
-    The wait is the `get_next` call (or the resident gather) alone: from
-    asking (after the previous step and the loop's own bookkeeping) until
-    the batch is there.
-
-    Returns:
-        The element, the position after it, when it came, and `waited` plus the wait.
-    """
-    with tf.control_dependencies([clock]):
-        asked = tf.timestamp()
-    with tf.control_dependencies([asked]):
-        element, position = source.next_element(position)
-    with tf.control_dependencies(_tensors(element)):
-        ready = tf.timestamp()
-    return element, position, ready, waited + (ready - asked)
-
-
-def _timed(computed, ready, *step_outputs):
-    """Adds a step's run time (from its batch being there until its outputs exist)."""
-    with tf.control_dependencies(_tensors(*step_outputs)):
-        now = tf.timestamp()
-    return computed + (now - ready), now
 
 
 def _numpy(value):

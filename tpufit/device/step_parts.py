@@ -14,6 +14,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tpufit import _keras_shim
+
 
 @dataclasses.dataclass
 class StepTensors:
@@ -91,3 +93,23 @@ def unscaled_for_distribution(loss: tf.Tensor) -> tf.Tensor:
 def batch_rows(x) -> tf.Tensor:
     """The rows of a batch's `x`: of its first input that is not `None`, as Keras counts them."""
     return tf.shape(next(t for t in tf.nest.flatten(x) if t is not None))[0]
+
+
+def timestep_mask(y_pred) -> tf.Tensor | None:
+    """The mask Keras's compiled loss weights a single output by (as float32), or `None`.
+
+    Behind `Embedding(mask_zero=True)` or `Masking`, Keras's mean losses
+    divide by the output's unmasked timesteps, not by its rows. Several
+    outputs keep their row counts (their masks are not combined here).
+    """
+    outputs = tf.nest.flatten(y_pred)
+    mask = _keras_shim.keras_mask(outputs[0]) if len(outputs) == 1 else None
+    return None if mask is None else tf.cast(mask, tf.float32)
+
+
+def summed_over_replicas(value: tf.Tensor) -> tf.Tensor:
+    """`value` summed over the replicas (a collective: no loop runs its step inside a `cond`)."""
+    context = tf.distribute.get_replica_context()
+    if context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

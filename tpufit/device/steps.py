@@ -51,6 +51,8 @@ from tpufit.device.step_parts import (
     call_compute_loss,
     global_signals,
     host_call_values,
+    summed_over_replicas,
+    timestep_mask,
 )
 
 MEAN_REDUCTIONS = ("sum_over_batch_size", "mean")
@@ -108,14 +110,24 @@ def _padded_loss(model, x, y, y_pred, weights, signals, training):
     `compute_loss` with zero weights on padding divides the data loss by the
     padded size; multiplying the data part by (global batch / real rows) makes
     it the mean over real rows, as Keras computes it on the unpadded batch.
+    A masked output's loss is divided by its unmasked timesteps, those of the
+    padding rows too: multiplied by (these timesteps × replicas / the real
+    rows' unmasked timesteps of all replicas), it is the mean over the real
+    timesteps of the whole batch, whichever replica holds them.
     `tracked_loss` is the replica's value for the loss tracker (unscaled for
     distribution), to be weighted by `real_rows / num_replicas`.
     """
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    rows_here = tf.cast(tf.shape(signals["mask"])[0], tf.float32)
-    real_rows = signals["real_rows"][0]
-    # An all-padding batch (a worker's input_fn ended before the step budget) has no data loss.
-    rescale = tf.cast(rows_here * replicas / tf.maximum(real_rows, 1.0), keras.config.floatx())
+    mask = timestep_mask(y_pred)
+    if mask is None:
+        rows_here = tf.cast(tf.shape(signals["mask"])[0], tf.float32)
+        # An all-padding batch (a worker's input_fn ended early) has no data loss.
+        rescale = rows_here * replicas / tf.maximum(signals["real_rows"][0], 1.0)
+    else:
+        real = tf.reshape(signals["mask"], [-1] + [1] * (mask.shape.rank - 1))
+        real_steps = summed_over_replicas(tf.reduce_sum(mask * real))
+        rescale = tf.math.divide_no_nan(tf.reduce_sum(mask) * replicas, real_steps)
+    rescale = tf.cast(rescale, keras.config.floatx())
     loss = call_compute_loss(model, x, y, y_pred, weights, training)
     # Regularization does not depend on the rows, so it is not rescaled.
     regularization = additional_losses(model)
