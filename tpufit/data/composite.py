@@ -136,3 +136,25 @@ def zeros(spec: Any, batch_size: int) -> Any:
     if isinstance(spec, tf.SparseTensorSpec):
         return tf.sparse.from_dense(dense)
     return dense
+
+
+def concat(parts: list) -> Any:
+    """Joins rows of several tensors of one kind, dense, ragged or sparse, in order.
+
+    As Keras's predict joins its batches: `tf.sparse.concat` for sparse parts,
+    `tf.concat` for ragged ones (and for dense tensors inside a program).
+    """
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], tf.SparseTensor):
+        return tf.sparse.concat(axis=0, sp_inputs=list(parts), expand_nonconcat_dims=True)
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return tf.concat(list(parts), axis=0)
+
+
+def compress(leaf: Any, keep: np.ndarray) -> Any:
+    """The rows of `leaf` (numpy, ragged or sparse) where `keep` is true, in order."""
+    if isinstance(leaf, (tf.RaggedTensor, tf.SparseTensor)):
+        return gather_rows(leaf, tf.constant(np.flatnonzero(keep), tf.int64))
+    return np.compress(keep, leaf, axis=0)

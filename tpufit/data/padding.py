@@ -197,7 +197,7 @@ def pass_layout(num_rows: int, batch_size: int, pad: bool) -> tuple[np.ndarray, 
 def real_rows(outputs, mask: np.ndarray):
     """Returns the rows of `outputs` (nested arrays, rows first) whose `mask` is 1, in order."""
     keep = np.asarray(mask) > 0.5
-    return tf.nest.map_structure(lambda a: np.compress(keep, a, axis=0), outputs)
+    return tf.nest.map_structure(lambda a: composite.compress(a, keep), outputs)
 
 
 class RowCollector:
@@ -226,7 +226,9 @@ class RowCollector:
         Returns:
             The loop's real rows (a view into the result when it is preallocated).
         """
-        if self._rows is None:
+        if self._rows is None or composite.any_composite(outputs):
+            # Ragged and sparse rows have no preallocated place: they are joined at the end.
+            self._rows = None
             self._pieces.append(real_rows(outputs, mask))
             return self._pieces[-1]
         keep = np.asarray(mask) > 0.5
@@ -252,7 +254,7 @@ class RowCollector:
                 stopped early, which returns the rows it collected.
         """
         if self._rows is None:
-            return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *self._pieces)
+            return tf.nest.map_structure(lambda *parts: composite.concat(parts), *self._pieces)
         if complete and self._filled != self._rows:
             raise ValueError(f"collected {self._filled} real rows where {self._rows} were expected")
         return tf.nest.map_structure(lambda out: out[: self._filled], self._result)
