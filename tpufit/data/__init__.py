@@ -33,7 +33,6 @@ import tensorflow as tf
 
 from tpufit.data import (
     arrays,
-    composite,
     datasets,
     generators,
     input_fns,
@@ -102,6 +101,5 @@ def build_infeed(
     feed = _ADAPTERS[kind](x, y, sample_weight, request, strategy)
     if request.expected is not None:
         request.expected.check_element(feed.dataset.element_spec[0])
-    composite.check_one_replica(feed.dataset.element_spec[0], strategy.num_replicas_in_sync)
     feed = sharding.with_known_steps(feed, request, strategy)
     return sharding.with_auto_shard_policy(feed, kind)

@@ -120,7 +120,15 @@ def in_replica_order(data, signals: Signals, replicas: int):
             lambda t: None if t is None else composite.gather_rows(t, order), (data, signals)
         )
 
-    return tf.cond(real_rows < size, reordered, lambda: (data, signals))
+    result = tf.cond(real_rows < size, reordered, lambda: (data, signals))
+    if not isinstance(size, int):
+        return result
+    # The cond forgets a ragged batch's static row count, which TF needs to split it evenly.
+    return tf.nest.map_structure(
+        lambda new, old: None if old is None else composite.with_rows(new, old, size),
+        result,
+        (data, signals),
+    )
 
 
 def pad_batch(batch, batch_size: int):
