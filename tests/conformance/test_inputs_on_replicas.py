@@ -42,6 +42,8 @@ from test_composite_outputs_like_keras import (
     model_with,
 )
 
+import tpufit
+
 ROWS = 14  # Batches of 4: the last one holds 2 rows, so two replicas get none.
 BATCH = 4
 
@@ -196,6 +198,15 @@ def test_a_distributed_dataset_gives_its_batches_as_keras(build, how, count):
     keras_on_replicas.set_weights(theirs.get_weights())
     evaluate_both(ours, keras_on_replicas, distributed(how, dataset))
     predict_both(ours, keras_on_replicas, distributed(how, inputs))
+
+
+@on_replicas
+def test_a_dataset_distributed_for_another_replica_count_is_an_error_naming_both():
+    dataset = tf.data.Dataset.from_tensor_slices((rows(3), rows(1))).batch(BATCH)
+    elsewhere = tf.distribute.OneDeviceStrategy("/cpu:0").experimental_distribute_dataset(dataset)
+    ours, _, _ = twins(dense_model, regression)
+    with pytest.raises(tpufit.InvalidArgumentError, match="of 1 replicas for a strategy of 4"):
+        ours.evaluate(elsewhere, verbose=0)
 
 
 # --- Trainer behaviour (issue 15's cases) ---------------------------------------------------

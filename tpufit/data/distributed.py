@@ -69,11 +69,14 @@ def build(
             "None: a distributed dataset's batches are used as they are",
         )
     replicas = strategy.num_replicas_in_sync
-    first = _replica_batches(next(iter(x)), strategy)
-    if len(first) != replicas:
+    element = next(iter(x))
+    first = _replica_batches(element, strategy)
+    several = isinstance(tf.nest.flatten(element)[0], tf.distribute.DistributedValues)
+    if len(first) != replicas or (replicas == 1 and several):
+        given = "several" if replicas == 1 else len(first)
         raise errors.invalid_argument(
             "x",
-            f"{received} of {len(first)} replicas for a strategy of {replicas}",
+            f"{received} of {given} replicas for a strategy of {replicas}",
             "a dataset distributed by the strategy the model runs under",
             what=f"{_WHAT} for another number of replicas",
         )
