@@ -201,6 +201,14 @@ def test_a_distributed_dataset_gives_its_batches_as_keras(build, how, count):
 
 
 @on_replicas
+def test_a_short_true_size_batch_leaving_replicas_no_rows_evaluates_as_keras():
+    # 14 rows in batches of 4: the last step's 2 rows go to two replicas, the others get none.
+    ours, theirs, tm = twins(identity_model, regression)
+    evaluate_both(ours, theirs, rows(3, 0), rows(1), batch_size=BATCH)
+    assert tm.layouts["eval"].layout.value == "true_size"
+
+
+@on_replicas
 def test_a_dataset_distributed_for_another_replica_count_is_an_error_naming_both():
     dataset = tf.data.Dataset.from_tensor_slices((rows(3), rows(1))).batch(BATCH)
     elsewhere = tf.distribute.OneDeviceStrategy("/cpu:0").experimental_distribute_dataset(dataset)
