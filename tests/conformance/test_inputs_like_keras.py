@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 import tensorflow as tf
-from conftest import make_strategy, replicas
+from conftest import replicas
 from like_keras import (
     assert_same_history,
     assert_same_values,
@@ -31,7 +31,7 @@ import tpufit
 ROWS = 7  # Batches of 2: the last one is short.
 
 one_replica = pytest.mark.skipif(
-    replicas() > 1, reason="ragged and sparse batches run on one replica (docs/inputs.md)"
+    replicas() > 1, reason="batches of 2 rows; test_inputs_on_replicas.py runs these on four"
 )
 
 
@@ -218,18 +218,15 @@ def test_a_py_dataset_of_sparse_batches_trains_evaluates_and_predicts_as_keras()
 # --- A dataset distributed by the strategy --------------------------------------------------
 
 
+@one_replica
 def test_a_dataset_distributed_by_the_strategy_trains_as_keras_on_one_replica():
     x, y = rng().random((ROWS, 2), dtype=np.float32), targets(1)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
-    strategy = tf.distribute.get_strategy() if replicas() == 1 else make_strategy()
-    distributed = strategy.distribute_datasets_from_function(lambda context: dataset)
+    # One replica: the default strategy hands the dataset back as it is.
+    distributed = tf.distribute.get_strategy().distribute_datasets_from_function(
+        lambda context: dataset
+    )
     build = lambda: keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])  # noqa: E731
     ours, theirs, _ = twins(build, regression)
-    if replicas() > 1:
-        # Its per-replica batches are past re-cutting and padding: tpufit says what to pass.
-        with pytest.raises(tpufit.InvalidArgumentError, match="already distributed"):
-            ours.fit(distributed, verbose=0)
-        return
-    # One replica: the default strategy hands the dataset back as it is.
     fit_both(ours, theirs, distributed, epochs=2)
     evaluate_both(ours, theirs, distributed)

@@ -9,7 +9,6 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tpufit
 from tpufit.config import Layout, Mode
 from tpufit.data import composite, dataset_stream, padding
 
@@ -84,10 +83,19 @@ def test_stop_batches_of_ragged_or_sparse_specs_fit_the_stream(spec):
     assert all(composite.rows_of(data) == 3 for data, _ in elements)
 
 
-def test_ragged_or_sparse_data_on_several_replicas_is_an_error_naming_them():
-    spec = (tf.RaggedTensorSpec([None, None]), tf.TensorSpec([None]))
-    composite.check_one_replica(spec, 1)
-    composite.check_one_replica((tf.TensorSpec([None, 2]),), 4)
-    with pytest.raises(tpufit.InvalidArgumentError, match="run on one replica only") as raised:
-        composite.check_one_replica(spec, 4)
-    assert "strategy of 4 replicas" in str(raised.value)
+@pytest.mark.parametrize("rows", [4, 3, 1])
+def test_replica_shares_cut_each_batch_as_a_distributed_dataset_splits_it(rows):
+    batch = (ragged_rows(range(1, rows + 1)), {"mask": tf.range(rows, dtype=tf.float32)})
+    shares = list(composite.replica_shares(tf.data.Dataset.from_tensors(batch), 4))
+    per_replica = -(-rows // 4)  # TF's split: ceil(rows / replicas) each, replica 0 first
+    expected = [list(range(rows))[k * per_replica : (k + 1) * per_replica] for k in range(4)]
+    assert [signals["mask"].numpy().tolist() for _, signals in shares] == expected
+    for (ragged, _), ids in zip(shares, expected, strict=True):
+        assert ragged.flat_values.shape[1:] == (2,)  # an empty share keeps its rows' shape
+        assert ragged.row_lengths().numpy().tolist() == [i + 1 for i in ids]
+
+
+def test_replica_shares_of_a_static_batch_keep_a_static_share_size():
+    batch = ragged_rows([1, 2, 3, 4])
+    dataset = tf.data.Dataset.from_tensors(batch).map(lambda r: composite.with_rows(r, r, 4))
+    assert composite.replica_shares(dataset, 2).element_spec.shape[0] == 2

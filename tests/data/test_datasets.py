@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_same_weights, compile_args, compiled, keras_twin, tiny_data, tiny_model
-
-import tpufit
+from conftest import assert_same_weights, compiled, keras_twin, tiny_data
 
 SIZES = (2, 3, 5, 4)
 
@@ -56,20 +54,3 @@ def test_training_on_batches_of_varying_size_takes_each_batch_as_one_step():
     for name, values in expected.items():
         np.testing.assert_allclose(history[name], values, rtol=1e-5)
     assert_same_weights(tm.model, twin)
-
-
-@pytest.mark.parametrize("how", ["experimental_distribute_dataset", "from_function"])
-def test_a_distributed_dataset_is_an_error_naming_what_works(how):
-    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    x, y = tiny_data(8)
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    if how == "from_function":
-        distributed = strategy.distribute_datasets_from_function(lambda ctx: dataset)
-    else:
-        distributed = strategy.experimental_distribute_dataset(dataset)
-    model = tiny_model()
-    tpufit.attach(model)
-    model.compile(**compile_args())
-    for run in (model.fit, model.evaluate, model.predict):
-        with pytest.raises(tpufit.InvalidArgumentError, match="already distributed.*input_fn"):
-            run(distributed, verbose=0)

@@ -13,6 +13,7 @@ with the run's `InfeedRequest` as the only way options reach it.
 | Python generator (any one-shot iterator) | `"generator"` | `generators.py` |
 | `keras.utils.PyDataset` | `"py_dataset"` | `py_datasets.py` |
 | `input_fn(ctx)` | `"input_fn"` | `input_fns.py` |
+| a distributed dataset (one worker) | `"distributed_dataset"` | `distributed.py`, `input_fns.py` |
 
 Every adapter ends in `infeed.py`'s stream builders; `sharding.py` then sets
 the auto-shard policy of the kind. `class_weight` is checked once, here, and
@@ -33,8 +34,8 @@ import tensorflow as tf
 
 from tpufit.data import (
     arrays,
-    composite,
     datasets,
+    distributed,
     generators,
     input_fns,
     kinds,
@@ -67,7 +68,7 @@ _ADAPTERS = {
     kinds.GENERATOR: generators.build,
     kinds.PY_DATASET: py_datasets.build,
     kinds.INPUT_FN: input_fns.build,
-    kinds.DISTRIBUTED: datasets.refuse_distributed,
+    kinds.DISTRIBUTED: distributed.build,
 }
 
 
@@ -102,6 +103,5 @@ def build_infeed(
     feed = _ADAPTERS[kind](x, y, sample_weight, request, strategy)
     if request.expected is not None:
         request.expected.check_element(feed.dataset.element_spec[0])
-    composite.check_one_replica(feed.dataset.element_spec[0], strategy.num_replicas_in_sync)
     feed = sharding.with_known_steps(feed, request, strategy)
     return sharding.with_auto_shard_policy(feed, kind)

@@ -6,7 +6,9 @@ shape past it. The infeed treats its rows as it treats dense rows: a short
 batch is filled up to the static batch size with copies of its own real rows
 (masked, so no result changes), and a stop batch holds rows of zeros. The
 rows past the batch dimension keep their true sizes: the step is traced once
-for the ragged or sparse spec, whatever sizes its batches hold.
+for the ragged or sparse spec, whatever sizes its batches hold. On several
+replicas of one worker, ragged batches reach the replicas as shares cut here
+(`replica_shares`), not split by `tf.distribute`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-
-from tpufit import errors
 
 COMPOSITE_SPECS = (tf.RaggedTensorSpec, tf.SparseTensorSpec)
 
@@ -42,22 +42,48 @@ def any_composite_spec(element_spec: Any) -> bool:
     return any(isinstance(spec, COMPOSITE_SPECS) for spec in tf.nest.flatten(element_spec))
 
 
-def check_one_replica(element_spec: Any, num_replicas: int) -> None:
-    """Checks that ragged or sparse batches run on one replica, the only place they are tested.
+def any_ragged_spec(element_spec: Any) -> bool:
+    """Whether any part of a dataset's element spec is ragged."""
+    return any(isinstance(s, tf.RaggedTensorSpec) for s in tf.nest.flatten(element_spec))
 
-    Raises:
-        InvalidArgumentError: A part of the data is ragged or sparse and the
-            strategy has several replicas.
+
+def replica_shares(dataset: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
+    """Each batch of `dataset` as `replicas` consecutive batches: the replicas' shares, in order.
+
+    The shares are those a distributed dataset gives (contiguous, `ceil(n /
+    replicas)` rows each, replica 0 first, the last ones short or empty), cut
+    here so that a distributed dataset need not split the batch: TensorFlow's
+    split of a ragged batch hands an empty share's ragged rows back with the
+    wrong rank (flat values `(0,)` for rows of shape `(None, 2)`), a failure
+    in the middle of a run. Read through `distribute_datasets_from_function`,
+    replica `k` of one worker gets every `replicas`-th batch from the `k`-th.
     """
-    if num_replicas == 1 or not any_composite_spec(element_spec):
-        return
-    raise errors.invalid_argument(
-        "x",
-        f"ragged or sparse data for a strategy of {num_replicas} replicas",
-        "dense data (`.to_tensor()`, `tf.sparse.to_dense`, `.toarray()`) on several "
-        "replicas, or a strategy of one replica for ragged or sparse data",
-        what="Ragged and sparse data run on one replica only",
-    )
+    spec = dataset.element_spec
+    static = tf.nest.flatten(spec)[0].shape[0]
+    share_rows = static // replicas if static is not None and static % replicas == 0 else None
+
+    def shares(*element):
+        element = element[0] if len(element) == 1 else element
+        rows = tf.cast(rows_of(tf.nest.flatten(element)[0]), tf.int64)
+        per_replica = (rows + replicas - 1) // replicas
+
+        def share(k):
+            start = tf.minimum(k * per_replica, rows)
+            positions = tf.range(start, tf.minimum(start + per_replica, rows))
+            taken = tf.nest.map_structure(
+                lambda t: None if t is None else gather_rows(t, positions), element
+            )
+            if share_rows is None:
+                return taken
+            return tf.nest.map_structure(
+                lambda t, like: None if t is None else with_rows(t, like, share_rows),
+                taken,
+                element,
+            )
+
+        return tf.data.Dataset.range(replicas).map(share)
+
+    return dataset.flat_map(shares)
 
 
 def as_tensor(value: Any) -> Any:
@@ -136,3 +162,25 @@ def zeros(spec: Any, batch_size: int) -> Any:
     if isinstance(spec, tf.SparseTensorSpec):
         return tf.sparse.from_dense(dense)
     return dense
+
+
+def concat(parts: list) -> Any:
+    """Joins rows of several tensors of one kind, dense, ragged or sparse, in order.
+
+    As Keras's predict joins its batches: `tf.sparse.concat` for sparse parts,
+    `tf.concat` for ragged ones (and for dense tensors inside a program).
+    """
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], tf.SparseTensor):
+        return tf.sparse.concat(axis=0, sp_inputs=list(parts), expand_nonconcat_dims=True)
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return tf.concat(list(parts), axis=0)
+
+
+def compress(leaf: Any, keep: np.ndarray) -> Any:
+    """The rows of `leaf` (numpy, ragged or sparse) where `keep` is true, in order."""
+    if isinstance(leaf, (tf.RaggedTensor, tf.SparseTensor)):
+        return gather_rows(leaf, tf.constant(np.flatnonzero(keep), tf.int64))
+    return np.compress(keep, leaf, axis=0)

@@ -18,7 +18,6 @@ from typing import Any
 
 import tensorflow as tf
 
-from tpufit import errors
 from tpufit.data import checks, dataset_stream, infeed, weighting
 from tpufit.data.request import InfeedRequest
 
@@ -75,31 +74,3 @@ def _recut_freely(dataset: tf.data.Dataset, request: InfeedRequest) -> bool:
     row on its own; a training step's batch is the user's to choose.
     """
     return _unknown_batch_size(dataset) and request.padded and not request.endless
-
-
-def refuse_distributed(
-    x: tf.distribute.DistributedDataset,
-    y: Any,
-    sample_weight: Any,
-    request: InfeedRequest,
-    strategy: tf.distribute.Strategy,
-) -> infeed.Infeed:
-    """Refuses a dataset already distributed by a strategy, saying what to pass instead.
-
-    tpufit distributes its infeed itself, after re-cutting and padding the
-    batches to one static shape with a mask; a distributed dataset's
-    per-replica batches are past that point, made for a strategy that need not
-    be the run's.
-
-    Raises:
-        InvalidArgumentError: Always, before any device work.
-    """
-    raise errors.invalid_argument(
-        "x",
-        f"a {type(x).__name__} (from `strategy.experimental_distribute_dataset` or "
-        "`strategy.distribute_datasets_from_function`)",
-        "the undistributed tf.data.Dataset of batches (tpufit distributes it over its own "
-        "strategy), or an `input_fn(ctx)` returning each input pipeline's dataset, which "
-        "tpufit passes to `distribute_datasets_from_function` itself",
-        what="`x` is a dataset already distributed by a strategy, which tpufit cannot re-cut",
-    )

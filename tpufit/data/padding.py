@@ -120,7 +120,15 @@ def in_replica_order(data, signals: Signals, replicas: int):
             lambda t: None if t is None else composite.gather_rows(t, order), (data, signals)
         )
 
-    return tf.cond(real_rows < size, reordered, lambda: (data, signals))
+    result = tf.cond(real_rows < size, reordered, lambda: (data, signals))
+    if not isinstance(size, int):
+        return result
+    # The cond forgets a ragged batch's static row count, which TF needs to split it evenly.
+    return tf.nest.map_structure(
+        lambda new, old: None if old is None else composite.with_rows(new, old, size),
+        result,
+        (data, signals),
+    )
 
 
 def pad_batch(batch, batch_size: int):
@@ -197,7 +205,7 @@ def pass_layout(num_rows: int, batch_size: int, pad: bool) -> tuple[np.ndarray, 
 def real_rows(outputs, mask: np.ndarray):
     """Returns the rows of `outputs` (nested arrays, rows first) whose `mask` is 1, in order."""
     keep = np.asarray(mask) > 0.5
-    return tf.nest.map_structure(lambda a: np.compress(keep, a, axis=0), outputs)
+    return tf.nest.map_structure(lambda a: composite.compress(a, keep), outputs)
 
 
 class RowCollector:
@@ -226,7 +234,9 @@ class RowCollector:
         Returns:
             The loop's real rows (a view into the result when it is preallocated).
         """
-        if self._rows is None:
+        if self._rows is None or composite.any_composite(outputs):
+            # Ragged and sparse rows have no preallocated place: they are joined at the end.
+            self._rows = None
             self._pieces.append(real_rows(outputs, mask))
             return self._pieces[-1]
         keep = np.asarray(mask) > 0.5
@@ -252,7 +262,7 @@ class RowCollector:
                 stopped early, which returns the rows it collected.
         """
         if self._rows is None:
-            return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *self._pieces)
+            return tf.nest.map_structure(lambda *parts: composite.concat(parts), *self._pieces)
         if complete and self._filled != self._rows:
             raise ValueError(f"collected {self._filled} real rows where {self._rows} were expected")
         return tf.nest.map_structure(lambda out: out[: self._filled], self._result)

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from tpufit import cluster
 from tpufit.config import Mode
-from tpufit.data import dataset_stream, infeed, kinds, padding
+from tpufit.data import composite, dataset_stream, infeed, kinds, padding
 from tpufit.data.request import InfeedRequest
 
 _POLICY = tf.data.experimental.AutoShardPolicy
@@ -80,7 +80,8 @@ def distribute(strategy: tf.distribute.Strategy, source: infeed.Infeed | tf.data
 
     On several replicas of one worker, a padded batch's rows are first put in
     `padding.replica_order`, so each replica gets the real rows a distributed
-    dataset would give it.
+    dataset would give it; ragged batches are then cut into the replicas'
+    shares here (`composite.replica_shares`), as TF would cut them.
     """
     if isinstance(source, infeed.Infeed):
         if source.dataset_fn is not None:
@@ -89,4 +90,7 @@ def distribute(strategy: tf.distribute.Strategy, source: infeed.Infeed | tf.data
     replicas = strategy.num_replicas_in_sync
     if replicas > 1 and cluster.worker_count(strategy) == 1:
         source = source.map(lambda data, signals: padding.in_replica_order(data, signals, replicas))
+        if composite.any_ragged_spec(source.element_spec):
+            shares = composite.replica_shares(source, replicas)
+            return strategy.distribute_datasets_from_function(lambda context: shares)
     return strategy.experimental_distribute_dataset(source)

@@ -9,8 +9,8 @@ the choice changes results in the last bits: it must never depend on timings
 give the same weights. `"auto"` therefore decides from the step itself, once:
 XLA wherever it compiles (one replica, not a TPU), except a step with
 convolutions on a machine without accelerators, and, without a warning, a
-step whose data holds strings (XLA has no string type) or ragged or sparse
-tensors (XLA has no such tensors), or whose replicas are one device on each
+step whose data or outputs hold strings (XLA has no string type) or whose data
+holds ragged or sparse tensors (XLA has no such tensors), or whose replicas are one device on each
 of several workers (`MultiWorkerMirroredStrategy`).
 """
 
@@ -114,6 +114,13 @@ class JitChoice:
                 example = tf.nest.map_structure(_example, element_spec)
                 hlo = compiled.experimental_get_compiler_ir(example)(stage="hlo")
             except Exception as error:  # noqa: BLE001 - any failure means "no XLA".
+                if self.requested == "auto" and _holds_strings(
+                    plain.get_concrete_function(example).structured_outputs
+                ):
+                    # Strings handed back (ragged or sparse predictions, serialized for the
+                    # outfeed): quiet, as for string data.
+                    self.steps = {False: plain}
+                    return
                 reason = f"XLA cannot compile it ({str(error).splitlines()[0][:300]})"
             else:
                 slower = self.requested == "auto" and _cpu_only() and " convolution(" in hlo

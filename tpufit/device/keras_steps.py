@@ -66,7 +66,11 @@ def split_exactly(
         mask_share = tf.cast(tf.math.divide_no_nan(unmasked * replicas, all_unmasked), dtype)
         additional = additional_losses(model)
         weighted = (loss - additional) * mask_share + additional * row_share
-    return weighted, weighted * replicas, total_rows / replicas
+    # Counted by its rows, each replica's tracked value times its count is its weighted loss
+    # times the step's rows; a replica with no rows (a short batch split over more replicas
+    # than it has rows) adds nothing: it has no signals to read the step's rows from.
+    rows = tf.cast(rows, dtype)
+    return weighted, tf.math.divide_no_nan(weighted * tf.cast(total_rows, dtype), rows), rows
 
 
 def keras_loss(model: keras.Model, x, y, y_pred, sample_weight, signals, *, training, split):

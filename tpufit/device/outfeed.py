@@ -4,15 +4,22 @@ A program's replica step returns per-replica values; `reduce_logs` (train,
 eval) and `gather_predictions` (predict) turn them into one step's outfeed
 row and its latest logs, inside the program. On the host, a loop's outfeed
 arrives as a `LoopResult`, with one row per step that ran.
+
+A ragged or sparse prediction has no fixed shape from step to step, and an
+outfeed row must have one: each step's is written as a `Packed` row (its
+components serialized, a string each) and rebuilt on the host by `stack_rows`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+from tpufit.data import composite
 
 _MEAN = tf.distribute.ReduceOp.MEAN
 _SUM = tf.distribute.ReduceOp.SUM
@@ -125,11 +132,65 @@ def gather_predictions(strategy: tf.distribute.Strategy, outputs) -> tuple[Any, 
         gathered = tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), outputs)
     else:
         gathered = tf.nest.map_structure(
-            lambda v: tf.concat(strategy.experimental_local_results(v), axis=0), outputs
+            lambda v: composite.concat(strategy.experimental_local_results(v)), outputs
         )
-    return gathered, {}
+    return tf.nest.map_structure(_packed, gathered), {}
+
+
+class Packed(NamedTuple):
+    """One step's ragged or sparse prediction as an outfeed row of fixed shape.
+
+    Attributes:
+        sparse: Whether it is a `tf.SparseTensor` (else a `tf.RaggedTensor`).
+        parts: Its components, each serialized to a string: a ragged tensor's
+            flat values then its row splits, outermost first; a sparse
+            tensor's indices, values and dense shape.
+        dtypes: The components' dtypes (`DType.as_datatype_enum`).
+    """
+
+    sparse: Any
+    parts: Any
+    dtypes: Any
+
+
+def _packed(value):
+    if isinstance(value, tf.SparseTensor):
+        components = [value.indices, value.values, value.dense_shape]
+    elif isinstance(value, tf.RaggedTensor):
+        components = [value.flat_values, *value.nested_row_splits]
+    else:
+        return value
+    return Packed(
+        tf.constant(isinstance(value, tf.SparseTensor)),
+        tf.stack([tf.io.serialize_tensor(c) for c in components]),
+        tf.constant([c.dtype.as_datatype_enum for c in components], tf.int32),
+    )
+
+
+def _unpacked(sparse: bool, parts, dtypes):
+    components = [
+        tf.io.parse_tensor(part, tf.dtypes.as_dtype(int(dtype)))
+        for part, dtype in zip(parts, dtypes, strict=True)
+    ]
+    if sparse:
+        return tf.SparseTensor(*components)
+    return tf.RaggedTensor.from_nested_row_splits(components[0], components[1:])
+
+
+def _rows_of_steps(value):
+    if isinstance(value, Packed):
+        return composite.concat(
+            [_unpacked(*step) for step in zip(value.sparse, value.parts, value.dtypes, strict=True)]
+        )
+    if isinstance(value, np.ndarray):
+        return np.reshape(value, (-1,) + value.shape[2:])
+    return None  # A structure: its parts are stacked one by one.
 
 
 def stack_rows(outfeed) -> Any:
-    """Merges the step axis into the row axis: `[steps, rows, ...] -> [steps*rows, ...]`."""
-    return tf.nest.map_structure(lambda a: np.reshape(a, (-1,) + a.shape[2:]), outfeed)
+    """Merges the step axis into the row axis: `[steps, rows, ...] -> [steps*rows, ...]`.
+
+    A ragged or sparse prediction (`Packed` rows) becomes one `tf.RaggedTensor`
+    or `tf.SparseTensor` of every step's rows, as Keras's `predict` returns it.
+    """
+    return keras.tree.traverse(_rows_of_steps, outfeed)
