@@ -178,6 +178,8 @@ class LoopProgram:
                 lambda t: tf.TensorSpec(t.shape, t.dtype), concrete.structured_outputs
             )
 
+    # Helpers traced as written (no tensor control flow): AutoGraph took 25-40 ms on each.
+    @tf.autograph.experimental.do_not_convert
     def _stop_requested(self, element) -> tf.Tensor:
         stops = self._strategy.experimental_local_results(element[1]["stop"])
         return tf.reduce_any(tf.stack([tf.reduce_any(s) for s in stops]))
@@ -254,6 +256,7 @@ class LoopProgram:
         stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
         return stacked, latest, steps, stopped, tf.constant(False), waited, computed
 
+    @tf.autograph.experimental.do_not_convert
     def _halts(self, per_step) -> tf.Tensor:
         if self._guard is NanGuard.OFF:
             return tf.constant(False)
@@ -262,6 +265,7 @@ class LoopProgram:
     def _non_finite(self, steps: int, halted: bool) -> NonFiniteStep | None:
         return NonFiniteStep(steps - 1, self._guard is NanGuard.WITHHOLD) if halted else None
 
+    @tf.autograph.experimental.do_not_convert
     def _count(self, steps) -> None:
         for counter in self._counters:
             counter.assign_add(tf.cast(steps, tf.int64))
@@ -361,13 +365,16 @@ class _Stream:
     def __init__(self, iterator) -> None:
         self._iterator = iterator
 
+    @tf.autograph.experimental.do_not_convert
     def start(self) -> tf.Tensor:
         return tf.constant(0)
 
+    @tf.autograph.experimental.do_not_convert
     def next_element(self, position):
         return next(self._iterator), position
 
 
+@tf.autograph.experimental.do_not_convert  # as the loop's helpers in LoopProgram
 def _next_timed(source, position, clock: tf.Tensor, waited: tf.Tensor):
     """Reads the next element after `clock`.
 
@@ -387,6 +394,7 @@ def _next_timed(source, position, clock: tf.Tensor, waited: tf.Tensor):
     return element, position, ready, waited + (ready - asked)
 
 
+@tf.autograph.experimental.do_not_convert
 def _timed(computed, ready, *step_outputs):
     """Adds a step's run time (from its batch being there until its outputs exist)."""
     with tf.control_dependencies(_tensors(*step_outputs)):
