@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,23 +64,12 @@ def _first_call(contender: str, call: str, rows: int) -> tuple[float, float]:
 
 
 def _in_child(contender: str, call: str, smoke: bool) -> tuple[float, float]:
-    command = [sys.executable, "-m", "bench.first_call", "--contender", contender, "--call", call]
-    if smoke:
-        command.append("--smoke")
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    done = subprocess.run(
-        command,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    for line in done.stdout.splitlines():
-        if line.startswith(_PREFIX):
-            result = json.loads(line[len(_PREFIX) :])
-            return result["seconds"], result["cpu_seconds"]
-    raise RuntimeError(f"{contender} {call} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    from bench.child import run_child
+
+    args = ["--contender", contender, "--call", call] + (["--smoke"] * smoke)
+    (line,) = run_child("bench.first_call", args, _PREFIX, timeout=600)
+    result = json.loads(line)
+    return result["seconds"], result["cpu_seconds"]
 
 
 def first_call(smoke: bool, repeats: int) -> list:

@@ -34,7 +34,6 @@ Nothing here asserts a time.
 import argparse
 import contextlib
 import io
-import os
 import statistics
 import subprocess
 import sys
@@ -70,18 +69,12 @@ def main(argv=None) -> int:
 
 def measure(replicas: int, repeats: int, smoke: bool) -> int:
     """Prints the host cost per loop of each case over `replicas` logical CPUs."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # as bench.common, which comes later
-    import tensorflow as tf
+    from bench.devices import split_cpu
 
-    if replicas > 1:
-        # Before anything starts TensorFlow's runtime (importing Keras may).
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * replicas
-        )
-
+    split_cpu(replicas)
     import keras
     import numpy as np
+    import tensorflow as tf
 
     import tpufit
     from bench.common import MLP_SIZES, build_mlp, compile_kwargs, environment

@@ -47,19 +47,19 @@ BATCH = 1000
 KERAS_SETTINGS = [(spe, jit) for spe in (1, 100) for jit in (False, True)]
 
 
-def _models(settings, metrics=None):
+def _models(settings, metrics=None, sizes=MLP_SIZES):
     """A tpufit model and one Keras model per (spe, jit), all with the same weights."""
     import tpufit
 
-    weights = build_mlp().get_weights()
+    weights = build_mlp(sizes).get_weights()
     kwargs = {"metrics": metrics} if metrics else {}
     keras_models = {}
     for spe, jit in settings:
-        model = build_mlp()
+        model = build_mlp(sizes)
         model.set_weights(weights)
         model.compile(**compile_kwargs(), steps_per_execution=spe, jit_compile=jit, **kwargs)
         keras_models[f"keras spe={spe} jit={jit}"] = model
-    model = build_mlp()
+    model = build_mlp(sizes)
     model.set_weights(weights)
     tm = tpufit.TPUModel(model)
     tm.compile(**compile_kwargs(), **kwargs)

@@ -4,13 +4,17 @@
     python -m bench --smoke            # tiny sizes, 1 repeat: checks everything runs (CI)
     python -m bench --cases train-small,predict-10 --repeats 5
     python -m bench --json results.json
+    python -m bench --scaling          # the scaling cases: tables, and plots in docs/img/
+    python -m bench --scaling --smoke  # the same at tiny sizes, plots in a temporary folder
 
 A case is a function ``(smoke, repeats) -> CaseResult | list[CaseResult]``
 registered in `CASES` as ``"module:function"``; each runs in a fresh Python
 (``python -m bench.run --case NAME``) so no case inherits another's threads,
 caches or memory, and prints its results as JSON lines for this parent.
 Nothing here asserts a time; the table says which targets the measured
-ratios met.
+ratios met. The scaling cases (`SCALING`) return `bench.scaling_report.Scaling`
+results instead: costs against a varied size, printed as tables and written
+with their plots (``--out``). ``--smoke`` runs both kinds.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for bench.* when run as a script
 
+from bench.child import run_child  # noqa: E402
 from bench.report import CaseResult, table  # noqa: E402
+from bench.scaling_report import Scaling, text_table, write  # noqa: E402
 
 CASES = {
     "train-small": "bench.training:train_small",
@@ -39,36 +45,34 @@ CASES = {
     "evaluate": "bench.inference:evaluate",
     "first-call": "bench.first_call:first_call",
 }
+SCALING = {
+    "scale-rows": "bench.scaling:rows",
+    "scale-loop": "bench.scaling:loop_length",
+    "scale-hooks": "bench.scaling:hooks",
+    "scale-replicas": "bench.scaling_replicas:replicas",
+    "scale-infeed": "bench.scaling:infeed",
+}
+ALL = {**CASES, **SCALING}
 RESULT_PREFIX = "BENCH-RESULT "
+KINDS = {kind.__name__: kind for kind in (CaseResult, Scaling)}
 
 
-def run_case(name: str, smoke: bool, repeats: int) -> list[CaseResult]:
+def run_case(name: str, smoke: bool, repeats: int) -> list[CaseResult | Scaling]:
     """Runs one case in this process and returns its results."""
-    module, function = CASES[name].split(":")
+    module, function = ALL[name].split(":")
     results = getattr(importlib.import_module(module), function)(smoke, repeats)
     return results if isinstance(results, list) else [results]
 
 
-def run_in_child(name: str, smoke: bool, repeats: int, timeout: float) -> list[CaseResult]:
+def run_in_child(
+    name: str, smoke: bool, repeats: int, timeout: float
+) -> list[CaseResult | Scaling]:
     """Runs one case in a fresh Python and reads back its results."""
-    command = [sys.executable, "-m", "bench.run", "--case", name, "--repeats", str(repeats)]
-    if smoke:
-        command.append("--smoke")
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONPATH=path)
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    results = [
-        CaseResult.from_json(line[len(RESULT_PREFIX) :])
-        for line in done.stdout.splitlines()
-        if line.startswith(RESULT_PREFIX)
-    ]
-    if done.returncode != 0 or not results:
-        raise RuntimeError(
-            f"case {name} failed (exit code {done.returncode}):\n"
-            f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        )
+    args = ["--case", name, "--repeats", str(repeats)] + (["--smoke"] * smoke)
+    results = []
+    for line in run_child("bench.run", args, RESULT_PREFIX, timeout):
+        kind, text = line.split(" ", 1)
+        results.append(KINDS[kind].from_json(text))
     return results
 
 
@@ -77,8 +81,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat (CI)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each contender")
     parser.add_argument(
-        "--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES)
-    )
+        "--cases", help="comma-separated subset of: " + ", ".join(ALL) + " (default: all "
+        "but the scaling cases; with --smoke, all)",
+    )  # fmt: skip
+    parser.add_argument("--scaling", action="store_true", help="run the scaling cases")
+    parser.add_argument(
+        "--out", type=Path, help="where the scaling tables (scaling.md) and plots go (default: "
+        "docs/img, or a temporary folder with --smoke)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per case")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # a child running one case
@@ -87,10 +97,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.repeats = 1
     if args.repeats < 1:
         parser.error("--repeats must be a positive integer")
-    args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in args.cases + [args.case or next(iter(CASES))] if c not in CASES]
+    if args.cases is not None:
+        args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    else:
+        args.cases = list(SCALING if args.scaling else ALL if args.smoke else CASES)
+    unknown = [c for c in args.cases + [args.case or next(iter(CASES))] if c not in ALL]
     if unknown:
-        parser.error(f"unknown cases {unknown}; pick from {list(CASES)}")
+        parser.error(f"unknown cases {unknown}; pick from {list(ALL)}")
+    if args.out is None:
+        smoke_out = Path(tempfile.gettempdir()) / "tpufit-bench-scaling"
+        args.out = smoke_out if args.smoke else ROOT / "docs" / "img"
     return args
 
 
@@ -98,20 +114,33 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.case:
         for result in run_case(args.case, args.smoke, args.repeats):
-            print(RESULT_PREFIX + result.to_json(), flush=True)
+            print(f"{RESULT_PREFIX}{type(result).__name__} {result.to_json()}", flush=True)
         return 0
     from bench.common import environment
 
-    start = time.perf_counter()
-    results: list[CaseResult] = []
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    results: list[CaseResult | Scaling] = []
     for name in args.cases:
         case_start = time.perf_counter()
         print(f"== {name}", flush=True)
         results += run_in_child(name, args.smoke, args.repeats, args.timeout)
         print(f"   {time.perf_counter() - case_start:.0f} s", flush=True)
     mode = "smoke run" if args.smoke else f"median of {args.repeats} after a warm-up"
-    print(f"\n{environment()}; {mode}; {time.perf_counter() - start:.0f} s in all\n")
-    print(table(results))
+    command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
+    header = (
+        f"`{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {environment()}; "
+        f"{mode}; {time.perf_counter() - start:.0f} s in all; load average (1 min) "
+        f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(f"\n{header}\n")
+    cases = [r for r in results if isinstance(r, CaseResult)]
+    scalings = [r for r in results if isinstance(r, Scaling)]
+    if cases:
+        print(table(cases) + "\n")
+    for scaling in scalings:
+        print(text_table(scaling) + "\n")
+    if scalings:
+        print(f"Scaling tables and plots written to {write(scalings, args.out, header)}")
     if args.json:
         args.json.write_text(json.dumps([json.loads(r.to_json()) for r in results], indent=1))
     return 0

@@ -75,10 +75,16 @@ def _fit_inputs(data, n: int) -> dict:
 def keras_contender(make_model, data, spe: int, jit: bool):
     model = make_model()
     model.compile(**compile_kwargs(), steps_per_execution=spe, jit_compile=jit)
+    return keras_runner(model, data)
+
+
+def keras_runner(model, data, callbacks=()):
+    """A contender fitting a compiled Keras ``model`` on ``data``, with ``callbacks`` too."""
 
     def run(n: int) -> Timing:
-        timer = SpanTimer(lambda: int(model.optimizer.iterations))
-        model.fit(**{"epochs": 1, **_fit_inputs(data, n)}, verbose=0, callbacks=[timer])
+        timer = SpanTimer(lambda: int(model.optimizer.iterations.numpy()))
+        fit_args = {"epochs": 1, **_fit_inputs(data, n)}
+        model.fit(**fit_args, verbose=0, callbacks=[*callbacks, timer])
         return timer.timing
 
     return run
@@ -89,6 +95,11 @@ def tpufit_contender(make_model, data, loop: int | str):
 
     tm = tpufit.TPUModel(make_model(), iterations_per_loop=loop)
     tm.compile(**compile_kwargs())
+    return tpufit_runner(tm, data)
+
+
+def tpufit_runner(tm, data, hooks=(), callbacks=()):
+    """A contender fitting a compiled `tpufit.TPUModel` on ``data``, with hooks and callbacks."""
 
     def count() -> int:
         return int(tm.global_step)
@@ -97,7 +108,8 @@ def tpufit_contender(make_model, data, loop: int | str):
         timer = SpanTimer(count)
 
         def fit():
-            tm.fit(**{"epochs": 1, **_fit_inputs(data, n)}, verbose=0, callbacks=[timer])
+            fit_args = {"epochs": 1, **_fit_inputs(data, n)}
+            tm.fit(**fit_args, verbose=0, callbacks=[*callbacks, timer], hooks=list(hooks))
 
         wall = time_call(fit, count, "fit() wall")
         # The same span as for Keras when fit() runs the callback, else all of it.

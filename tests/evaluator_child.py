@@ -3,7 +3,12 @@
 Run as `python evaluator_child.py train MODEL_DIR` (trains to `LAST_STEP`, a
 checkpoint every `SAVE_EVERY` steps, all of them kept) or `python
 evaluator_child.py evaluate MODEL_DIR OUT.json` (evaluates each new
-checkpoint until `LAST_STEP`, then writes what it yielded to OUT.json).
+checkpoint until `LAST_STEP`, then writes what it yielded to OUT.json). With
+`evaluate-worker` instead of `evaluate`, it is one worker of an evaluator under
+`MultiWorkerMirroredStrategy` (its `TF_CONFIG` set by the test), exporting the
+latest evaluation to MODEL_DIR/latest and writing what it yielded and whether
+it is the chief; with `evaluate-worker-dies`, worker 1 exits after its first
+evaluation and worker 0 records the error it gets.
 """
 
 from __future__ import annotations
@@ -50,8 +55,33 @@ def evaluate(model_dir: str, out: str) -> None:
         json.dump(seen, file)
 
 
+def evaluate_as_worker(model_dir: str, out: str, die: bool = False) -> None:
+    config = tpufit.RunConfig(cluster_connect_timeout_secs=60)
+    strategy = tpufit.cluster.multi_worker_strategy(config)  # first, before other TF work
+    with strategy.scope():
+        model = tiny_model(seed=1)
+    tm = tpufit.TPUModel(model, strategy=strategy, iterations_per_loop=2, config=config)
+    tm.compile(**compile_args())
+    latest = tpufit.LatestExporter(os.path.join(model_dir, "latest"))
+    results = tpufit.evaluate_checkpoints(
+        tm, model_dir, (XV, YV), until_step=LAST_STEP, timeout_secs=50, exporters=[latest]
+    )
+    seen = []
+    try:
+        for result in results:
+            seen.append(result)
+            if die and not tpufit.cluster.is_chief(strategy):
+                os._exit(3)  # a lost worker, after its first evaluation
+    except tpufit.WorkerLostError as error:
+        seen.append({"error": str(error)})
+    with open(out, "w") as file:
+        json.dump({"seen": seen, "is_chief": tpufit.cluster.is_chief(strategy)}, file)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "train":
         train(sys.argv[2])
-    else:
+    elif sys.argv[1] == "evaluate":
         evaluate(sys.argv[2], sys.argv[3])
+    else:
+        evaluate_as_worker(sys.argv[2], sys.argv[3], die=sys.argv[1] == "evaluate-worker-dies")

@@ -99,6 +99,44 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
+def from_first_worker(strategy: tf.distribute.Strategy, values: list[int]) -> list[int]:
+    """Returns the `values` of the worker holding replica 0 on every worker (a broadcast).
+
+    Every worker of a `MultiWorkerMirroredStrategy` must call it at the same
+    point, as any collective; elsewhere it returns `values` as they are.
+    Workers that decide something on their own (which checkpoint, whether to
+    stop) use it to take one decision, so that none waits alone in a collective.
+
+    Args:
+        strategy: The run's strategy.
+        values: This worker's integers; only the first worker's are kept.
+    """
+    if _resolver(strategy) is None:
+        return list(values)
+    own = tf.constant(values, tf.int64)
+
+    def share(context: tf.distribute.experimental.ValueContext) -> tf.Tensor:
+        return own if context.replica_id_in_sync_group == 0 else tf.zeros_like(own)
+
+    shares = strategy.experimental_distribute_values_from_function(share)
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, shares, axis=None).numpy().tolist()
+
+
+def on_any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+    """Whether `flag` is true on any worker (each must call it at the same point).
+
+    Args:
+        strategy: The run's strategy.
+        flag: This worker's flag.
+    """
+    if _resolver(strategy) is None:
+        return bool(flag)
+    shares = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(int(flag), tf.int64)
+    )
+    return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, shares, axis=None).numpy() > 0)
+
+
 @contextlib.contextmanager
 def writing_dir(model_dir: str | os.PathLike, strategy: tf.distribute.Strategy) -> Iterator[str]:
     """Yields where this worker writes the files of `model_dir`.

@@ -342,6 +342,27 @@ def test_inputs_of_another_dtype_are_converted_as_keras(dtype):
     predict_both(ours, theirs, x, batch_size=16)
 
 
+OPTIMIZERS = {
+    "gradient_accumulation": lambda: keras.optimizers.Adam(0.01, gradient_accumulation_steps=3),
+    "learning_rate_schedule": lambda: keras.optimizers.SGD(
+        keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=5, decay_rate=0.5)
+    ),
+    "global_clipnorm": lambda: keras.optimizers.Adam(0.01, global_clipnorm=0.1),
+    "ema": lambda: keras.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.9),
+}
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_optimizer_options_train_as_keras(optimizer):
+    def compile_kwargs():
+        arguments = classifier_compile()()
+        return {**arguments, "optimizer": OPTIMIZERS[optimizer]()}
+
+    ours, theirs, _ = twins(classifier, compile_kwargs)
+    fit_both(ours, theirs, features(), labels(), batch_size=16, epochs=2)
+    evaluate_both(ours, theirs, features(), labels(), batch_size=16)
+
+
 def test_a_kernel_constraint_is_applied_after_every_step_as_keras():
     def build():
         return keras.Sequential(

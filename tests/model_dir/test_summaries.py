@@ -11,7 +11,7 @@ import tensorflow as tf
 from conftest import compile_args, scalar_events, tiny_data, tiny_model
 
 import tpufit
-from tpufit.model_dir.summaries import write_eval_summaries
+from tpufit.model_dir.summaries import EvalSummaryWriter
 
 ROWS, BATCH, LOOP = 80, 8, 4  # 10 steps an epoch; loops end at steps 4, 8, 10, 14, 18, 20
 
@@ -93,20 +93,41 @@ def test_log_step_count_steps_logs_loss_step_and_speed_to_the_tpufit_logger(capl
     assert capsys.readouterr().out == ""
 
 
-def test_write_eval_summaries_writes_each_scalar_at_the_step(tmp_path):
-    write_eval_summaries(str(tmp_path), 7, {"loss": 0.5, "accuracy": 0.25})
-    write_eval_summaries(str(tmp_path), 9, {"loss": 0.25, "accuracy": 0.5})
-    assert scalar_events(tmp_path / "eval") == {
-        "loss": {7: 0.5, 9: 0.25},
-        "accuracy": {7: 0.25, 9: 0.5},
-    }
+def test_eval_summaries_write_each_scalar_at_its_step_into_one_event_file(tmp_path):
+    writer = EvalSummaryWriter(str(tmp_path))
+    writer.write(7, {"loss": 0.5, "accuracy": 0.25})
+    writer.write(9, {"loss": 0.25, "accuracy": 0.5})
+    expected = {"loss": {7: 0.5, 9: 0.25}, "accuracy": {7: 0.25, 9: 0.5}}
+    assert scalar_events(tmp_path / "eval") == expected  # flushed: readable before close
+    writer.close()
+    assert len(tf.io.gfile.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))) == 1
+    assert scalar_events(tmp_path / "eval") == expected
+
+
+def test_every_evaluation_of_one_model_goes_into_one_eval_event_file(tmp_path):
+    x, y = tiny_data(ROWS)
+    tm = model_in(tmp_path)
+    history = tm.fit(x, y, batch_size=BATCH, epochs=2, validation_data=(x[:24], y[:24]),
+                     verbose=0)  # fmt: skip
+    logs = tm.evaluate(x[24:], y[24:], batch_size=BATCH, verbose=0, return_dict=True)
+    assert len(tf.io.gfile.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))) == 1
+    events = tf.compat.v1.train.summary_iterator(
+        tf.io.gfile.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))[0]
+    )
+    losses = [(e.step, float(tf.make_ndarray(v.tensor))) for e in events for v in e.summary.value
+              if v.tag == "loss"]  # fmt: skip
+    expected = [(10, history.history["val_loss"][0]), (20, history.history["val_loss"][1]),
+                (20, logs["loss"])]  # fmt: skip
+    assert losses == [(step, pytest.approx(value, rel=1e-6)) for step, value in expected]
 
 
 def test_only_the_chief_writes_eval_summaries(tmp_path, monkeypatch):
     cluster = {"worker": ["localhost:1", "localhost:2"]}
     task = {"type": "worker", "index": 1}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
-    write_eval_summaries(str(tmp_path), 7, {"loss": 0.5})
+    writer = EvalSummaryWriter(str(tmp_path))
+    writer.write(7, {"loss": 0.5})
+    writer.close()
     assert not tmp_path.joinpath("eval").exists()
 
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import compile_args, compiled, scalar_events, tiny_data, tiny_model
+from conftest import compile_args, compiled, keras_twin, scalar_events, tiny_data, tiny_model
 
 import tpufit
 
@@ -114,6 +114,26 @@ def test_resumes_from_model_dir_and_writes_eval_summaries(tmp_path):
     assert summaries["accuracy"][16] == pytest.approx(result["accuracy"])
 
 
+def test_its_evaluations_append_to_one_eval_event_file(tmp_path):
+    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=4, model_dir=str(tmp_path))
+    tm.compile(**compile_args())
+    recorder = Recorder()
+    run(tm, recorder, max_steps=12, eval_every_steps=4)  # loops end at 4, 6, 10, 12
+    assert len(tf.io.gfile.glob(str(tmp_path / "eval" / "events.out.tfevents.*"))) == 1
+    losses = scalar_events(tmp_path / "eval")["loss"]
+    assert losses == {step: pytest.approx(logs["loss"]) for step, logs, _ in recorder.seen}
+    assert sorted(losses) == [4, 10, 12]
+
+
+def test_save_summary_steps_none_writes_no_eval_summaries(tmp_path):
+    config = tpufit.RunConfig(save_summary_steps=None)
+    tm = tpufit.TPUModel(tiny_model(), iterations_per_loop=4, model_dir=str(tmp_path),
+                         config=config)  # fmt: skip
+    tm.compile(**compile_args())
+    run(tm, max_steps=8, eval_every_steps=4)
+    assert not (tmp_path / "eval").exists()
+
+
 def test_a_dataset_trains_and_evaluates():
     train = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16).repeat()
     evaluation = tf.data.Dataset.from_tensor_slices((XV, YV)).batch(16)
@@ -166,3 +186,38 @@ def test_exporters_get_the_evaluated_weights_when_the_strategy_runs_a_clone():
     other = compiled()
     for _, logs, weights in recorder.seen:
         assert logs == evaluate_on(other, weights)
+
+
+class Events(keras.callbacks.Callback):
+    """Records every callback event: its name, its batch or epoch, and its logs' names."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        for name in dir(keras.callbacks.Callback):
+            if name.startswith("on_") and not name.startswith(("on_predict", "on_batch")):
+                setattr(self, name, self._recorder(name))
+
+    def _recorder(self, name):
+        def record(*args, logs=None):
+            if args and isinstance(args[-1], dict):
+                *args, logs = args
+            self.seen.append((name, *args, *([sorted(logs)] if logs else [])))
+
+        return record
+
+
+@pytest.mark.parametrize("steps_per_loop", [1, 3])
+def test_callbacks_get_the_test_events_keras_fit_gives_its_validation(steps_per_loop):
+    # A loop of tpufit makes one batch event, as one execution of Keras's steps_per_execution.
+    tm = compiled(iterations_per_loop=steps_per_loop)
+    twin = keras_twin(tm.model, **compile_args(), steps_per_execution=steps_per_loop)
+    ours, theirs = Events(), Events()
+    result = run(tm, max_steps=12, eval_every_steps=6, callbacks=[ours])  # an epoch is 6 steps
+    history = twin.fit(X, Y, batch_size=16, epochs=2, validation_data=(XV, YV), shuffle=False,
+                       verbose=0, callbacks=[theirs])  # fmt: skip
+    assert [event[0] for event in ours.seen] == [event[0] for event in theirs.seen]
+    if steps_per_loop == 1:  # Keras numbers a short last execution's end as if it were whole.
+        assert ours.seen == theirs.seen
+    assert ours.seen.count(("on_test_begin",)) == 2
+    assert result["loss"] == pytest.approx(history.history["val_loss"][-1], rel=1e-5)

@@ -103,9 +103,10 @@ def place_optimizer(optimizer, strategy: tf.distribute.Strategy):
     Strings and other specifications pass through: Keras builds them inside
     the scope `compile` runs in.
     """
-    if not isinstance(optimizer, keras.optimizers.Optimizer) or _created_in_scope(
-        strategy, optimizer.iterations
-    ):
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        return optimizer
+    # Its variables, not `iterations`: with gradient accumulation that is a computed tensor.
+    if all(_created_in_scope(strategy, v) for v in optimizer.variables):
         return optimizer
     with strategy.scope():
         return type(optimizer).from_config(optimizer.get_config())

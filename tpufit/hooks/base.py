@@ -58,6 +58,9 @@ class Run:
         logs: The run's final logs, set before `end` (empty until then).
         error: The exception that ended the run, or `None`.
         parent: The `fit` run a validation run belongs to, else `None`.
+        callback_hook: In `fit`, the hook running its Keras callbacks, which
+            an evaluation inside the run (`tpufit.train_and_evaluate`'s)
+            reports its `on_test_*` events to, as `fit`'s validation does.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Run:
         batch_size: int | None = None,
         parent: Run | None = None,
         external_stop: Callable[[], bool] = lambda: False,
+        callback_hook: Hook | None = None,
     ) -> None:
         self.mode = Mode(mode)
         self.tpu_model = tpu_model
@@ -81,6 +85,7 @@ class Run:
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
         self.parent = parent
+        self.callback_hook = callback_hook
         self.logs: dict[str, Any] = {}
         self.error: BaseException | None = None
         self._stop = False

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ from tpufit import cluster
 
 # The fields of a `tpufit.run.progress.Progress`, stored as `state/<name>`.
 STATE_FIELDS = ("global_step", "epoch", "step_in_epoch", "data_seed")
+PREFIX = "ckpt"  # A checkpoint's files are `<model_dir>/ckpt-<global step>.*`.
 
 
 def key(*path: Any) -> str:
@@ -47,6 +49,21 @@ def latest(directory: str) -> str | None:
     if not os.path.isdir(directory):
         return None
     return tf.train.latest_checkpoint(directory)
+
+
+def step_of(path: str) -> int:
+    """Returns the number a checkpoint's prefix ends with (`<model_dir>/ckpt-<step>`), or -1.
+
+    TensorFlow numbers every checkpoint its state file lists; tpufit numbers
+    them after the global step.
+    """
+    number = re.search(r"-(\d+)$", path)
+    return int(number[1]) if number else -1
+
+
+def at_step(directory: str, step: int) -> str:
+    """Returns the prefix of the checkpoint of `directory` at global step `step`."""
+    return os.path.join(directory, f"{PREFIX}-{int(step)}")
 
 
 def resolve(path: str) -> str | None:
@@ -177,7 +194,7 @@ class Saver:
 
     def _make_manager(self, directory: str) -> tf.train.CheckpointManager:
         # A process killed inside a save leaves TensorFlow's temporary directory behind.
-        for leftover in glob.glob(os.path.join(glob.escape(directory), "ckpt-*_temp")):
+        for leftover in glob.glob(os.path.join(glob.escape(directory), f"{PREFIX}-*_temp")):
             if os.path.isdir(leftover):
                 shutil.rmtree(leftover, ignore_errors=True)
         groups = self._groups()
@@ -190,6 +207,7 @@ class Saver:
         return tf.train.CheckpointManager(
             root,
             directory,
+            checkpoint_name=PREFIX,
             max_to_keep=self._max_to_keep,
             keep_checkpoint_every_n_hours=self._keep_hours,
         )

@@ -22,7 +22,7 @@ from tpufit.config import RunConfig
 from tpufit.device.replicas import Replicas
 from tpufit.model_dir import checkpoint, warm_start
 from tpufit.model_dir.saving_hook import CheckpointHook
-from tpufit.model_dir.summaries import summary_hooks
+from tpufit.model_dir.summaries import EvalSummaryHook, EvalSummaryWriter, summary_hooks
 
 
 def check_model_dir(path: Any) -> str:
@@ -86,18 +86,30 @@ class ModelDir:
         config: The model's `RunConfig`.
         progress: The model's `tpufit.run.progress.Progress` (saved and restored with the weights).
         replicas: The model as the strategy runs it.
+        restore_from: The checkpoint (prefix) to restore, instead of the
+            newest in `model_dir` (an evaluator's workers restore the one they agreed on).
     """
 
-    def __init__(self, config: RunConfig, progress: Any, replicas: Replicas) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        progress: Any,
+        replicas: Replicas,
+        *,
+        restore_from: str | None = None,
+    ) -> None:
         self.path = None if config.model_dir is None else check_model_dir(config.model_dir)
         self._config = config
         self._progress = progress
         self._replicas = replicas
-        self.restored_from = checkpoint.latest(self.path) if self.path else None
+        self.restored_from = restore_from
+        if restore_from is None and self.path is not None:
+            self.restored_from = checkpoint.latest(self.path)
         self._reader: checkpoint.Reader | None = None
         self._pending: set[str] = set()
         self._warm: warm_start.WarmStartSettings | None = None
         self._saver = None
+        self._eval_summaries: EvalSummaryWriter | None = None
         if self.path is not None:
             self._saver = checkpoint.Saver(
                 self.path,
@@ -202,13 +214,27 @@ class ModelDir:
         )
         return [saver, *summary_hooks(self._config, self.path)]
 
+    @property
+    def eval_summaries(self) -> EvalSummaryWriter | None:
+        """The writer of every evaluation of this model to `<model_dir>/eval`.
+
+        One for the model's life in this process (one event file), or `None`
+        without a `model_dir` or with `RunConfig(save_summary_steps=None)`.
+        """
+        if self.path is None or self._config.save_summary_steps is None:
+            return None
+        if self._eval_summaries is None:
+            self._eval_summaries = EvalSummaryWriter(self.path, self._replicas.strategy)
+        return self._eval_summaries
+
     def eval_hooks(self) -> list:
         """Returns the hooks a `model_dir` adds to an evaluation (`evaluate`, `fit`'s validation).
 
         The summary hook, writing the evaluation's logs to `<model_dir>/eval`
-        at the global step evaluated (`RunConfig.save_summary_steps`).
+        at the global step evaluated, through `eval_summaries`.
         """
-        return summary_hooks(self._config, self.path)
+        writer = self.eval_summaries
+        return [] if writer is None else [EvalSummaryHook(writer)]
 
     def _incompatible(self, problem: str) -> errors.IncompatibleCheckpointError:
         return errors.IncompatibleCheckpointError(

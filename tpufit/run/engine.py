@@ -124,6 +124,7 @@ class Engine:
             steps_per_epoch=steps,
             batch_size=feed.batch_size,
             external_stop=self._stop_flag(Mode.TRAIN),
+            callback_hook=callback_hook,
         )
         validation = None
         if validation_feed is not None:

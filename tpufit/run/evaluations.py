@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from tpufit import cluster, errors
+from tpufit import errors
 from tpufit.data import kinds
 from tpufit.hooks.base import HookList, Run
 from tpufit.model_dir.exporters import Exporter
-from tpufit.model_dir.summaries import write_eval_summaries
+from tpufit.model_dir.summaries import EvalSummaryWriter
 from tpufit.run import failures
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class Evaluations:
         steps: Steps of each evaluation, or `None` for the whole data.
         batch_size: The batch size of arrays.
         exporters: Handed every evaluation.
-        summary_dir: The `model_dir` whose `eval` summaries get every
+        summaries: The writer of `<model_dir>/eval` that gets every
             evaluation, or `None`.
         prepare: Whether to build the model's state now (outside a `fit`).
     """
@@ -85,7 +85,7 @@ class Evaluations:
         steps: int | None,
         batch_size: int | None,
         exporters: tuple[Exporter, ...],
-        summary_dir: str | None,
+        summaries: EvalSummaryWriter | None,
         prepare: bool,
     ) -> None:
         self._tm = tm
@@ -94,7 +94,7 @@ class Evaluations:
         self._replicas = tm._replicas
         self._steps = steps
         self._exporters = exporters
-        self._summary_dir = summary_dir
+        self._summaries = summaries
         self.feed = self._engine.evaluation_feed(eval_data, batch_size, steps, prepare=prepare)
         self.last: dict[str, Any] | None = None
         self.last_step: int | None = None
@@ -103,16 +103,20 @@ class Evaluations:
         """Evaluates exactly, writes the eval summaries, calls the exporters; returns the logs.
 
         Inside a `fit` (`parent`), the training metrics' running state is
-        kept: the epoch's training logs stay those of all its steps.
+        kept (the epoch's training logs stay those of all its steps), and the
+        fit's Keras callbacks get the evaluation's `on_test_*` events, as in
+        `fit`'s validation.
         """
         strategy = self._tm.strategy
         keeping = _metric_state_kept(self._replicas.replica_model) if parent else None
+        callbacks = parent.callback_hook if parent is not None else None
+        hooks = HookList([callbacks] if callbacks is not None else [])
         with keeping or contextlib.nullcontext():
             with failures.translating(strategy, "evaluate", [self.feed]):
-                logs = self._engine.evaluation(self.feed, self._steps, HookList([]), parent)
+                logs = self._engine.evaluation(self.feed, self._steps, hooks, parent)
         scalars = {n: v for n, v in logs.items() if isinstance(v, numbers.Real)}
-        if self._summary_dir is not None and cluster.is_chief(strategy):
-            write_eval_summaries(self._summary_dir, global_step, scalars)
+        if self._summaries is not None:
+            self._summaries.write(global_step, scalars)
         if self._exporters:
             # Exports are of the user's model, which a clone's fit updates only at its end.
             with self._replicas.user_weights():

@@ -104,7 +104,7 @@ def train_and_evaluate(
         steps=eval_steps,
         batch_size=batch_size,
         exporters=exporters,
-        summary_dir=tm.config.model_dir,
+        summaries=tm._model_dir.eval_summaries,  # the model's eval event file
         prepare=False,
     )
     hook = _EvaluationHook(evaluations, max_steps, eval_every_steps, eval_every_secs)
@@ -118,7 +118,14 @@ def train_and_evaluate(
 
 
 class _EvaluationHook(Hook):
-    """Evaluates at the loop boundaries `train_and_evaluate`'s cadence makes due, and at the end."""
+    """Evaluates at the loop boundaries `train_and_evaluate`'s cadence makes due, and at the end.
+
+    A loop that makes an evaluation due only marks it: it runs at the
+    boundary's next event (the epoch's end, the next loop's start, the run's
+    end), once every hook has seen the loop, so the callbacks get
+    `on_train_batch_end` before `on_test_begin` and the loop's checkpoint is
+    saved first, as in Keras's `fit` with validation.
+    """
 
     def __init__(
         self,
@@ -133,6 +140,7 @@ class _EvaluationHook(Hook):
         self._every_secs = every_secs
         self._last_step = 0
         self._last_time = 0.0
+        self._due = False
         self._unreported: dict[str, Any] | None = None  # for the epoch's callbacks
 
     def begin(self, run: Run) -> None:  # noqa: D102 - see Hook.
@@ -143,28 +151,35 @@ class _EvaluationHook(Hook):
         if ctx.mode is not Mode.TRAIN or not _finite(values):
             return  # The NaN guard, after this hook, ends the run: such weights are not evaluated.
         step = ctx.run.global_step
-        due = (
+        self._due = (
             step >= self._max_steps
             or self._every_steps is not None
             and step - self._last_step >= self._every_steps
             or self._every_secs is not None
             and time.monotonic() - self._last_time >= self._every_secs
         )
-        if due:
+
+    def before_run(self, ctx: RunContext) -> None:  # noqa: D102
+        if ctx.mode is Mode.TRAIN and self._due:
             self._evaluate(ctx.run)
 
     def epoch_end(self, run: Run, epoch: int, logs: dict[str, Any]) -> None:  # noqa: D102
-        if run.mode is Mode.TRAIN and self._unreported is not None:
+        if run.mode is not Mode.TRAIN:
+            return
+        if self._due:
+            self._evaluate(run)
+        if self._unreported is not None:
             logs.update({f"val_{name}": value for name, value in self._unreported.items()})
             self._unreported = None
 
     def end(self, run: Run) -> None:  # noqa: D102
-        # Training that ended before max_steps (the data, a callback) or had nothing left to do.
+        # Also training that ended before max_steps (the data, a callback) or had nothing to do.
         if run.mode is Mode.TRAIN and run.error is None:
             if self.evaluations.last_step != run.global_step:
                 self._evaluate(run)
 
     def _evaluate(self, run: Run) -> None:
+        self._due = False
         self._unreported = self.evaluations.evaluate(run.global_step, parent=run)
         self._last_step = run.global_step
         self._last_time = time.monotonic()
