@@ -48,7 +48,7 @@ import tensorflow as tf
 
 from tpufit.config import Mode
 from tpufit.data import resident
-from tpufit.device import native_logs
+from tpufit.device import native_logs, tracing
 from tpufit.device.jit_choice import JitChoice
 from tpufit.device.outfeed import LoopResult, NonFiniteStep, joined
 
@@ -135,7 +135,8 @@ class LoopProgram:
         self._prepared_iterator: Callable[[], Any] = lambda: None
         # A partial, not the bound method: TensorFlow counts retracing per code object, so
         # all programs would share one count and warn on a few traces of different programs.
-        self._loop_fn = tf.function(functools.partial(LoopProgram._loop, self))
+        # No AutoGraph around the loop: `_steps` converts itself (`tracing.converted_alone`).
+        self._loop_fn = tf.function(functools.partial(LoopProgram._loop, self), autograph=False)
         self._resident_fns: dict[Any, Any] = {}
 
     @property
@@ -178,8 +179,6 @@ class LoopProgram:
                 lambda t: tf.TensorSpec(t.shape, t.dtype), concrete.structured_outputs
             )
 
-    # Helpers traced as written (no tensor control flow): AutoGraph took 25-40 ms on each.
-    @tf.autograph.experimental.do_not_convert
     def _stop_requested(self, element) -> tf.Tensor:
         stops = self._strategy.experimental_local_results(element[1]["stop"])
         return tf.reduce_any(tf.stack([tf.reduce_any(s) for s in stops]))
@@ -204,7 +203,7 @@ class LoopProgram:
         if key not in self._resident_fns:
             # The trace keeps no run's iterator: its tensors are arguments, not captures.
             loop = functools.partial(self._resident_loop, spec_key, iterator.static)
-            self._resident_fns[key] = tf.function(loop).get_concrete_function(
+            self._resident_fns[key] = tf.function(loop, autograph=False).get_concrete_function(
                 iterator.input_specs(),
                 tf.TensorSpec([], tf.int64),
                 tf.TensorSpec([], tf.int32),
@@ -212,6 +211,7 @@ class LoopProgram:
         start = tf.constant(iterator.position, tf.int64)
         return self._resident_fns[key](iterator.inputs, start, num_steps)
 
+    @tracing.converted_alone
     def _steps(self, source, num_steps, step_fn, per_step_spec, latest_spec):
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=0, dynamic_size=True, element_shape=s.shape),
@@ -256,7 +256,6 @@ class LoopProgram:
         stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
         return stacked, latest, steps, stopped, tf.constant(False), waited, computed
 
-    @tf.autograph.experimental.do_not_convert
     def _halts(self, per_step) -> tf.Tensor:
         if self._guard is NanGuard.OFF:
             return tf.constant(False)
@@ -265,7 +264,6 @@ class LoopProgram:
     def _non_finite(self, steps: int, halted: bool) -> NonFiniteStep | None:
         return NonFiniteStep(steps - 1, self._guard is NanGuard.WITHHOLD) if halted else None
 
-    @tf.autograph.experimental.do_not_convert
     def _count(self, steps) -> None:
         for counter in self._counters:
             counter.assign_add(tf.cast(steps, tf.int64))
@@ -365,16 +363,13 @@ class _Stream:
     def __init__(self, iterator) -> None:
         self._iterator = iterator
 
-    @tf.autograph.experimental.do_not_convert
     def start(self) -> tf.Tensor:
         return tf.constant(0)
 
-    @tf.autograph.experimental.do_not_convert
     def next_element(self, position):
         return next(self._iterator), position
 
 
-@tf.autograph.experimental.do_not_convert  # as the loop's helpers in LoopProgram
 def _next_timed(source, position, clock: tf.Tensor, waited: tf.Tensor):
     """Reads the next element after `clock`.
 
@@ -394,7 +389,6 @@ def _next_timed(source, position, clock: tf.Tensor, waited: tf.Tensor):
     return element, position, ready, waited + (ready - asked)
 
 
-@tf.autograph.experimental.do_not_convert
 def _timed(computed, ready, *step_outputs):
     """Adds a step's run time (from its batch being there until its outputs exist)."""
     with tf.control_dependencies(_tensors(*step_outputs)):
