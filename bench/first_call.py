@@ -3,7 +3,9 @@
 A notebook pays this for every new model: tracing, XLA compiles, building
 the infeed. Each (contender, call) runs in a Python of its own
 (``python -m bench.first_call --contender NAME --call CALL``), which builds
-and compiles the 784-256-256-10 MLP untimed, then times the one call:
+and compiles the 784-256-256-10 MLP untimed, then times the one call, as
+wall time and as the process's CPU time (all threads; steadier than wall
+time on a shared machine):
 
 - fit: 50 steps (6,400 rows at batch 128, one epoch);
 - evaluate and predict: the same 6,400 rows at batch 128.
@@ -35,8 +37,8 @@ CALLS = ("fit", "evaluate", "predict")
 _PREFIX = "FIRST-CALL "
 
 
-def _first_call(contender: str, call: str, rows: int) -> float:
-    """Builds the model untimed, then returns the seconds its first `call` takes."""
+def _first_call(contender: str, call: str, rows: int) -> tuple[float, float]:
+    """Builds the model untimed; returns the wall and CPU seconds its first `call` takes."""
     sys.path.insert(0, str(ROOT))
     from bench.common import build_mlp, compile_kwargs, synthetic_classification
 
@@ -51,22 +53,23 @@ def _first_call(contender: str, call: str, rows: int) -> float:
     else:
         runner = model
         runner.compile(**compile_kwargs(), jit_compile=True, steps_per_execution=100)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if call == "fit":
         runner.fit(x, y, batch_size=BATCH, epochs=1, shuffle=True, verbose=0)
     elif call == "evaluate":
         runner.evaluate(x, y, batch_size=BATCH, verbose=0)
     else:
         runner.predict(x, batch_size=BATCH, verbose=0)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def _in_child(contender: str, call: str, smoke: bool) -> float:
+def _in_child(contender: str, call: str, smoke: bool) -> tuple[float, float]:
     from bench.child import run_child
 
     args = ["--contender", contender, "--call", call] + (["--smoke"] * smoke)
     (line,) = run_child("bench.first_call", args, _PREFIX, timeout=600)
-    return json.loads(line)["seconds"]
+    result = json.loads(line)
+    return result["seconds"], result["cpu_seconds"]
 
 
 def first_call(smoke: bool, repeats: int) -> list:
@@ -78,20 +81,28 @@ def first_call(smoke: bool, repeats: int) -> list:
     results = []
     for call in CALLS:
         seconds: dict[str, list[float]] = {name: [] for name in contenders}
+        cpu_seconds: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(repeats):  # round-robin: a noisy spell slows every contender alike
             for name in contenders:
-                seconds[name].append(_in_child(name, call, smoke))
+                wall, cpu = _in_child(name, call, smoke)
+                seconds[name].append(wall)
+                cpu_seconds[name].append(cpu)
         costs = {name: statistics.median(values) for name, values in seconds.items()}
+        cpu = {name: statistics.median(values) for name, values in cpu_seconds.items()}
         plain = costs.pop("tpufit jit=False")
+        plain_cpu = cpu.pop("tpufit jit=False")
         notes = [
-            f"tpufit with jit_compile=False: {plain:.3f} s (XLA's compile and deciding "
-            f"on it cost {costs['tpufit'] - plain:+.3f} s)"
+            f"tpufit with jit_compile=False: {plain:.3f} s, CPU {plain_cpu:.3f} s (XLA's "
+            f"compile and deciding on it cost {costs['tpufit'] - plain:+.3f} s, CPU "
+            f"{cpu['tpufit'] - plain_cpu:+.3f} s)"
         ]
         if "tpufit infeed=stream" in costs:
             stream = costs.pop("tpufit infeed=stream")
+            stream_cpu = cpu.pop("tpufit infeed=stream")
             notes.append(
-                f"tpufit with infeed='stream': {stream:.3f} s "
-                f"({stream - costs['tpufit']:+.3f} s against resident)"
+                f"tpufit with infeed='stream': {stream:.3f} s, CPU {stream_cpu:.3f} s "
+                f"({stream - costs['tpufit']:+.3f} s, CPU {stream_cpu - cpu['tpufit']:+.3f} s "
+                "against resident)"
             )
         results.append(
             CaseResult(
@@ -103,6 +114,7 @@ def first_call(smoke: bool, repeats: int) -> list:
                 "tpufit",
                 [("keras best", 1.0)],
                 notes,
+                cpu,
             )
         )
     return results
@@ -114,8 +126,10 @@ def main(argv=None) -> int:
     parser.add_argument("--call", choices=CALLS, required=True)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
-    seconds = _first_call(args.contender, args.call, SMOKE_ROWS if args.smoke else ROWS)
-    print(_PREFIX + json.dumps({"seconds": seconds}), flush=True)
+    seconds, cpu_seconds = _first_call(
+        args.contender, args.call, SMOKE_ROWS if args.smoke else ROWS
+    )
+    print(_PREFIX + json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds}), flush=True)
     return 0
 
 

@@ -42,6 +42,22 @@ def test_auto_keeps_a_convolution_step_off_xla_on_a_cpu_only_machine():
     assert prepared(True, conv_step).jit_compile is True
 
 
+def test_auto_keeps_a_convolution_step_off_xla_quietly_even_where_xla_cannot_compile_it(recwarn):
+    def conv_and_host_step(x):
+        return conv_step(x) + host_step(x)
+
+    assert not tf.config.list_physical_devices("GPU")
+    assert prepared("auto", conv_and_host_step).jit_compile is False
+    assert not [w for w in recwarn if "XLA" in str(w.message)]
+
+
+def test_auto_finds_a_convolution_in_a_function_the_step_calls():
+    def branching_conv_step(x):
+        return tf.cond(tf.reduce_sum(x) > 0, lambda: conv_step(x), lambda: tf.constant(0.0))
+
+    assert prepared("auto", branching_conv_step).jit_compile is False
+
+
 def test_the_decision_is_the_same_every_time():
     for step in (dense_step, conv_step):
         assert len({prepared("auto", step).jit_compile for _ in range(3)}) == 1

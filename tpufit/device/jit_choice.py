@@ -46,6 +46,32 @@ def _example(spec: tf.TypeSpec) -> tf.Tensor | None:
     return tf.zeros([d or 1 for d in spec.shape], spec.dtype)
 
 
+# TensorFlow's convolution ops: XLA lowers each to an HLO convolution.
+_CONVOLUTIONS = frozenset(
+    {
+        "Conv",
+        "Conv2D",
+        "Conv2DBackpropFilter",
+        "Conv2DBackpropFilterV2",
+        "Conv2DBackpropInput",
+        "Conv2DBackpropInputV2",
+        "Conv3D",
+        "Conv3DBackpropFilter",
+        "Conv3DBackpropFilterV2",
+        "Conv3DBackpropInput",
+        "Conv3DBackpropInputV2",
+        "DepthwiseConv2dNative",
+        "DepthwiseConv2dNativeBackpropFilter",
+        "DepthwiseConv2dNativeBackpropInput",
+    }
+)
+
+
+def _convolves(graph: tf.Graph) -> bool:
+    """Whether `graph` itself (not the functions it calls) holds a convolution op."""
+    return any(op.type in _CONVOLUTIONS for op in graph.get_operations())
+
+
 def _cpu_only() -> bool:
     return all(device.device_type == "CPU" for device in tf.config.list_physical_devices())
 
@@ -112,6 +138,12 @@ class JitChoice:
             try:
                 # Lowering to HLO finds unsupported ops without running anything.
                 example = tf.nest.map_structure(_example, element_spec)
+                if self.requested == "auto" and _cpu_only():
+                    # A convolution in the step's own graph settles it: no XLA, and no lowering
+                    # (0.3 s of the benchmark CNN's first fit). Those it calls are in the HLO.
+                    if _convolves(compiled.get_concrete_function(example).graph):
+                        self.steps = {False: plain}
+                        return
                 hlo = compiled.experimental_get_compiler_ir(example)(stage="hlo")
             except Exception as error:  # noqa: BLE001 - any failure means "no XLA".
                 if self.requested == "auto" and _holds_strings(

@@ -53,7 +53,7 @@ import tensorflow as tf
 
 from tpufit.config import Mode
 from tpufit.data import resident
-from tpufit.device import native_logs
+from tpufit.device import native_logs, tracing
 from tpufit.device.jit_choice import JitChoice
 from tpufit.device.loop_reads import Stream, next_timed, rebuilt, tensors, timed
 from tpufit.device.outfeed import LoopResult, NonFiniteStep, joined
@@ -141,7 +141,8 @@ class LoopProgram:
         self._prepared_iterator: Callable[[], Any] = lambda: None
         # A partial, not the bound method: TensorFlow counts retracing per code object, so
         # all programs would share one count and warn on a few traces of different programs.
-        self._loop_fn = tf.function(functools.partial(LoopProgram._loop, self))
+        # No AutoGraph around the loop: `_steps` converts itself (`tracing.converted_alone`).
+        self._loop_fn = tf.function(functools.partial(LoopProgram._loop, self), autograph=False)
         self._resident_fns: dict[Any, Any] = {}
 
     @property
@@ -208,7 +209,7 @@ class LoopProgram:
         if key not in self._resident_fns:
             # The trace keeps no run's iterator: its tensors are arguments, not captures.
             loop = functools.partial(self._resident_loop, spec_key, iterator.static)
-            self._resident_fns[key] = tf.function(loop).get_concrete_function(
+            self._resident_fns[key] = tf.function(loop, autograph=False).get_concrete_function(
                 iterator.input_specs(),
                 tf.TensorSpec([], tf.int64),
                 tf.TensorSpec([], tf.int32),
@@ -216,6 +217,7 @@ class LoopProgram:
         start = tf.constant(iterator.position, tf.int64)
         return self._resident_fns[key](iterator.inputs, start, num_steps)
 
+    @tracing.converted_alone
     def _steps(self, source, num_steps, step_fn, per_step_spec, latest_spec):
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=0, dynamic_size=True, element_shape=s.shape),
