@@ -53,7 +53,7 @@ import tensorflow as tf
 
 from tpufit.config import Mode
 from tpufit.data import resident
-from tpufit.device import native_logs, tracing
+from tpufit.device import native_logs
 from tpufit.device.jit_choice import JitChoice
 from tpufit.device.loop_reads import Stream, next_timed, rebuilt, tensors, timed
 from tpufit.device.outfeed import LoopResult, NonFiniteStep, joined
@@ -141,7 +141,7 @@ class LoopProgram:
         self._prepared_iterator: Callable[[], Any] = lambda: None
         # A partial, not the bound method: TensorFlow counts retracing per code object, so
         # all programs would share one count and warn on a few traces of different programs.
-        # No AutoGraph around the loop: `_steps` converts itself (`tracing.converted_alone`).
+        # No AutoGraph: the loops are written as `tf.while_loop`s (see `_steps`).
         self._loop_fn = tf.function(functools.partial(LoopProgram._loop, self), autograph=False)
         self._resident_fns: dict[Any, Any] = {}
 
@@ -217,8 +217,9 @@ class LoopProgram:
         start = tf.constant(iterator.position, tf.int64)
         return self._resident_fns[key](iterator.inputs, start, num_steps)
 
-    @tracing.converted_alone
     def _steps(self, source, num_steps, step_fn, per_step_spec, latest_spec):
+        # Written as `tf.while_loop`s, not Python loops for AutoGraph: converting this
+        # function was the largest part of a new model's first call (about 0.4 s of CPU).
         arrays = tf.nest.map_structure(
             lambda s: tf.TensorArray(s.dtype, size=0, dynamic_size=True, element_shape=s.shape),
             per_step_spec,
@@ -228,42 +229,86 @@ class LoopProgram:
         position = source.start()  # the resident infeed's place, carried by the loop
         waited = tf.constant(0.0, tf.float64)
         computed = tf.constant(0.0, tf.float64)
+        steps = tf.constant(0)
         if not self._stops:
-            # Training: num_steps steps, with nothing but the step (and its clock) inside; a
-            # guarded loop's condition also ends it after a non-finite step (no `cond`).
-            steps = tf.constant(0)
-            halted = tf.constant(False)
-            while steps < num_steps and not halted:
-                element, position, ready, waited = next_timed(source, position, clock, waited)
-                with tf.control_dependencies([ready]):  # else `ready` may be read mid-step
-                    per_step, latest = step_fn(element)
-                arrays = tf.nest.map_structure(
-                    lambda a, v, i=steps: a.write(i, v), arrays, per_step
-                )
-                computed, clock = timed(computed, ready, per_step, latest)
-                halted = self._halts(per_step)
-                steps += 1
-            withheld = tf.cast(halted, tf.int32) if self._guard is NanGuard.WITHHOLD else 0
-            self._count(steps - withheld)
-            stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
-            return stacked, latest, steps, tf.constant(False), halted, waited, computed
+            return self._training_steps(
+                source,
+                num_steps,
+                step_fn,
+                (steps, arrays, latest, clock, position, waited, computed),
+            )
+        return self._stopping_steps(
+            source, num_steps, step_fn, (steps, arrays, latest, clock, position, waited, computed)
+        )
+
+    def _training_steps(self, source, num_steps, step_fn, carried):
+        # `num_steps` steps, with nothing but the step (and its clock) inside; a guarded
+        # loop's condition also ends it after a non-finite step (no `cond`).
+        def keep_going(steps, arrays, latest, clock, position, waited, computed, halted):
+            return tf.logical_and(steps < num_steps, tf.logical_not(halted))
+
+        def step(steps, arrays, latest, clock, position, waited, computed, halted):
+            element, position, ready, waited = next_timed(source, position, clock, waited)
+            with tf.control_dependencies([ready]):  # else `ready` may be read mid-step
+                per_step, latest = step_fn(element)
+            arrays = tf.nest.map_structure(lambda a, v: a.write(steps, v), arrays, per_step)
+            computed, clock = timed(computed, ready, per_step, latest)
+            return (
+                steps + 1,
+                arrays,
+                latest,
+                clock,
+                position,
+                waited,
+                computed,
+                self._halts(per_step),
+            )
+
+        steps, arrays, latest, _, _, waited, computed, halted = tf.while_loop(
+            keep_going, step, (*carried, tf.constant(False))
+        )
+        withheld = tf.cast(halted, tf.int32) if self._guard is NanGuard.WITHHOLD else 0
+        self._count(steps - withheld)
+        stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
+        return stacked, latest, steps, tf.constant(False), halted, waited, computed
+
+    def _stopping_steps(self, source, num_steps, step_fn, carried):
         # Evaluation and prediction also end at a stop batch, and still no `cond` wraps the
         # step (its collectives would fail in one): the loop's condition reads the stop signal
         # of a batch read ahead, at the end of the previous step and only if another step may
         # run, so the loop reads the batches its steps ran and, if it stops, the stop batch.
         # `run` asks for at least one step: the first batch is read unasked.
-        steps = tf.constant(0)
+        steps, arrays, latest, clock, position, waited, computed = carried
         first, position, ready, waited = next_timed(source, position, clock, waited)
         held = tensors(first)  # carried as its tensors (`rebuilt`): no loop variable is None
-        while steps < num_steps and not self._stop_requested(rebuilt(first, held)):
+
+        def keep_going(steps, arrays, latest, clock, position, waited, computed, ready, held):
+            stop = self._stop_requested(rebuilt(first, held))
+            return tf.logical_and(steps < num_steps, tf.logical_not(stop))
+
+        def step(steps, arrays, latest, clock, position, waited, computed, ready, held):
             with tf.control_dependencies([ready]):
                 per_step, latest = step_fn(rebuilt(first, held))
-            arrays = tf.nest.map_structure(lambda a, v, i=steps: a.write(i, v), arrays, per_step)
+            arrays = tf.nest.map_structure(lambda a, v: a.write(steps, v), arrays, per_step)
             computed, clock = timed(computed, ready, per_step, latest)
             steps += 1
-            if steps < num_steps:
-                element, position, ready, waited = next_timed(source, position, clock, waited)
-                held = tensors(element)
+
+            def read_next():
+                element, new_position, new_ready, new_waited = next_timed(
+                    source, position, clock, waited
+                )
+                return new_position, new_ready, new_waited, tensors(element)
+
+            position, ready, waited, held = tf.cond(
+                steps < num_steps, read_next, lambda: (position, ready, waited, held)
+            )
+            return steps, arrays, latest, clock, position, waited, computed, ready, held
+
+        steps, arrays, latest, _, _, waited, computed, _, _ = tf.while_loop(
+            keep_going,
+            step,
+            (steps, arrays, latest, clock, position, waited, computed, ready, held),
+        )
         stacked = tf.nest.map_structure(lambda a: a.stack(), arrays)
         stopped = steps < num_steps  # only a stop batch ends the loop early
         return stacked, latest, steps, stopped, tf.constant(False), waited, computed
