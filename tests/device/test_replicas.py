@@ -19,7 +19,7 @@ from conftest import (
 
 import tpufit
 from tpufit.config import Layout, Mode
-from tpufit.device.programs import NanGuard
+from tpufit.device.finite import NanGuard
 from tpufit.device.replicas import Replicas
 
 DEFAULT = tf.distribute.get_strategy()

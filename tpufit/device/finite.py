@@ -3,13 +3,32 @@
 A guarded step (see `steps.py`) snapshots what it changes besides the
 trained weights and the optimizer, computes its gradients, and applies them
 only where the loss and every gradient are finite on every replica; else it
-puts the snapshot back, so the step leaves no trace (`programs.NanGuard`).
+puts the snapshot back, so the step leaves no trace (`NanGuard.WITHHOLD`).
 """
 
 from __future__ import annotations
 
+import enum
+
 import keras
 import tensorflow as tf
+
+
+class NanGuard(enum.Enum):
+    """What a training program does at a step whose loss (or gradients) is not finite.
+
+    `OFF`: nothing, as in Keras: training runs on.
+    `WITHHOLD`: the step applies no update (tpufit's copies of Keras's train
+    step apply the gradients only if the loss and every gradient are finite
+    on every replica, `finite.apply_if_finite`); the loop ends at that step,
+    which is not counted.
+    `HALT`: the step is the model's own and has applied its update; the loop
+    ends after it, which is counted.
+    """
+
+    OFF = "off"
+    WITHHOLD = "withhold"
+    HALT = "halt"
 
 
 def _values(tensor):

@@ -41,7 +41,6 @@ the step's flag.
 from __future__ import annotations
 
 import contextlib
-import enum
 import functools
 import time
 import weakref
@@ -54,26 +53,10 @@ import tensorflow as tf
 from tpufit.config import Mode
 from tpufit.data import resident
 from tpufit.device import native_logs
+from tpufit.device.finite import NanGuard
 from tpufit.device.jit_choice import JitChoice
 from tpufit.device.loop_reads import Stream, next_timed, rebuilt, tensors, timed
 from tpufit.device.outfeed import LoopResult, NonFiniteStep, joined
-
-
-class NanGuard(enum.Enum):
-    """What a training program does at a step whose loss (or gradients) is not finite.
-
-    `OFF`: nothing, as in Keras: training runs on.
-    `WITHHOLD`: the step applies no update (tpufit's copies of Keras's train
-    step apply the gradients only if the loss and every gradient are finite
-    on every replica, `finite.apply_if_finite`); the loop ends at that step,
-    which is not counted.
-    `HALT`: the step is the model's own and has applied its update; the loop
-    ends after it, which is counted.
-    """
-
-    OFF = "off"
-    WITHHOLD = "withhold"
-    HALT = "halt"
 
 
 def _spec_key(element_spec) -> str:
@@ -229,17 +212,9 @@ class LoopProgram:
         position = source.start()  # the resident infeed's place, carried by the loop
         waited = tf.constant(0.0, tf.float64)
         computed = tf.constant(0.0, tf.float64)
-        steps = tf.constant(0)
-        if not self._stops:
-            return self._training_steps(
-                source,
-                num_steps,
-                step_fn,
-                (steps, arrays, latest, clock, position, waited, computed),
-            )
-        return self._stopping_steps(
-            source, num_steps, step_fn, (steps, arrays, latest, clock, position, waited, computed)
-        )
+        carried = (tf.constant(0), arrays, latest, clock, position, waited, computed)
+        loop = self._stopping_steps if self._stops else self._training_steps
+        return loop(source, num_steps, step_fn, carried)
 
     def _training_steps(self, source, num_steps, step_fn, carried):
         # `num_steps` steps, with nothing but the step (and its clock) inside; a guarded

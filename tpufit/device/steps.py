@@ -16,7 +16,7 @@ step's rows (`keras_steps.py`), so that a partial batch split unevenly over
 the replicas gives one device's result. What every step is made of is in
 `step_parts.py`.
 
-With a NaN guard (`programs.NanGuard`), a training step on Keras's own
+With a NaN guard (`finite.NanGuard`), a training step on Keras's own
 `train_step` (padded, or tpufit's copy of it at true size) computes its
 gradients and applies them only if the loss and every gradient are finite on
 every replica (`finite.apply_if_finite`); a model's own `train_step` cannot be undone,
@@ -41,9 +41,8 @@ import tensorflow as tf
 from tpufit import _keras_shim, errors
 from tpufit.config import Layout, Mode
 from tpufit.device import finite, outfeed
-from tpufit.device.finite import apply_if_finite, snapshot
+from tpufit.device.finite import NanGuard, apply_if_finite, snapshot
 from tpufit.device.keras_steps import keras_test_step, keras_train_step
-from tpufit.device.programs import NanGuard
 from tpufit.device.step_parts import (
     HostCalls,
     StepTensors,
