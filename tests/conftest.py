@@ -442,3 +442,17 @@ def check_rows_match_ids(elements: list, x: np.ndarray) -> None:
 def id_dataset(rows: int, batch: int) -> tf.data.Dataset:
     x, _ = tiny_data(rows)
     return tf.data.Dataset.from_tensor_slices((x, np.arange(rows))).batch(batch)
+
+
+class Stopper(keras.callbacks.Callback):
+    """Sets the model's stop flag `flag` at the `after`-th `event` (a batch end), counting them."""
+
+    def __init__(self, event: str, flag: str, after: int):
+        super().__init__()
+        self.flag, self.after, self.calls = flag, after, 0
+        setattr(self, event, self._batch_end)
+
+    def _batch_end(self, batch, logs=None):
+        self.calls += 1
+        if self.calls == self.after:
+            setattr(self.model, self.flag, True)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 import tensorflow as tf
-from conftest import make_strategy, replicas, run_pytest_with_replicas
+from conftest import Stopper, make_strategy, replicas, run_pytest_with_replicas
 from like_keras import (
     LOOP,
     assert_same_history,
@@ -252,20 +252,6 @@ def test_a_metric_function_returning_one_number_evaluates_as_keras():
     x, y = rows(3, 0, 16), rows(1, 1, 16)
     ours, theirs, _ = twins(dense_model, compile_kwargs)
     evaluate_both(ours, theirs, x, y, batch_size=BATCH)
-
-
-class Stopper(keras.callbacks.Callback):
-    """Sets the model's stop flag `flag` at the `after`-th `event` (a batch end)."""
-
-    def __init__(self, event: str, flag: str, after: int):
-        super().__init__()
-        self.flag, self.after, self.calls = flag, after, 0
-        setattr(self, event, self._batch_end)
-
-    def _batch_end(self, batch, logs=None):
-        self.calls += 1
-        if self.calls == self.after:
-            setattr(self.model, self.flag, True)
 
 
 def endless(with_targets: bool = True):

@@ -127,19 +127,14 @@ def test_arrays_must_come_as_a_pair(tmp_path):
         tpufit.evaluate_checkpoints(compiled(), tmp_path, XV)
 
 
-@pytest.mark.slow
-@pytest.mark.subprocess
-def test_an_evaluator_process_beside_a_training_process(tmp_path):
-    sys.path.insert(0, str(TESTS))
+def check_each_checkpoint_seen(model_dir, seen: list[dict], *, rel: float) -> list[int]:
+    """Checks an evaluator's results: each new checkpoint to the last, each as `evaluate` gives.
+
+    Returns:
+        The global steps of the checkpoints it evaluated.
+    """
     import evaluator_child
 
-    model_dir, out = tmp_path / "run", tmp_path / "seen.json"
-    child = [sys.executable, str(TESTS / "evaluator_child.py")]
-    evaluator = subprocess.Popen([*child, "evaluate", str(model_dir), str(out)])
-    training = subprocess.Popen([*child, "train", str(model_dir)])
-    assert training.wait(timeout=120) == 0
-    assert evaluator.wait(timeout=120) == 0  # it ends by itself, after the last step
-    seen = json.loads(out.read_text())
     steps = [result.pop("global_step") for result in seen]
     assert steps[-1] == evaluator_child.LAST_STEP
     assert steps == sorted(set(steps))
@@ -149,7 +144,22 @@ def test_an_evaluator_process_beside_a_training_process(tmp_path):
         count = len(tm.model.weights)
         tm.model.set_weights([reader.get_tensor(f"weights/{i}/{VALUE}") for i in range(count)])
         afterwards = tm.evaluate(XV, YV, verbose=0, return_dict=True)
-        assert metrics == afterwards, step
+        assert metrics == pytest.approx(afterwards, rel=rel), step
+    return steps
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_an_evaluator_process_beside_a_training_process(tmp_path):
+    sys.path.insert(0, str(TESTS))
+
+    model_dir, out = tmp_path / "run", tmp_path / "seen.json"
+    child = [sys.executable, str(TESTS / "evaluator_child.py")]
+    evaluator = subprocess.Popen([*child, "evaluate", str(model_dir), str(out)])
+    training = subprocess.Popen([*child, "train", str(model_dir)])
+    assert training.wait(timeout=120) == 0
+    assert evaluator.wait(timeout=120) == 0  # it ends by itself, after the last step
+    check_each_checkpoint_seen(model_dir, json.loads(out.read_text()), rel=0)
 
 
 def test_a_keras_model_is_refused_naming_the_argument(tmp_path):
@@ -184,7 +194,6 @@ def evaluator_workers(tmp_path, mode: str) -> tuple[list[int], list[str]]:
 @pytest.mark.skipif(replicas() > 1, reason="runs in the one-device parent process")
 def test_an_evaluator_of_two_workers_beside_a_training_process(tmp_path):
     sys.path.insert(0, str(TESTS))
-    import evaluator_child
 
     model_dir = tmp_path / "run"
     codes, outputs = evaluator_workers(tmp_path, "evaluate-worker")
@@ -193,17 +202,7 @@ def test_an_evaluator_of_two_workers_beside_a_training_process(tmp_path):
     assert [report["is_chief"] for report in reports] == [True, False]
     # Both workers evaluated the same checkpoints together, and got the global metrics.
     assert reports[0]["seen"] == reports[1]["seen"]
-    seen = reports[0]["seen"]
-    steps = [result.pop("global_step") for result in seen]
-    assert steps[-1] == evaluator_child.LAST_STEP
-    assert steps == sorted(set(steps))
-    tm = compiled(tiny_model(seed=2))
-    for step, metrics in zip(steps, seen, strict=True):
-        reader = tf.train.load_checkpoint(str(model_dir / f"ckpt-{step}"))
-        count = len(tm.model.weights)
-        tm.model.set_weights([reader.get_tensor(f"weights/{i}/{VALUE}") for i in range(count)])
-        afterwards = tm.evaluate(XV, YV, verbose=0, return_dict=True)
-        assert metrics == pytest.approx(afterwards, rel=1e-6), step
+    steps = check_each_checkpoint_seen(model_dir, reports[0]["seen"], rel=1e-6)
     # Only the chief wrote: one eval event file, one export per evaluation.
     assert len(tf.io.gfile.glob(str(model_dir / "eval" / "events.out.tfevents.*"))) == 1
     assert sorted(scalar_events(model_dir / "eval")["loss"]) == steps

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import CLASSES, assert_close, side_by_side, tiny_data, warned
+from conftest import CLASSES, Stopper, assert_close, side_by_side, tiny_data, warned
 
 X, Y = tiny_data(80)  # 10 batches of 8
 RAN_OUT = "Your input ran out of data"
@@ -25,20 +25,6 @@ def endless(targets: bool = True):
     for start in itertools.cycle(range(0, len(X), 8)):
         rows = slice(start, start + 8)
         yield (X[rows], Y[rows]) if targets else (X[rows],)
-
-
-class Stopper(keras.callbacks.Callback):
-    """Sets the model's stop flag `flag` at the `after`-th `event` (a batch end), counting them."""
-
-    def __init__(self, event: str, flag: str, after: int):
-        super().__init__()
-        self.flag, self.after, self.calls = flag, after, 0
-        setattr(self, event, self._batch_end)
-
-    def _batch_end(self, batch, logs=None):
-        self.calls += 1
-        if self.calls == self.after:
-            setattr(self.model, self.flag, True)
 
 
 def repeated_dataset():
