@@ -36,12 +36,12 @@ def test_input_fn_over_four_replicas_in_a_child_process():
     assert " 1 skipped" in summary and " failed" not in summary, summary
 
 
-def compiled(model=None):
+def compiled(model=None, config=None):
     strategy = make_strategy()
     if model is None:
         with strategy.scope():
             model = tiny_model()
-    tm = tpufit.TPUModel(model, strategy=strategy, iterations_per_loop=3)
+    tm = tpufit.TPUModel(model, strategy=strategy, iterations_per_loop=3, config=config)
     tm.compile(**compile_args())
     return tm
 
@@ -81,6 +81,22 @@ def test_input_fn_gets_a_tpu_context_per_pipeline_and_trains_like_keras_step_for
             input_pipeline_id=0,
             num_input_pipelines=1,
         )
+
+
+def test_input_fn_at_true_size_trains_and_evaluates_like_keras_on_one_device():
+    # Each replica's pipeline counts only its own rows: the step's are summed over replicas.
+    x, y = tiny_data(ROWS)
+    tm = compiled(config=tpufit.RunConfig(partial_batch="true_size"))
+    twin = keras_twin(tm.model)
+    history = tm.fit(RecordingInputFn(x, y), batch_size=BATCH, epochs=2, verbose=0)
+    theirs = twin.fit(x, y, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    np.testing.assert_allclose(history.history["loss"], theirs.history["loss"], rtol=1e-4)
+    for mine, keras_weight in zip(tm.model.get_weights(), twin.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, keras_weight, rtol=1e-4, atol=1e-5)
+    ours = tm.evaluate(RecordingInputFn(x, y), batch_size=BATCH, return_dict=True, verbose=0)
+    keras_logs = twin.evaluate(x, y, batch_size=BATCH, return_dict=True, verbose=0)
+    for name, value in keras_logs.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-5, err_msg=name)
 
 
 def test_input_fn_evaluates_and_predicts_exactly_and_in_order():

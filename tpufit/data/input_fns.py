@@ -93,6 +93,7 @@ def _pipeline(
     dataset = weighting.with_class_weight(dataset, request.class_weight)
     if request.layout is Layout.TRUE_SIZE:
         # A model's own step sees the batches as the input_fn made them, one per replica.
+        dataset = _in_whole_steps(dataset, ctx.replicas_per_pipeline)
         feed = dataset_stream.from_dataset(
             dataset, mode=request.mode, layout=request.layout, count=count
         )
@@ -105,6 +106,29 @@ def _pipeline(
         dataset, mode=request.mode, layout=request.layout, batch_size=step_rows, count=count
     )
     return feed, feed.dataset.rebatch(ctx.per_replica_batch_size, drop_remainder=True)
+
+
+def _in_whole_steps(dataset: tf.data.Dataset, replicas: int) -> tf.data.Dataset:
+    """`dataset` (one pass) ending with empty batches up to a whole number of steps.
+
+    Each replica takes the next batch of the pipeline, so a pass whose batch
+    count is not a multiple of the replicas would end in a step holding the
+    next pass's first batches (or, in evaluation, stop batches, ending the
+    loop before the pass's last batch). A replica's empty batch adds nothing
+    to a step (`keras_steps.split_exactly`). Counting the batches may read an
+    input_fn's dataset once; an endless one is left as it is.
+    """
+    if replicas == 1:
+        return dataset
+    count = dataset_stream.count_batches(dataset)
+    if count is None or count % replicas == 0:
+        return dataset
+
+    def empty(spec: tf.TensorSpec) -> tf.Tensor:
+        return tf.zeros([0] + [d or 0 for d in spec.shape.as_list()[1:]], spec.dtype)
+
+    empties = tf.data.Dataset.from_tensors(tf.nest.map_structure(empty, dataset.element_spec))
+    return dataset.concatenate(empties.repeat(-count % replicas))
 
 
 def input_fn_as_x(x: Any, input_fn: Any) -> Any:

@@ -23,7 +23,6 @@ from tpufit.device.step_parts import (
     additional_losses,
     batch_rows,
     call_compute_loss,
-    global_signals,
     host_call_values,
     summed_over_replicas,
     timestep_mask,
@@ -31,15 +30,13 @@ from tpufit.device.step_parts import (
 )
 
 
-def split_exactly(
-    model: keras.Model, loss, y_pred, rows, signals
-) -> tuple[tf.Tensor, tf.Tensor, Any]:
+def split_exactly(model: keras.Model, loss, y_pred, rows) -> tuple[tf.Tensor, tf.Tensor, Any]:
     """Reweights a true-size step's loss so that the replicas add up to one device's batch.
 
     Keras's steps give each replica's mean loss `1 / replicas` of the step,
     however many rows it holds: a partial batch split unevenly over the
     replicas then counts some rows more than others. Here each replica's loss
-    is weighted by its share of the step's rows (counted by the infeed). The
+    is weighted by its share of the step's rows (summed over the replicas). The
     data loss of a single masked output is weighted by the replica's share of
     the unmasked timesteps instead (Keras's denominator; summed over the
     replicas by a collective, which no loop wraps in a `cond`), its additional
@@ -54,7 +51,9 @@ def split_exactly(
     """
     dtype = loss.dtype
     replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-    total_rows = tf.reduce_max(global_signals(signals)["real_rows"])
+    # Summed over the replicas, not read from the signals: an `input_fn`'s pipeline of each
+    # replica counts only its own rows.
+    total_rows = summed_over_replicas(tf.cast(rows, tf.float32))
     row_share = tf.cast(
         tf.math.divide_no_nan(tf.cast(rows, tf.float32) * replicas, total_rows), dtype
     )
@@ -68,17 +67,17 @@ def split_exactly(
         weighted = (loss - additional) * mask_share + additional * row_share
     # Counted by its rows, each replica's tracked value times its count is its weighted loss
     # times the step's rows; a replica with no rows (a short batch split over more replicas
-    # than it has rows) adds nothing: it has no signals to read the step's rows from.
+    # than it has rows) adds nothing.
     rows = tf.cast(rows, dtype)
     return weighted, tf.math.divide_no_nan(weighted * tf.cast(total_rows, dtype), rows), rows
 
 
-def keras_loss(model: keras.Model, x, y, y_pred, sample_weight, signals, *, training, split):
+def keras_loss(model: keras.Model, x, y, y_pred, sample_weight, *, training, split):
     """Keras's `compute_loss` and loss-tracker update; `split` reweights it (`split_exactly`)."""
     loss = call_compute_loss(model, x, y, y_pred, sample_weight, training=training)
     rows = batch_rows(x)
     if split:
-        loss, tracked, count = split_exactly(model, loss, y_pred, rows, signals)
+        loss, tracked, count = split_exactly(model, loss, y_pred, rows)
     else:
         tracked, count = unscaled_for_distribution(loss), rows
     _keras_shim.loss_tracker(model).update_state(tracked, sample_weight=count)
@@ -88,7 +87,6 @@ def keras_loss(model: keras.Model, x, y, y_pred, sample_weight, signals, *, trai
 def keras_train_step(
     model: keras.Model,
     data,
-    signals,
     host_calls: HostCalls | None = None,
     *,
     guard: bool,
@@ -106,7 +104,7 @@ def keras_train_step(
     before = snapshot(model) if guard else None
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True)
-        loss = keras_loss(model, x, y, y_pred, sample_weight, signals, training=True, split=split)
+        loss = keras_loss(model, x, y, y_pred, sample_weight, training=True, split=split)
         scaled = model.optimizer.scale_loss(loss)
     variables = model.trainable_weights
     gradients = tape.gradient(scaled, variables) if variables else []
@@ -127,11 +125,11 @@ def keras_train_step(
     return logs, tf.cast(loss, tf.float32), tf.constant(0.0), extras, non_finite
 
 
-def keras_test_step(model: keras.Model, data, signals, host_calls: HostCalls | None = None):
+def keras_test_step(model: keras.Model, data, host_calls: HostCalls | None = None):
     """Keras's own `test_step` at true size, each replica's loss counted by its share of rows."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     y_pred = model(x, training=False)
-    loss = keras_loss(model, x, y, y_pred, sample_weight, signals, training=False, split=True)
+    loss = keras_loss(model, x, y, y_pred, sample_weight, training=False, split=True)
     logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     extras = host_call_values(host_calls or {}, StepTensors(model, data, logs, None))
     return logs, tf.cast(loss, tf.float32), tf.constant(0.0), extras, tf.constant(False)

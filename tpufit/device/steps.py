@@ -255,7 +255,7 @@ def train_step_for(
     def step(data, signals):
         split = keras_steps and _on_several_replicas()
         if withhold or split:
-            return keras_train_step(model, data, signals, host_calls, guard=withhold, split=split)
+            return keras_train_step(model, data, host_calls, guard=withhold, split=split)
         return own(data, signals)
 
     return step
@@ -282,7 +282,7 @@ def test_step_for(model: keras.Model, layout: Layout, host_calls: HostCalls | No
 
     def step(data, signals):
         if keras_steps and _on_several_replicas():
-            return keras_test_step(model, data, signals, host_calls)
+            return keras_test_step(model, data, host_calls)
         return own(data, signals)
 
     return step
