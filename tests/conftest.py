@@ -456,3 +456,22 @@ class Stopper(keras.callbacks.Callback):
         self.calls += 1
         if self.calls == self.after:
             setattr(self.model, self.flag, True)
+
+
+class AddIfGiven(keras.layers.Layer):
+    """Keras's own test layer for optional inputs: `x + o`, or `x` alone when `o` is None."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, x, o=None):
+        return self.dense(x if o is None else x + o)
+
+
+def optional_input_model() -> keras.Model:
+    """A model of inputs `x` and an optional `o` (Keras's own optional-input test case)."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((2,), name="x")
+    o = keras.Input((2,), name="o", optional=True)
+    return keras.Model({"x": x, "o": o}, AddIfGiven()(x, o))

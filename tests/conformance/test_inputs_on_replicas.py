@@ -24,7 +24,13 @@ import numpy as np
 import pytest
 import scipy.sparse
 import tensorflow as tf
-from conftest import Stopper, make_strategy, replicas, run_pytest_with_replicas
+from conftest import (
+    Stopper,
+    make_strategy,
+    optional_input_model,
+    replicas,
+    run_pytest_with_replicas,
+)
 from like_keras import (
     LOOP,
     assert_same_history,
@@ -41,6 +47,7 @@ from test_composite_outputs_like_keras import (
     assert_same_outputs,
     model_with,
 )
+from test_inputs_like_keras import ragged_model
 
 import tpufit
 
@@ -76,16 +83,6 @@ def test_the_input_cases_hold_on_four_replicas():
 
 
 # --- Ragged and sparse inputs and outputs ---------------------------------------------------
-
-
-class MeanOfRows(keras.layers.Layer):
-    def call(self, x):
-        return tf.reduce_mean(x, axis=1)
-
-
-def ragged_model() -> keras.Model:
-    items = keras.Input((None, 2), ragged=True)
-    return keras.Model(items, keras.layers.Dense(1)(MeanOfRows()(items)))
 
 
 def ragged_items() -> tf.RaggedTensor:
@@ -281,21 +278,6 @@ def test_stop_flags_end_runs_on_endless_generators_as_keras():
 def test_steps_per_epoch_shorter_than_the_data_continues_the_pass_as_keras():
     ours, theirs, _ = twins(dense_model, regression)
     fit_both(ours, theirs, rows(3, 0), rows(1), batch_size=BATCH, epochs=3, steps_per_epoch=3)
-
-
-class AddIfGiven(keras.layers.Layer):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(2)
-
-    def call(self, x, o=None):
-        return self.dense(x if o is None else x + o)
-
-
-def optional_input_model() -> keras.Model:
-    x = keras.Input((2,), name="x")
-    o = keras.Input((2,), name="o", optional=True)
-    return keras.Model({"x": x, "o": o}, AddIfGiven()(x, o))
 
 
 @on_replicas

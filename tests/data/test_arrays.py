@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-from conftest import FEATURES, assert_same_weights, copy_model, keras_twin, tiny_data, tiny_model
+from conftest import (
+    FEATURES,
+    assert_same_weights,
+    copy_model,
+    keras_twin,
+    optional_input_model,
+    tiny_data,
+    tiny_model,
+)
 from user_inputs import BATCH, ROWS, assert_same_logs, compiled
 
 import tpufit
@@ -179,24 +187,6 @@ def test_namedtuple_targets_and_outputs_keep_their_type_with_keras_results():
     for mine, theirs in zip(our_predicted, predicted, strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
     assert_same_weights(ours, model)
-
-
-class AddIfGiven(keras.layers.Layer):
-    """Keras's own test layer for optional inputs: `x + o`, or `x` alone when `o` is None."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(2)
-
-    def call(self, x, o=None):
-        return self.dense(x if o is None else x + o)
-
-
-def optional_input_model():
-    keras.utils.set_random_seed(0)
-    x = keras.Input((2,), name="x")
-    o = keras.Input((2,), name="o", optional=True)
-    return keras.Model({"x": x, "o": o}, AddIfGiven()(x, o))
 
 
 @pytest.mark.parametrize("given", [False, True])
